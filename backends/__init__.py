@@ -1,0 +1,31 @@
+"""Where batches run: local ONNX worker processes, HTTP V2 upstreams, and their pools."""
+
+from .base import Backend, BackendError, BackendUnavailable
+from .demo import DEMO_NAME, build_demo_model, demo_model_path
+from .http_v2 import HttpV2Backend
+from .local_pool import LocalWorkerPool
+from .metadata import ModelMetadata, TensorSpec
+from .oip import InferRequest, ProtocolError, decode_request, decode_response, encode_request, encode_response
+from .pool import Instance, Pool, UpstreamPool
+
+__all__ = [
+    "DEMO_NAME",
+    "Backend",
+    "BackendError",
+    "BackendUnavailable",
+    "HttpV2Backend",
+    "InferRequest",
+    "Instance",
+    "LocalWorkerPool",
+    "ModelMetadata",
+    "Pool",
+    "ProtocolError",
+    "TensorSpec",
+    "UpstreamPool",
+    "build_demo_model",
+    "decode_request",
+    "decode_response",
+    "demo_model_path",
+    "encode_request",
+    "encode_response",
+]

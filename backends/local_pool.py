@@ -1,0 +1,139 @@
+"""A pool of `sluice worker` processes on this machine.
+
+Each worker is a real process with its own onnxruntime session. A supervisor task
+per worker restarts it when it exits for any reason other than our own stop, so a
+crashed worker costs a retry, not requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+
+import aiohttp
+
+from .http_v2 import HttpV2Backend
+from .pool import Instance, new_session
+
+log = logging.getLogger("sluice.pool")
+
+_READY_TIMEOUT_S = 120.0
+
+
+class _Worker:
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.process: asyncio.subprocess.Process | None = None
+        self.instance: Instance | None = None
+
+
+class LocalWorkerPool:
+    def __init__(
+        self,
+        model_path: str,
+        model: str,
+        count: int,
+        *,
+        threads: int = 1,
+        timeout_s: float = 30.0,
+    ) -> None:
+        if count < 1:
+            raise ValueError("a local pool needs at least one worker")
+        self.model_path, self.model, self.count = model_path, model, count
+        self.threads, self.timeout_s = threads, timeout_s
+        self.instances: list[Instance] = []
+        self.startup_seconds: list[float] = []
+        self._workers = [_Worker(i) for i in range(count)]
+        self._session: aiohttp.ClientSession | None = None
+        self._listeners: list[Callable[[], None]] = []
+        self._supervisors: list[asyncio.Task] = []
+        self._stopping = False
+
+    def on_capacity(self, callback: Callable[[], None]) -> None:
+        self._listeners.append(callback)
+
+    async def start(self) -> None:
+        self._session = new_session()
+        await asyncio.gather(*(self._spawn(w) for w in self._workers))
+        self._supervisors = [asyncio.create_task(self._supervise(w)) for w in self._workers]
+
+    async def _spawn(self, worker: _Worker) -> None:
+        started = time.monotonic()
+        worker.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "backends.worker",
+            "--model", self.model_path, "--name", self.model, "--port", "0",
+            "--threads", str(self.threads), "--parent-pid", str(os.getpid()),
+            stdout=asyncio.subprocess.PIPE, start_new_session=True,
+        )  # fmt: skip
+        try:
+            line = await asyncio.wait_for(worker.process.stdout.readline(), _READY_TIMEOUT_S)
+            port = int(json.loads(line)["port"])
+        except (asyncio.TimeoutError, ValueError, KeyError) as exc:
+            worker.process.kill()
+            await worker.process.wait()
+            raise RuntimeError(f"worker {worker.index} for {self.model!r} did not start: {exc!r}") from exc
+        backend = HttpV2Backend(
+            f"http://127.0.0.1:{port}", self.model, self._session, binary=True,
+            timeout_s=self.timeout_s, name=f"{self.model}/worker-{worker.index}",
+        )  # fmt: skip
+        if worker.instance is None:
+            worker.instance = Instance(backend)
+            self.instances.append(worker.instance)
+        else:
+            worker.instance.backend = backend
+        worker.instance.healthy = True
+        self.startup_seconds.append(time.monotonic() - started)
+        log.info("worker started", extra={"worker": backend.name, "pid": worker.process.pid, "port": port})
+
+    async def _supervise(self, worker: _Worker) -> None:
+        delay = 0.1
+        while not self._stopping:
+            code = await worker.process.wait()
+            worker.instance.healthy = False
+            if self._stopping:
+                return
+            log.warning("worker exited; restarting", extra={"worker": worker.instance.name, "code": code})
+            while not self._stopping:
+                try:
+                    await self._spawn(worker)
+                    delay = 0.1
+                    break
+                except (RuntimeError, OSError):
+                    log.exception("worker restart failed")
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+            for callback in self._listeners:
+                callback()
+
+    def report_failure(self, instance: Instance) -> None:
+        """A worker that lost a batch is not trusted again: kill it; the supervisor restarts it."""
+        instance.healthy = False
+        for worker in self._workers:
+            if worker.instance is instance and worker.process and worker.process.returncode is None:
+                worker.process.kill()
+
+    def pids(self) -> list[int]:
+        return [w.process.pid for w in self._workers if w.process and w.process.returncode is None]
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in self._supervisors:
+            task.cancel()
+        procs = [w.process for w in self._workers if w.process and w.process.returncode is None]
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.gather(*(p.wait() for p in procs)), 10.0)
+        except asyncio.TimeoutError:
+            for proc in procs:
+                if proc.returncode is None:
+                    proc.kill()
+            await asyncio.gather(*(p.wait() for p in procs))
+        if self._session:
+            await self._session.close()

@@ -1,0 +1,117 @@
+"""Pools of instances: places that each run a bounded number of batches at once.
+
+The gateway books an instance for a batch and releases it after; a pool keeps the
+instances alive (restarting worker processes, probing upstreams) and tells its
+listener when capacity comes back, so batches waiting in the gateway move on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import aiohttp
+
+from .base import Backend
+from .http_v2 import HttpV2Backend
+
+log = logging.getLogger("sluice.pool")
+
+
+@dataclass(eq=False)
+class Instance:
+    """One instance of a pool, with the bookkeeping placement decisions read."""
+
+    backend: Backend
+    max_inflight: int = 1
+    inflight: int = 0
+    healthy: bool = False
+    last_dispatch: float = float("-inf")
+    dispatched: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.backend.name
+
+    @property
+    def free(self) -> bool:
+        return self.healthy and self.inflight < self.max_inflight
+
+
+class Pool(Protocol):
+    instances: list[Instance]
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def on_capacity(self, callback: Callable[[], None]) -> None:
+        """Register `callback`, called whenever an instance becomes usable."""
+        ...
+
+    def report_failure(self, instance: Instance) -> None:
+        """The dispatcher could not reach `instance`; take it out until it recovers."""
+        ...
+
+
+def new_session() -> aiohttp.ClientSession:
+    # One keep-alive connection per in-flight batch is all a pool needs.
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60), auto_decompress=False)
+
+
+class UpstreamPool:
+    """A static list of servers that speak the protocol (Triton, MLServer, KServe, ...)."""
+
+    def __init__(
+        self, urls: list[str], model: str, *, max_inflight: int = 4, binary: bool = False, timeout_s: float = 30.0
+    ) -> None:
+        self._urls, self._model = urls, model
+        self._max_inflight, self._binary, self._timeout = max_inflight, binary, timeout_s
+        self.instances: list[Instance] = []
+        self._session: aiohttp.ClientSession | None = None
+        self._listeners: list[Callable[[], None]] = []
+        self._probes: set[asyncio.Task] = set()
+
+    def on_capacity(self, callback: Callable[[], None]) -> None:
+        self._listeners.append(callback)
+
+    async def start(self) -> None:
+        self._session = new_session()
+        self.instances = [
+            Instance(
+                HttpV2Backend(url, self._model, self._session, binary=self._binary, timeout_s=self._timeout),
+                max_inflight=self._max_inflight,
+            )
+            for url in self._urls
+        ]
+        for instance in self.instances:
+            instance.healthy = await instance.backend.ready()
+            if not instance.healthy:
+                self.report_failure(instance)
+
+    def report_failure(self, instance: Instance) -> None:
+        if not instance.healthy and any(t.get_name() == instance.name for t in self._probes):
+            return
+        instance.healthy = False
+        task = asyncio.create_task(self._probe(instance), name=instance.name)
+        self._probes.add(task)
+        task.add_done_callback(self._probes.discard)
+
+    async def _probe(self, instance: Instance) -> None:
+        delay = 0.2
+        while not await instance.backend.ready():
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+        instance.healthy = True
+        log.info("upstream %s is ready", instance.name)
+        for callback in self._listeners:
+            callback()
+
+    async def stop(self) -> None:
+        for task in list(self._probes):
+            task.cancel()
+        if self._session:
+            await self._session.close()

@@ -1,0 +1,250 @@
+"""The aiohttp application: Open Inference Protocol V2, KServe V1, health and metrics.
+
+Lifecycle: `on_startup` starts every model's pool; `on_shutdown` (after the
+listening socket is closed) closes every open batch at once and waits until all
+admitted requests are answered; `on_cleanup` stops the pools.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import uuid
+from importlib.metadata import PackageNotFoundError, version
+
+from aiohttp import web
+
+from backends import ProtocolError, decode_request, encode_response
+from backends.oip import HEADER_LENGTH
+
+from .codec import check_outputs, decode_v1, encode_v1, validate_inputs
+from .config import GatewayConfig
+from .metrics import Metrics
+from .runner import RequestFailed
+from .served import ServedModel, start_model
+
+log = logging.getLogger("sluice.gateway")
+access = logging.getLogger("sluice.access")
+
+try:
+    VERSION = version("sluice-gateway")
+except PackageNotFoundError:  # running from a source tree
+    VERSION = "0+unknown"
+
+_REQUEST_ID = re.compile(r"^[\w.:\-]{1,128}$")
+_MAX_ELEMENTS = 16 << 20
+
+
+class Gateway:
+    """Everything the handlers share: configuration, served models, metrics."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.models: dict[str, ServedModel] = {}
+        self.draining = False
+
+    async def startup(self, app: web.Application) -> None:
+        for model_config in self.config.models.values():
+            self.models[model_config.name] = await start_model(model_config, self.metrics)
+
+    async def shutdown(self, app: web.Application) -> None:
+        self.draining = True
+        waiting = sum(m.runner.waiting for m in self.models.values())
+        log.info("draining", extra={"waiting": waiting})
+        drains = [m.runner.drain() for m in self.models.values()]
+        try:
+            await asyncio.wait_for(asyncio.gather(*drains), self.config.shutdown_timeout_s)
+        except asyncio.TimeoutError:
+            error = RequestFailed(503, "the gateway stopped before this request could be served", retry_after=1.0)
+            for model in self.models.values():
+                model.runner.fail_pending(error)
+        log.info("drained")
+
+    async def cleanup(self, app: web.Application) -> None:
+        await asyncio.gather(*(m.pool.stop() for m in self.models.values()), return_exceptions=True)
+
+    # -- helpers --------------------------------------------------------------
+
+    def model(self, request: web.Request) -> ServedModel:
+        name = request.match_info["model"]
+        model = self.models.get(name)
+        wanted = request.match_info.get("version")
+        if model is None or (wanted is not None and wanted not in model.metadata.versions):
+            what = f"model {name!r}" + (f" version {wanted!r}" if wanted else "")
+            raise web.HTTPNotFound(reason=f"unknown {what}")
+        return model
+
+    def deadline(self, request: web.Request, parameters: dict) -> float:
+        """The request's deadline on the loop clock: its own timeout, capped by the server's."""
+        timeout_s = self.config.request_timeout_s
+        header = request.headers.get("X-Request-Timeout-Ms")
+        given = parameters.get("timeout")
+        try:
+            if header is not None:
+                timeout_s = min(timeout_s, float(header) / 1e3)
+            if given is not None:
+                if isinstance(given, bool) or not isinstance(given, int | float):
+                    raise ValueError
+                timeout_s = min(timeout_s, given / 1e6)  # the protocol's timeout is in microseconds
+        except ValueError:
+            raise ProtocolError("timeout must be a number (parameters.timeout in us, X-Request-Timeout-Ms in ms)") from None
+        if timeout_s <= 0:
+            raise ProtocolError("timeout must be positive")
+        return asyncio.get_running_loop().time() + timeout_s
+
+    async def serve(self, model: ServedModel, request: web.Request, inputs: dict, rows: int, deadline: float) -> dict:
+        """Queue one request and wait for its outputs, at most until its deadline."""
+        if self.draining:
+            raise RequestFailed(503, "the gateway is shutting down", retry_after=1.0)
+        future = model.runner.submit(request["request_id"], inputs, rows, deadline)
+        timer = asyncio.get_running_loop().call_at(deadline, _expire, future)
+        try:
+            return await future
+        finally:
+            timer.cancel()
+
+
+def _expire(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_exception(RequestFailed(504, "deadline exceeded before the batch was answered"))
+
+
+def _error(status: int, message: str, headers: dict | None = None) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+GATEWAY = web.AppKey("gateway", Gateway)
+
+
+@web.middleware
+async def _edge(request: web.Request, handler) -> web.StreamResponse:
+    """Request ids, errors as `{"error": ...}`, per-request metrics and the access log."""
+    gateway = request.app[GATEWAY]
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    given = request.headers.get("X-Request-Id")
+    request_id = given if given and _REQUEST_ID.match(given) else uuid.uuid4().hex
+    request["request_id"] = request_id
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        response = _error(exc.status, exc.reason or exc.text or "error")
+        if "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+    except ProtocolError as exc:
+        response = _error(400, str(exc))
+    except RequestFailed as exc:
+        headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if exc.retry_after is not None else None
+        response = _error(exc.status, str(exc), headers)
+    except Exception:
+        log.exception("unhandled error", extra={"request_id": request_id})
+        response = _error(500, "internal error")
+    response.headers["X-Request-Id"] = request_id
+    elapsed = loop.time() - started
+    model = request.get("model")
+    if model is not None:
+        gateway.metrics.requests.labels(model, str(response.status)).inc()
+        if response.status == 200:
+            gateway.metrics.latency.labels(model).observe(elapsed)
+    if gateway.config.access_log:
+        access.info(
+            "request",
+            extra={
+                "request_id": request_id, "method": request.method, "path": request.path,
+                "status": response.status, "ms": round(elapsed * 1e3, 3), "model": model,
+            },
+        )  # fmt: skip
+    return response
+
+
+async def _body(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    return await request.read()
+
+
+async def infer_v2(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    model = gateway.model(request)
+    request["model"] = model.name
+    body = await _body(request, gateway.config.max_body_bytes)
+    header = request.headers.get(HEADER_LENGTH)
+    try:
+        header_length = int(header) if header is not None else None
+    except ValueError:
+        raise ProtocolError(f"{HEADER_LENGTH} must be an integer") from None
+    parsed = decode_request(body, header_length)
+    rows = validate_inputs(model.metadata, parsed.inputs, _MAX_ELEMENTS)
+    check_outputs(model.metadata, parsed.outputs)
+    deadline = gateway.deadline(request, parsed.parameters)
+    outputs = await gateway.serve(model, request, parsed.inputs, rows, deadline)
+    if parsed.outputs is not None:
+        outputs = {name: outputs[name] for name in parsed.outputs}
+    binary = True if parsed.binary_default and parsed.outputs is None else parsed.binary_outputs
+    payload, length = encode_response(model.name, model.version, outputs, parsed.id, binary)
+    if length is None:
+        return web.Response(body=payload, content_type="application/json")
+    return web.Response(body=payload, content_type="application/octet-stream", headers={HEADER_LENGTH: str(length)})
+
+
+async def predict_v1(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    model = gateway.model(request)
+    request["model"] = model.name
+    inputs = decode_v1(model.metadata, await _body(request, gateway.config.max_body_bytes))
+    rows = validate_inputs(model.metadata, inputs, _MAX_ELEMENTS)
+    outputs = await gateway.serve(model, request, inputs, rows, gateway.deadline(request, {}))
+    return web.Response(body=encode_v1(outputs), content_type="application/json")
+
+
+async def live(request: web.Request) -> web.Response:
+    return web.json_response({"live": True})
+
+
+async def ready(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    ok = not gateway.draining and bool(gateway.models) and all(m.ready for m in gateway.models.values())
+    return web.json_response({"ready": ok}, status=200 if ok else 503)
+
+
+async def server_metadata(request: web.Request) -> web.Response:
+    return web.json_response({"name": "sluice", "version": VERSION, "extensions": ["binary_tensor_data"]})
+
+
+async def model_metadata(request: web.Request) -> web.Response:
+    return web.json_response(request.app[GATEWAY].model(request).metadata.to_json())
+
+
+async def model_ready(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    model = gateway.model(request)
+    ok = model.ready and not gateway.draining
+    return web.json_response({"name": model.name, "ready": ok}, status=200 if ok else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    return web.Response(body=gateway.metrics.render(), headers={"Content-Type": gateway.metrics.content_type})
+
+
+def create_app(config: GatewayConfig) -> web.Application:
+    gateway = Gateway(config)
+    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[_edge])
+    app[GATEWAY] = gateway
+    app.on_startup.append(gateway.startup)
+    app.on_shutdown.append(gateway.shutdown)
+    app.on_cleanup.append(gateway.cleanup)
+    r = app.router
+    r.add_get("/v2/health/live", live)
+    r.add_get("/v2/health/ready", ready)
+    r.add_get("/v2", server_metadata)
+    for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
+        r.add_get(prefix, model_metadata)
+        r.add_get(prefix + "/ready", model_ready)
+        r.add_post(prefix + "/infer", infer_v2)
+    r.add_get("/v1/models/{model}", model_ready)
+    r.add_post("/v1/models/{model:[^/:]+}:predict", predict_v1)
+    r.add_get("/metrics", metrics)
+    return app

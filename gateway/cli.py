@@ -1,0 +1,92 @@
+"""The `sluice` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from backends import aio, worker
+from backends.demo import demo_model_path
+
+from . import config as config_mod
+from . import logs
+
+
+def _pairs(values: list[str] | None, flag: str) -> list[tuple[str, str]]:
+    pairs = []
+    for value in values or []:
+        name, sep, target = value.partition("=")
+        if not sep or not name or not target:
+            raise config_mod.ConfigError(f"{flag} takes NAME=VALUE, got {value!r}")
+        pairs.append((name, target))
+    return pairs
+
+
+def _serve_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """Only what the user gave, so that the config file fills in the rest."""
+    flags: dict[str, Any] = {}
+    for key in ("host", "port", "max_body_bytes", "request_timeout_s", "log_level"):
+        if getattr(args, key) is not None:
+            flags[key] = getattr(args, key)
+    if args.no_access_log:
+        flags["access_log"] = False
+    for key in ("workers", "threads", "batch_size", "timeout_ms", "policy"):
+        if getattr(args, key) is not None:
+            flags[key] = getattr(args, key)
+    models: dict[str, dict[str, Any]] = {}
+    for name, path in _pairs(args.model, "--model"):
+        models[name] = {"path": path}
+    for name, url in _pairs(args.upstream, "--upstream"):
+        models.setdefault(name, {"upstream": []})["upstream"].append(url)
+    if models:
+        flags["models"] = models
+    return flags
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run the gateway", description="Run the gateway. With no model given, serves the demo model.")
+    p.add_argument("--config", help="TOML configuration file")
+    p.add_argument("--model", action="append", metavar="NAME=PATH.onnx", help="serve an ONNX file from local workers (repeatable)")
+    p.add_argument("--upstream", action="append", metavar="NAME=URL", help="serve a model from an Open Inference Protocol server (repeatable)")
+    p.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port to bind (default 8000; 0 picks a free one)")
+    p.add_argument("--workers", type=int, help="worker processes per local model (default: min(2, cores))")
+    p.add_argument("--threads", type=int, help="onnxruntime threads per worker (default: cores / workers)")
+    p.add_argument("--batch-size", type=int, help="largest batch, in rows (default 32)")
+    p.add_argument("--timeout-ms", type=float, help="longest wait of a batch's oldest request (default 5)")
+    p.add_argument("--policy", choices=config_mod.POLICIES, help="batching policy (default fixed)")
+    p.add_argument("--max-body-bytes", type=int, help="largest request body (default 8 MiB)")
+    p.add_argument("--request-timeout-s", type=float, help="longest a request may take end to end (default 30)")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--no-access-log", action="store_true", help="do not log every request")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="sluice", description="Sluice: an adaptive-batching inference gateway.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_serve(sub)
+    worker.add_arguments(sub.add_parser("worker", help="serve one ONNX model for whole batches (used by local pools)"))
+    args = parser.parse_args(argv)
+    if args.command == "worker":
+        worker.run(args)
+        return
+    try:
+        config = config_mod.load(args.config, _serve_flags(args), demo=lambda: str(demo_model_path()))
+    except config_mod.ConfigError as exc:
+        parser.exit(2, f"sluice serve: {exc}\n")
+    logs.setup(config.log_level)
+    try:
+        aio.run(serve_main(config))
+    except KeyboardInterrupt:
+        pass
+
+
+async def serve_main(config: config_mod.GatewayConfig) -> None:
+    from .server import serve
+
+    await serve(config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

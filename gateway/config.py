@@ -1,0 +1,136 @@
+"""Configuration: built-in defaults < the TOML file (`--config`) < command-line flags.
+
+```toml
+[server]
+host = "127.0.0.1"
+port = 8000
+max_body_bytes = 8388608
+request_timeout_s = 30
+
+[batching]            # defaults for every model
+policy = "fixed"      # fixed | none
+batch_size = 32
+timeout_ms = 5.0
+workers = 2
+
+[models.demo]         # a local ONNX file, served by `workers` worker processes
+path = "/models/demo.onnx"
+
+[models.resnet]       # or any server that speaks the Open Inference Protocol
+upstream = ["http://127.0.0.1:8001"]
+batch_size = 8
+```
+A flag such as `--batch-size` applies to every model and wins over the file.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+POLICIES = ("fixed", "none")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _default_workers() -> int:
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    path: str | None = None
+    upstream: tuple[str, ...] = ()
+    policy: str = "fixed"
+    batch_size: int = 32
+    timeout_ms: float = 5.0
+    workers: int = field(default_factory=_default_workers)
+    threads: int = 0  # onnxruntime threads per worker; 0: cores / workers
+    upstream_binary: bool = False  # send the binary tensor extension upstream
+    upstream_max_inflight: int = 4
+    backend_timeout_s: float = 30.0
+    max_attempts: int = 3
+
+    def check(self) -> None:
+        if bool(self.path) == bool(self.upstream):
+            raise ConfigError(f"model {self.name!r}: give exactly one of 'path' (ONNX file) or 'upstream' (URLs)")
+        if self.policy not in POLICIES:
+            raise ConfigError(f"model {self.name!r}: policy must be one of {', '.join(POLICIES)}, not {self.policy!r}")
+        if self.batch_size < 1 or self.timeout_ms < 0 or self.workers < 1:
+            raise ConfigError(f"model {self.name!r}: batch_size and workers must be >= 1, timeout_ms >= 0")
+        for url in self.upstream:
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(f"model {self.name!r}: upstream {url!r} is not an http(s) URL")
+
+    @property
+    def worker_threads(self) -> int:
+        return self.threads or max(1, (os.cpu_count() or 1) // self.workers)
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_body_bytes: int = 8 << 20
+    request_timeout_s: float = 30.0
+    shutdown_timeout_s: float = 30.0
+    log_level: str = "info"
+    access_log: bool = True
+    models: dict[str, ModelConfig] = field(default_factory=dict)
+
+
+_SERVER_KEYS = {f.name for f in fields(GatewayConfig)} - {"models"}
+_MODEL_KEYS = {f.name for f in fields(ModelConfig)} - {"name"}
+
+
+def _model(name: str, values: dict[str, Any]) -> ModelConfig:
+    unknown = values.keys() - _MODEL_KEYS
+    if unknown:
+        raise ConfigError(f"model {name!r}: unknown setting(s) {sorted(unknown)}")
+    values = dict(values)
+    if isinstance(values.get("upstream"), str):
+        values["upstream"] = (values["upstream"],)
+    elif "upstream" in values:
+        values["upstream"] = tuple(values["upstream"])
+    return ModelConfig(name=name, **values)
+
+
+def load(
+    path: str | None = None, flags: dict[str, Any] | None = None, demo: Callable[[], str] | None = None
+) -> GatewayConfig:
+    """Build the configuration. `flags` holds only the options the user gave:
+    server keys, model defaults, and `models` as {name: {"path" or "upstream": ...}}.
+    With no model configured anywhere, `demo()` gives the path of the embedded demo model."""
+    doc: dict[str, Any] = {}
+    if path:
+        try:
+            with open(path, "rb") as f:
+                doc = tomllib.load(f)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from None
+    unknown = doc.keys() - {"server", "batching", "models"}
+    if unknown:
+        raise ConfigError(f"unknown section(s) {sorted(unknown)} in {path}")
+    flags = dict(flags or {})
+    flag_models = flags.pop("models", {})
+    server = {**doc.get("server", {}), **{k: v for k, v in flags.items() if k in _SERVER_KEYS}}
+    if server.keys() - _SERVER_KEYS:
+        raise ConfigError(f"unknown server setting(s) {sorted(server.keys() - _SERVER_KEYS)}")
+    model_flags = {k: v for k, v in flags.items() if k in _MODEL_KEYS}
+    defaults = doc.get("batching", {})
+    tables = {name: dict(values) for name, values in doc.get("models", {}).items()}
+    for name, values in flag_models.items():
+        tables[name] = values  # a flag replaces the file's model of the same name
+    if not tables and demo is not None:
+        tables["demo"] = {"path": demo()}
+    models = {name: _model(name, {**defaults, **values, **model_flags}) for name, values in tables.items()}
+    for model in models.values():
+        model.check()
+    return GatewayConfig(**server, models=models)
+

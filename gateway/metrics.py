@@ -1,0 +1,55 @@
+"""Prometheus metrics, all prefixed `sluice_`, in a registry of the app's own."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_WAIT_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class Metrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter(
+            "sluice_requests", "Requests answered, by model and HTTP status code.", ["model", "code"], registry=r
+        )
+        self.latency = Histogram(
+            "sluice_request_duration_seconds", "End-to-end latency of answered infer requests.", ["model"],
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.queue_wait = Histogram(
+            "sluice_queue_wait_seconds", "Time from arrival until the request's batch was sent to a backend.",
+            ["model"], buckets=_WAIT_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.batch_size = Histogram(
+            "sluice_batch_size", "Rows per batch sent to a backend.", ["model"], buckets=_SIZE_BUCKETS, registry=r
+        )
+        self.batches_in_flight = Gauge(
+            "sluice_batches_in_flight", "Batches sent to a backend and not yet answered.", ["model"], registry=r
+        )
+        self.queue_depth = Gauge(
+            "sluice_queue_depth", "Requests waiting in the gateway (open batch plus closed batches).", ["model"],
+            registry=r,
+        )  # fmt: skip
+        self.dispatches = Counter(
+            "sluice_backend_dispatches", "Batches sent, by model and backend instance.", ["model", "backend"],
+            registry=r,
+        )  # fmt: skip
+        self.backend_errors = Counter(
+            "sluice_backend_errors", "Failed batches, by model, backend instance and kind (unavailable, error).",
+            ["model", "backend", "kind"], registry=r,
+        )  # fmt: skip
+        self.retries = Counter(
+            "sluice_batch_retries", "Batches placed again after their instance failed.", ["model"], registry=r
+        )
+        self.healthy_instances = Gauge(
+            "sluice_healthy_instances", "Pool instances able to take a batch.", ["model"], registry=r
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,192 @@
+"""One model's live loop: its BatchQueue on the event loop's clock, feeding a pool.
+
+The queue decides when batches close; `scheduler.pick_instance` decides where
+they go. Closed batches wait here, in order, until an instance is free, so a
+busy pool never hides work from the gateway. Each request carries a future that
+is resolved exactly once: with its outputs, or with a `RequestFailed`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from backends import BackendError, BackendUnavailable, Instance, Pool
+from batching import Batch, BatchPolicy, BatchQueue, Request, concat_inputs, split_outputs
+from scheduler import pick_instance
+
+from .metrics import Metrics
+
+log = logging.getLogger("sluice.runner")
+
+
+class RequestFailed(Exception):
+    """A request could not be served; `status` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status, self.retry_after = status, retry_after
+
+
+@dataclass(slots=True)
+class _Work:
+    inputs: dict[str, np.ndarray]
+    future: asyncio.Future
+
+
+class ModelRunner:
+    def __init__(
+        self, name: str, policy: BatchPolicy, pool: Pool, metrics: Metrics, *, max_attempts: int = 3
+    ) -> None:
+        self.name = name
+        self.queue = BatchQueue(policy)
+        self.pool = pool
+        self.max_attempts = max_attempts
+        self._metrics = metrics
+        self._loop = asyncio.get_running_loop()
+        self._ready: deque[Batch] = deque()
+        self._running: set[asyncio.Task] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_due: float | None = None
+        self._draining = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        pool.on_capacity(self._dispatch)
+
+    @property
+    def waiting(self) -> int:
+        return len(self.queue) + sum(len(b.requests) for b in self._ready)
+
+    def submit(self, request_id: str, inputs: dict[str, np.ndarray], rows: int, deadline: float | None) -> asyncio.Future:
+        """Queue one validated request; the returned future resolves to its outputs."""
+        if self._draining:
+            raise RequestFailed(503, "the gateway is shutting down", retry_after=1.0)
+        now = self._loop.time()
+        future = self._loop.create_future()
+        request = Request(request_id, now, size=rows, deadline=deadline, payload=_Work(inputs, future))
+        self._idle.clear()
+        self._accept(self.queue.push(request, now), now)
+        self._arm_timer()
+        return future
+
+    def _arm_timer(self) -> None:
+        due = self.queue.next_wakeup()
+        if due == self._timer_due:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_due = due
+        self._timer = self._loop.call_at(due, self._on_timer) if due is not None else None
+
+    def _on_timer(self) -> None:
+        due, self._timer, self._timer_due = self._timer_due, None, None
+        # The loop may run a timer up to one clock tick early; never let that stall it.
+        now = max(self._loop.time(), due or 0.0)
+        self._accept(self.queue.poll(now), now)
+        self._arm_timer()
+
+    def _accept(self, batches: list[Batch], now: float) -> None:
+        if batches:
+            self._ready.extend(batches)
+            self._dispatch()
+        self._metrics.queue_depth.labels(self.name).set(self.waiting)
+
+    def _dispatch(self) -> None:
+        instances = self.pool.instances
+        while self._ready:
+            now = self._loop.time()
+            index = pick_instance(instances, now)
+            if index is None:
+                break
+            instance = instances[index]
+            batch = self._ready.popleft()
+            instance.inflight += 1
+            instance.dispatched += 1
+            instance.last_dispatch = now
+            task = self._loop.create_task(self._run(batch, instance))
+            self._running.add(task)
+            task.add_done_callback(self._finished)
+        self._metrics.healthy_instances.labels(self.name).set(sum(i.healthy for i in instances))
+        self._check_idle()
+
+    async def _run(self, batch: Batch, instance: Instance) -> None:
+        live = [r for r in batch.requests if not r.payload.future.done()]
+        m = self._metrics
+        try:
+            if not live:
+                return
+            now = self._loop.time()
+            if batch.attempts == 0:
+                for r in live:
+                    m.queue_wait.labels(self.name).observe(now - r.arrival)
+            rows = [r.size for r in live]
+            m.batch_size.labels(self.name).observe(sum(rows))
+            m.dispatches.labels(self.name, instance.name).inc()
+            m.batches_in_flight.labels(self.name).inc()
+            try:
+                outputs = await instance.backend.infer(concat_inputs([r.payload.inputs for r in live]))
+                results = split_outputs(outputs, rows)
+            finally:
+                m.batches_in_flight.labels(self.name).dec()
+        except BackendUnavailable as exc:
+            m.backend_errors.labels(self.name, instance.name, "unavailable").inc()
+            self.pool.report_failure(instance)
+            batch.attempts += 1
+            if batch.attempts < self.max_attempts:
+                log.warning("batch retried elsewhere", extra={"model": self.name, "backend": instance.name, "error": str(exc)})
+                m.retries.labels(self.name).inc()
+                batch.requests = live
+                self._ready.appendleft(batch)
+            else:
+                self._fail(live, RequestFailed(503, f"no backend could run the batch: {exc}", retry_after=1.0))
+        except BackendError as exc:
+            m.backend_errors.labels(self.name, instance.name, "error").inc()
+            self._fail(live, RequestFailed(exc.status, str(exc)))
+        except ValueError as exc:  # outputs that do not split back per request
+            m.backend_errors.labels(self.name, instance.name, "error").inc()
+            self._fail(live, RequestFailed(502, f"{instance.name}: {exc}"))
+        except Exception as exc:
+            log.exception("batch failed unexpectedly")
+            self._fail(live, RequestFailed(500, f"internal error: {exc.__class__.__name__}"))
+        else:
+            for request, result in zip(live, results):
+                if not request.payload.future.done():
+                    request.payload.future.set_result(result)
+        finally:
+            instance.inflight -= 1
+            self._loop.call_soon(self._dispatch)
+
+    @staticmethod
+    def _fail(requests: list[Request], error: RequestFailed) -> None:
+        for r in requests:
+            if not r.payload.future.done():
+                r.payload.future.set_exception(error)
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self._running.discard(task)
+        self._check_idle()
+
+    def _check_idle(self) -> None:
+        if not self._ready and not len(self.queue) and not self._running:
+            self._idle.set()
+
+    async def drain(self) -> None:
+        """Close every pending batch now and wait until all are answered; refuse new work."""
+        self._draining = True
+        now = self._loop.time()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer, self._timer_due = None, None
+        self._accept(self.queue.drain(now), now)
+        self._check_idle()
+        await self._idle.wait()
+
+    def fail_pending(self, error: RequestFailed) -> None:
+        """Answer everything still waiting with `error` (the last step of a forced stop)."""
+        for batch in [*self._ready, *self.queue.drain(self._loop.time())]:
+            self._fail(batch.requests, error)
+        self._ready.clear()

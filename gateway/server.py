@@ -1,0 +1,41 @@
+"""Run the gateway until SIGTERM or SIGINT, then stop gracefully.
+
+The order matters: stop listening, answer every queued and in-flight request,
+then stop the workers. aiohttp's runner does the first and calls our hooks for
+the rest (see `gateway.app`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+
+from .app import create_app
+from .config import GatewayConfig
+
+log = logging.getLogger("sluice.gateway")
+
+
+async def serve(config: GatewayConfig) -> None:
+    app = create_app(config)
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=None, shutdown_timeout=config.shutdown_timeout_s + 5
+    )
+    await runner.setup()  # starts the pools: workers are up before we listen
+    try:
+        site = web.TCPSite(runner, config.host, config.port, backlog=1024)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        log.info("serving", extra={"url": f"http://{host}:{port}", "port": port, "models": sorted(config.models)})
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        await runner.cleanup()
+    log.info("stopped")

@@ -1,0 +1,4 @@
+"""The discrete-event simulator: the same batching and scheduling policies at virtual time.
+
+Its engine, arrival sources and simulated backends arrive with `sluice sim`.
+"""

@@ -8,6 +8,7 @@ between the gateway and its own workers, and accepts it from clients.
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -86,7 +87,7 @@ def array_from_json(data: Any, datatype: str, where: str, shape: tuple[int, ...]
             parsed = np.asarray(data)
         except ValueError:
             raise ProtocolError(f"{where}: 'data' is ragged or not numeric") from None
-    count = parsed.size if shape is None else int(np.prod(shape, dtype=np.int64))
+    count = parsed.size if shape is None else math.prod(shape)
     if parsed.size != count:
         raise ProtocolError(f"{where}: shape {list(shape)} needs {count} values, 'data' has {parsed.size}")
     target = DTYPES[datatype]
@@ -102,7 +103,7 @@ def array_from_json(data: Any, datatype: str, where: str, shape: tuple[int, ...]
 
 
 def _from_binary(raw: memoryview, datatype: str, shape: tuple[int, ...], where: str) -> np.ndarray:
-    count = int(np.prod(shape, dtype=np.int64))
+    count = math.prod(shape)
     if datatype == "BYTES":
         items, offset = [], 0
         while offset < len(raw):

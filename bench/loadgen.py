@@ -1,13 +1,11 @@
 """Open-loop HTTP/1.1 load generator for loopback benchmarks.
 
-Requests arrive as a Poisson process and are never held back by earlier
-responses, so server-side queueing shows up in latency instead of silently
-lowering the offered rate. Latency is measured from each request's *scheduled*
-send time. The hot path uses raw asyncio streams and pre-built request bytes
-because the generator shares CPU cores with the server under test.
-
-Status codes recorded per request: HTTP status, 0 = timeout or never answered,
--1 = connection error (refused/reset/malformed response).
+Requests arrive as a Poisson process and are never held back by earlier responses,
+so server-side queueing shows up as latency instead of silently lowering the offered
+rate. Latency counts from each request's *scheduled* send time. The hot path uses raw
+asyncio streams and pre-built request bytes because the generator shares CPU cores
+with the server under test. Per-request status: HTTP code, 0 = timeout/unanswered,
+-1 = connection error (refused, reset, malformed response).
 """
 from __future__ import annotations
 
@@ -18,8 +16,10 @@ import json
 import math
 import multiprocessing as mp
 import queue
+import signal
 import socket
 import sys
+import threading
 import time
 from collections import deque
 from typing import Any, Mapping, Sequence
@@ -30,110 +30,92 @@ import numpy as np
 try:
     import uvloop
     _new_loop = uvloop.new_event_loop
-except ImportError:  # plain asyncio still works, just slower
+except ImportError:  # the stdlib loop works too, just costs more CPU per request
     _new_loop = asyncio.new_event_loop
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 TIMEOUT, CONN_ERROR = 0, -1
+Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 def build_request(url: str, method: str = "POST", body: bytes = b"",
                   headers: Mapping[str, str] | Sequence[str] | None = None,
                   content_type: str = "application/json") -> tuple[str, int, bytes]:
-    """Validate the target and return (host, port, request bytes), built once per run."""
+    """Validate the target and return (host, port, request bytes); built once per run."""
     parts = urlsplit(url)
+    host, method = parts.hostname or "", method.upper()
     if parts.scheme != "http":
         raise ValueError(f"only http:// URLs are supported, got {url!r}")
-    host = parts.hostname or ""
     if host not in LOOPBACK_HOSTS:
         raise ValueError(f"refusing non-loopback host {host!r}; allowed: {sorted(LOOPBACK_HOSTS)}")
-    port = parts.port or 80
-    method = method.upper()
     if method == "GET" and body:
         raise ValueError("GET requests cannot carry a body")
+    port = parts.port or 80
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    host_hdr = f"[{host}]" if ":" in host else host
-    hdrs: dict[str, tuple[str, str]] = {"host": ("Host", f"{host_hdr}:{port}")}
+    hdrs = {"host": ("Host", f"[{host}]:{port}" if ":" in host else f"{host}:{port}"),
+            "connection": ("Connection", "keep-alive")}
     if method != "GET":
         hdrs["content-type"] = ("Content-Type", content_type)
-    hdrs["connection"] = ("Connection", "keep-alive")
-    items = headers.items() if isinstance(headers, Mapping) else (
-        tuple(part.strip() for part in h.split(":", 1)) for h in (headers or ()))
-    for item in items:
-        if len(item) != 2 or not item[0]:
-            raise ValueError(f"bad header {item!r}; expected 'Name: value'")
-        name, value = item
-        if any(c in name + value for c in "\r\n"):
-            raise ValueError("header names/values must not contain CR or LF")
-        if name.lower() == "content-length":
+    pairs = headers.items() if isinstance(headers, Mapping) else (
+        tuple(x.strip() for x in h.split(":", 1)) for h in headers or ())
+    for pair in pairs:
+        if len(pair) != 2 or not pair[0] or any(c in "".join(pair) for c in "\r\n"):
+            raise ValueError(f"bad header {pair!r}; expected 'Name: value'")
+        if pair[0].lower() == "content-length":
             raise ValueError("Content-Length is computed from the body")
-        hdrs[name.lower()] = (name, value)
+        hdrs[pair[0].lower()] = pair
     if method != "GET":
         hdrs["content-length"] = ("Content-Length", str(len(body)))
-    head = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{n}: {v}\r\n" for n, v in hdrs.values())
+    head = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.values())
     return host, port, head.encode("latin-1") + b"\r\n" + body
 
 
 async def read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
-    """Read one response; return (status, connection still reusable)."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head[:-4].split(b"\r\n")
-    version, status_s = lines[0].split(b" ", 2)[:2]
-    status = int(status_s)
-    length: int | None = None
-    keep = version == b"HTTP/1.1"
-    chunked = False
+    """Read one response; return (status, whether the connection can be reused)."""
+    lines = (await reader.readuntil(b"\r\n\r\n"))[:-4].split(b"\r\n")
+    version, code = lines[0].split(b" ", 2)[:2]
+    status, length, chunked, keep = int(code), None, False, version == b"HTTP/1.1"
     for line in lines[1:]:
         name, _, value = line.partition(b":")
-        name = name.strip().lower()
+        name, value = name.strip().lower(), value.strip().lower()
         if name == b"content-length":
             length = int(value)
         elif name == b"connection":
-            value = value.lower()
             keep = b"close" not in value and (keep or b"keep-alive" in value)
         elif name == b"transfer-encoding":
-            chunked = b"chunked" in value.lower()
+            chunked = b"chunked" in value
     if chunked:
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-            if size == 0:
-                while await reader.readuntil(b"\r\n") != b"\r\n":  # trailers
-                    pass
-                break
+        while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
             await reader.readexactly(size + 2)
+        while await reader.readuntil(b"\r\n") != b"\r\n":  # optional trailers
+            pass
     elif length is not None:
-        if length:
-            await reader.readexactly(length)
-    elif status not in (204, 304) and status >= 200:
+        await reader.readexactly(length)
+    elif status >= 200 and status not in (204, 304):
         await reader.read()  # body delimited by connection close
         keep = False
     return status, keep
 
 
 class ConnPool:
-    """Keep-alive connections: reuse idle ones, open new ones up to a cap, queue beyond it."""
+    """Keep-alive connections: reuse an idle one, else open one up to the cap, else queue."""
 
     def __init__(self, host: str, port: int, cap: int) -> None:
         self.host, self.port, self.cap = host, port, cap
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.idle: list[Conn] = []
         self.waiters: deque[asyncio.Future] = deque()
-        self.open = 0
-        self.peak = 0
+        self.open = self.peak = 0
 
-    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        self.open += 1
-        self.peak = max(self.peak, self.open)
-        try:
-            return await asyncio.open_connection(self.host, self.port)
-        except BaseException:
-            self.open -= 1
-            self._hand_over(None)
-            raise
-
-    async def acquire(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def acquire(self) -> Conn:
         if self.idle:
-            return self.idle.pop()
+            conn = self.idle.pop()
+            if not conn[0].at_eof() and not conn[1].is_closing():
+                return conn
+            conn[1].transport.abort()  # the server closed it while idle; reuse its slot
+            return await self._connect()
         if self.open < self.cap:
+            self.open += 1
+            self.peak = max(self.peak, self.open)
             return await self._connect()
         fut = asyncio.get_running_loop().create_future()
         self.waiters.append(fut)
@@ -142,14 +124,22 @@ class ConnPool:
         except BaseException:
             if fut.done() and not fut.cancelled():  # handed over just as we were cancelled
                 if fut.result() is None:
-                    self._hand_over(None)
+                    self._free_slot()
                 else:
                     self.release(fut.result())
             raise
         return conn if conn is not None else await self._connect()
 
-    def _hand_over(self, conn: Any) -> bool:
-        """Give a connection (or, with None, a free slot) to the oldest live waiter."""
+    async def _connect(self) -> Conn:
+        """Open a connection on a slot the caller already holds in self.open."""
+        try:
+            return await asyncio.open_connection(self.host, self.port)
+        except BaseException:
+            self._free_slot()
+            raise
+
+    def _hand_over(self, conn: Conn | None) -> bool:
+        """Give a connection (None: a connection slot) to the oldest still-waiting request."""
         while self.waiters:
             fut = self.waiters.popleft()
             if not fut.done():
@@ -157,14 +147,17 @@ class ConnPool:
                 return True
         return False
 
-    def release(self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:
+    def _free_slot(self) -> None:
+        if not self._hand_over(None):  # a waiter inherits the slot, so the count stays
+            self.open -= 1
+
+    def release(self, conn: Conn) -> None:
         if not self._hand_over(conn):
             self.idle.append(conn)
 
-    def discard(self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:
+    def discard(self, conn: Conn) -> None:
         conn[1].transport.abort()
-        self.open -= 1
-        self._hand_over(None)
+        self._free_slot()
 
     def close_all(self) -> None:
         for _, writer in self.idle:
@@ -173,165 +166,176 @@ class ConnPool:
 
 
 def poisson_offsets(rate: float, duration_s: float, rng: np.random.Generator) -> np.ndarray:
-    """Arrival offsets (seconds from start) of a Poisson process truncated to the duration."""
+    """Arrival times (s from start) of a Poisson process of the given rate, cut at duration."""
     chunks, total = [], 0.0
     while total < duration_s:
-        gaps = rng.exponential(1.0 / rate, size=int(rate * duration_s * 0.2) + 64)
-        cum = total + np.cumsum(gaps)
-        chunks.append(cum)
-        total = float(cum[-1])
+        chunks.append(total + np.cumsum(rng.exponential(1.0 / rate, int(rate * duration_s) + 64)))
+        total = float(chunks[-1][-1])
     offsets = np.concatenate(chunks)
     return offsets[offsets < duration_s]
 
 
-class _Driver:
-    """One process's schedule: fire each request at its due time, record status and latency."""
+class Driver:
+    """One process's schedule: start each request when due, record status and latency."""
+
+    SWEEP_S = 0.01  # timeout resolution; one shared sweeper is cheaper than a timer each
 
     def __init__(self, pool: ConnPool, request: bytes, offsets: np.ndarray, duration_s: float,
                  timeout_s: float, drain_s: float) -> None:
         self.pool, self.request, self.timeout_s = pool, request, timeout_s
-        self.n = len(offsets)
-        self.codes = np.zeros(self.n, dtype=np.int16)  # stays TIMEOUT unless answered
+        self.n, self.sent, self.inflight = len(offsets), 0, 0
+        self.codes = np.full(self.n, TIMEOUT, dtype=np.int16)  # stays TIMEOUT unless answered
         self.latency = np.full(self.n, np.nan)
         self.lag = np.full(self.n, np.nan)
-        self.pending: set[asyncio.Task] = set()
+        # (deadline, task) in send order, hence in deadline order; also keeps tasks alive.
+        self.deadlines: deque[tuple[float, asyncio.Task]] = deque()
         self.all_done = asyncio.Event()
-        self.sent = 0
+        self.loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
-        self.due = (t0 + offsets).tolist()  # absolute perf_counter times as plain floats
-        self.hard_end = t0 + duration_s + drain_s  # nothing outlives this
+        self.due = (t0 + offsets).tolist()  # plain floats are cheaper than numpy scalars
+        self.hard_end = t0 + duration_s + drain_s  # no request outlives this
         self.first_wall = self.last_wall = time.time()
 
     def dispatch(self) -> None:
-        """Start every request that is due; called on timer wake-ups and on each completion."""
-        now = time.perf_counter()
+        """Start every due request; runs on timer wake-ups and after each completion."""
+        now, start = time.perf_counter(), self.sent
         if now >= self.hard_end:
             return  # hopelessly behind: the rest stay recorded as timeouts
-        due, start = self.due, self.sent
-        while self.sent < self.n and due[self.sent] <= now:
-            task = asyncio.get_running_loop().create_task(self.one(self.sent, due[self.sent]))
-            self.pending.add(task)
-            task.add_done_callback(self.finished)
+        while self.sent < self.n and self.due[self.sent] <= now:
+            sched = self.due[self.sent]
+            task = self.loop.create_task(self.one(self.sent, sched))
+            self.deadlines.append((min(sched + self.timeout_s, self.hard_end), task))
+            self.inflight += 1
             self.sent += 1
         if self.sent != start:
             self.last_wall = time.time()
 
-    def finished(self, task: asyncio.Task) -> None:
-        self.pending.discard(task)
-        self.dispatch()  # completions wake the loop more finely than its ~1 ms timers
-        if not self.pending:
-            self.all_done.set()
+    async def sweep(self) -> None:
+        """Cancel requests past their deadline; they stay recorded as timeouts."""
+        deadlines = self.deadlines
+        while True:
+            await asyncio.sleep(self.SWEEP_S)
+            now = time.perf_counter()
+            while deadlines and (deadlines[0][0] <= now or deadlines[0][1].done()):
+                task = deadlines.popleft()[1]
+                if not task.done():
+                    task.cancel()
 
     async def one(self, i: int, sched: float) -> None:
         clock, pool = time.perf_counter, self.pool
         self.lag[i] = clock() - sched
-        status = TIMEOUT
         try:
-            async with asyncio.timeout(min(sched + self.timeout_s, self.hard_end) - clock()):
-                reader, writer = conn = await pool.acquire()
-                try:
-                    writer.write(self.request)
-                    if writer.transport.get_write_buffer_size() > 65536:
-                        await writer.drain()
-                    status, keep = await read_response(reader)
-                except BaseException:
-                    pool.discard(conn)
-                    raise
-                if keep:
-                    pool.release(conn)
-                else:
-                    pool.discard(conn)
+            reader, writer = conn = await pool.acquire()
+            try:
+                writer.write(self.request)
+                if writer.transport.get_write_buffer_size() > 65536:
+                    await writer.drain()
+                status, keep = await read_response(reader)
+            except BaseException:
+                pool.discard(conn)
+                raise
+            if keep:
+                pool.release(conn)
+            else:
+                pool.discard(conn)
             self.latency[i] = clock() - sched
-        except TimeoutError:
-            status = TIMEOUT
+            self.codes[i] = status
+        except asyncio.CancelledError:
+            pass  # cancelled by the sweeper: already recorded as TIMEOUT
         except (OSError, ValueError, IndexError, asyncio.IncompleteReadError,
                 asyncio.LimitOverrunError):
-            status = CONN_ERROR
-        self.codes[i] = status
+            self.codes[i] = CONN_ERROR
+        finally:
+            self.inflight -= 1
+            self.dispatch()  # completions wake the loop more finely than its ~1 ms timers
+            if not self.inflight:
+                self.all_done.set()
 
     async def run(self) -> dict[str, Any]:
+        sweeper = self.loop.create_task(self.sweep())
         while self.sent < self.n and time.perf_counter() < self.hard_end:
             self.dispatch()
             if self.sent < self.n:
-                # Timers have ~1 ms resolution (uvloop rounds shorter sleeps to zero, which
-                # would spin). Lateness is not hidden: it counts in latency and send_lag_ms.
+                # Loop timers have ~1 ms resolution and uvloop turns shorter sleeps into a
+                # busy spin; the lateness this costs is counted in latency and send_lag_ms.
                 await asyncio.sleep(max(0.001, self.due[self.sent] - time.perf_counter()))
-        if self.pending:
+        if self.inflight:
             self.all_done.clear()
-            try:  # each request has its own deadline <= hard_end; this is only a backstop
+            try:  # the sweeper ends every request by hard_end; this is only a backstop
                 await asyncio.wait_for(self.all_done.wait(),
-                                       max(0.0, self.hard_end - time.perf_counter()) + 2.0)
+                                       self.hard_end - time.perf_counter() + 2.0)
             except TimeoutError:
-                for task in list(self.pending):
+                for _, task in self.deadlines:
                     task.cancel()
+        sweeper.cancel()
         self.pool.close_all()
-        return {"codes": self.codes, "latency": self.latency, "lag": self.lag,
-                "sent": self.sent, "first_wall": self.first_wall, "last_wall": self.last_wall,
+        return {"codes": self.codes, "latency": self.latency, "lag": self.lag, "sent": self.sent,
+                "first_wall": self.first_wall, "last_wall": self.last_wall,
                 "peak_conns": self.pool.peak}
 
 
 async def _drive(cfg: dict[str, Any], offsets: np.ndarray) -> dict[str, Any]:
-    loop = asyncio.get_running_loop()
-    resolved = await loop.getaddrinfo(cfg["host"], cfg["port"], type=socket.SOCK_STREAM)
-    pool = ConnPool(resolved[0][4][0], cfg["port"], cfg["max_conns"])
-    driver = _Driver(pool, cfg["request"], offsets, cfg["duration_s"], cfg["timeout_s"],
-                     cfg["drain_s"])
-    return await driver.run()
+    addr = await asyncio.get_running_loop().getaddrinfo(cfg["host"], cfg["port"],
+                                                        type=socket.SOCK_STREAM)
+    pool = ConnPool(addr[0][4][0], cfg["port"], cfg["max_conns"])  # resolve "localhost" once
+    return await Driver(pool, cfg["request"], offsets, cfg["duration_s"], cfg["timeout_s"],
+                        cfg["drain_s"]).run()
 
 
-def _worker(cfg: dict[str, Any], seed_seq: np.random.SeedSequence, barrier: Any,
+def _worker(cfg: dict[str, Any], seed: np.random.SeedSequence, barrier: Any = None,
             out: Any = None) -> dict[str, Any]:
-    """Run one generator process (or in-process when out is None)."""
-    offsets = poisson_offsets(cfg["rate"], cfg["duration_s"], np.random.default_rng(seed_seq))
+    """Run one generator, in a child process (barrier/out given) or in the caller's."""
+    offsets = poisson_offsets(cfg["rate"], cfg["duration_s"], np.random.default_rng(seed))
     if barrier is not None:
-        barrier.wait(timeout=120)  # start all processes together so their spans line up
-    gc_was_enabled = gc.isenabled()
-    gc.disable()  # allocation-driven collections are pure overhead in a bounded run
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked child may inherit a handler
+        barrier.wait(timeout=120)  # start processes together so their send spans line up
+    gc_was_enabled, cpu0 = gc.isenabled(), time.process_time()
+    gc.disable()  # allocation-triggered collections are pure overhead in a bounded run
     try:
         with asyncio.Runner(loop_factory=_new_loop) as runner:
             result = runner.run(_drive(cfg, offsets))
     finally:
         if gc_was_enabled:
             gc.enable()
+    result["cpu_s"] = time.process_time() - cpu0
     if out is not None:
         out.put(result)
     return result
+
+
+def _stats(values: np.ndarray, keys: Sequence[str]) -> dict[str, float | None]:
+    """Millisecond summary of a seconds array, ignoring NaN (unanswered) entries."""
+    ms = values[~np.isnan(values)] * 1000.0
+    if not len(ms):
+        return {k: None for k in keys}
+    calc = {"max": np.max, "mean": np.mean, "p50": lambda v: np.percentile(v, 50),
+            "p90": lambda v: np.percentile(v, 90), "p99": lambda v: np.percentile(v, 99)}
+    return {k: round(float(calc[k](ms)), 3) for k in keys}
 
 
 def summarize(parts: list[dict[str, Any]], rate: float, duration_s: float,
               procs: int) -> dict[str, Any]:
     """Merge per-process arrays into the report dict."""
     codes = np.concatenate([p["codes"] for p in parts])
-    latency = np.concatenate([p["latency"] for p in parts])
-    lag = np.concatenate([p["lag"] for p in parts])
     ok_mask = (codes >= 200) & (codes < 300)
     ok = int(ok_mask.sum())
-    errors: dict[str, int] = {}
-    for code, count in zip(*np.unique(codes[(codes > 0) & ~ok_mask], return_counts=True)):
-        errors[str(int(code))] = int(count)
-    conn_errors = int((codes == CONN_ERROR).sum())
-    if conn_errors:
+    values, counts = np.unique(codes[(codes > 0) & ~ok_mask], return_counts=True)
+    errors = {str(int(v)): int(c) for v, c in zip(values, counts)}
+    if conn_errors := int((codes == CONN_ERROR).sum()):
         errors["conn_error"] = conn_errors
     span = max(p["last_wall"] for p in parts) - min(p["first_wall"] for p in parts)
-    span = span if span > 0 else duration_s
-
-    def stats(values: np.ndarray, keys: Sequence[str]) -> dict[str, float | None]:
-        values = values[~np.isnan(values)] * 1000.0
-        if not len(values):
-            return {k: None for k in keys}
-        table = {"p50": 50, "p90": 90, "p99": 99}
-        return {k: round(float(values.max() if k == "max" else values.mean() if k == "mean"
-                               else np.percentile(values, table[k])), 3) for k in keys}
-
+    sent = sum(p["sent"] for p in parts)
     return {
-        "rate_target": rate, "duration_s": duration_s, "procs": procs,
-        "sent": int(sum(p["sent"] for p in parts)),
+        "rate_target": rate, "duration_s": duration_s, "procs": procs, "sent": sent,
         "completed": int((codes > 0).sum()), "ok": ok, "errors": errors,
         "timeouts": int((codes == TIMEOUT).sum()),
-        "achieved_rps": round(ok / span, 1),
-        "latency_ms": stats(latency[ok_mask], ("p50", "p90", "p99", "max", "mean")),
-        "send_lag_ms": stats(lag, ("p50", "p99", "max")),
-        "peak_connections": int(sum(p["peak_conns"] for p in parts)),
+        "achieved_rps": round(ok / (span if span > 0 else duration_s), 1),
+        "latency_ms": _stats(np.concatenate([p["latency"] for p in parts])[ok_mask],
+                             ("p50", "p90", "p99", "max", "mean")),
+        "send_lag_ms": _stats(np.concatenate([p["lag"] for p in parts]), ("p50", "p99", "max")),
+        "peak_connections": sum(p["peak_conns"] for p in parts),
+        "client_cpu_us_per_req": round(sum(p["cpu_s"] for p in parts) * 1e6 / max(sent, 1), 1),
     }
 
 
@@ -339,83 +343,98 @@ def run_load(url: str, rate: float, duration_s: float, body: bytes = b"",
              headers: Mapping[str, str] | Sequence[str] | None = None, procs: int = 1,
              seed: int = 0, method: str = "POST", timeout_s: float = 10.0, drain_s: float = 5.0,
              max_connections: int = 512, content_type: str = "application/json") -> dict[str, Any]:
-    """Run an open-loop load test and return the summary dict (blocking).
+    """Run one open-loop load test and return the summary dict. Blocks until done.
 
-    procs=1 runs in this process unless an event loop is already running here,
-    in which case it uses a child process like procs>1 does.
+    procs=1 runs in this process, unless this thread already runs an event loop, in
+    which case (as for procs > 1) child processes do the work. Children are forked when
+    that is safe, else spawned; spawn re-imports the caller's main module, so scripts
+    need the usual `if __name__ == "__main__"` guard.
     """
     if rate <= 0 or duration_s <= 0 or procs < 1:
-        raise ValueError("rate and duration_s must be > 0 and procs >= 1")
+        raise ValueError("need rate > 0, duration_s > 0 and procs >= 1")
     host, port, request = build_request(url, method, body, headers, content_type)
     cfg = {"host": host, "port": port, "request": request, "rate": rate / procs,
            "duration_s": duration_s, "timeout_s": timeout_s, "drain_s": drain_s,
            "max_conns": max(1, math.ceil(max_connections / procs))}
-    seeds = np.random.SeedSequence(seed).spawn(procs)
+    seeds = np.random.SeedSequence(seed).spawn(procs)  # independent stream per process
     try:
-        asyncio.get_running_loop()
+        asyncio.get_running_loop()  # a running loop here rules out in-process and fork
         in_loop = True
     except RuntimeError:
         in_loop = False
     if procs == 1 and not in_loop:
-        return summarize([_worker(cfg, seeds[0], None)], rate, duration_s, procs)
-    ctx = mp.get_context("spawn")  # safe even if the caller has threads or a running loop
+        return summarize([_worker(cfg, seeds[0])], rate, duration_s, procs)
+    # fork is cheaper and leaves no helper process behind, but is only safe without
+    # other threads or a running loop; spawn is always safe.
+    safe_fork = not in_loop and threading.active_count() == 1 and sys.platform == "linux"
+    ctx = mp.get_context("fork" if safe_fork else "spawn")
     out, barrier = ctx.Queue(), ctx.Barrier(procs)
-    workers = [ctx.Process(target=_worker, args=(cfg, s, barrier, out), daemon=True) for s in seeds]
+    workers = [ctx.Process(target=_worker, args=(cfg, s, barrier, out), daemon=True)
+               for s in seeds]
     for w in workers:
         w.start()
     parts: list[dict[str, Any]] = []
-    deadline = time.monotonic() + duration_s + drain_s + 180
+    deadline = time.monotonic() + duration_s + drain_s + 120
     try:
         while len(parts) < procs:
             try:
                 parts.append(out.get(timeout=1.0))
             except queue.Empty:
                 if any(w.exitcode not in (None, 0) for w in workers):
-                    raise RuntimeError("a load generator process died")
+                    raise RuntimeError("a load generator process died") from None
                 if time.monotonic() > deadline:
-                    raise RuntimeError("load generator processes did not finish in time")
+                    raise RuntimeError("load generator processes did not finish") from None
+    except BaseException:  # includes Ctrl-C: do not leave children sending load
+        for w in workers:
+            w.terminate()
+        raise
     finally:
         for w in workers:
             w.join(timeout=5)
             if w.is_alive():
-                w.terminate()
+                w.kill()
     return summarize(parts, rate, duration_s, procs)
 
 
+def _kv(d: dict[str, Any]) -> str:
+    return "  ".join(f"{k} {v}" for k, v in d.items())
+
+
 def format_summary(r: dict[str, Any]) -> str:
-    lat, lag = r["latency_ms"], r["send_lag_ms"]
-    return "\n".join([
-        f"target {r['rate_target']:g} req/s for {r['duration_s']:g} s with {r['procs']} proc(s)",
-        f"sent {r['sent']}  completed {r['completed']}  ok {r['ok']}  "
-        f"timeouts {r['timeouts']}  errors {r['errors'] or 'none'}",
-        f"achieved {r['achieved_rps']:.1f} ok req/s  (peak connections {r['peak_connections']})",
-        "latency ms (ok, from scheduled send): " + "  ".join(f"{k} {v}" for k, v in lat.items()),
-        "client send lag ms: " + "  ".join(f"{k} {v}" for k, v in lag.items()),
-    ])
+    return (f"target {r['rate_target']:g} req/s for {r['duration_s']:g} s, {r['procs']} proc(s)\n"
+            f"sent {r['sent']}  completed {r['completed']}  ok {r['ok']}  "
+            f"timeouts {r['timeouts']}  errors {r['errors'] or 'none'}\n"
+            f"achieved {r['achieved_rps']:.1f} ok req/s  peak connections "
+            f"{r['peak_connections']}  client CPU {r['client_cpu_us_per_req']} us/req\n"
+            f"latency ms (ok, from scheduled send): {_kv(r['latency_ms'])}\n"
+            f"client send lag ms: {_kv(r['send_lag_ms'])}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("url", help="target, e.g. http://127.0.0.1:8000/infer (loopback only)")
-    p.add_argument("--rate", type=float, required=True, help="offered load, requests/s (total)")
-    p.add_argument("--duration", type=float, default=10.0, help="seconds of sending (default 10)")
-    p.add_argument("--procs", type=int, default=1, help="generator processes sharing the rate")
+    p.add_argument("--rate", type=float, required=True, help="total offered load, req/s")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds of sending")
+    p.add_argument("--procs", type=int, default=1, help="processes splitting the rate")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--method", default="POST", choices=["POST", "GET", "PUT"])
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--body", help="request body as a JSON string")
-    src.add_argument("--body-file", help="file whose bytes are sent as the body")
+    src.add_argument("--body", help="request body, a JSON string")
+    src.add_argument("--body-file", help="file whose bytes are the request body")
     p.add_argument("--header", action="append", default=[], help="'Name: value', repeatable")
     p.add_argument("--content-type", default="application/json")
-    p.add_argument("--max-connections", type=int, default=512, help="total connection cap")
-    p.add_argument("--timeout-s", type=float, default=10.0, help="per-request timeout")
-    p.add_argument("--drain-s", type=float, default=5.0, help="grace after sending ends")
+    p.add_argument("--max-connections", type=int, default=512, help="total, over all procs")
+    p.add_argument("--timeout-s", type=float, default=10.0, help="per request, from schedule")
+    p.add_argument("--drain-s", type=float, default=5.0, help="grace after the last send")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
-    body = b""
     try:
+        body = b""
         if args.body is not None:
-            json.loads(args.body)  # fail early on a malformed body rather than 400s at load
+            try:  # fail now rather than with a flood of 400s under load
+                json.loads(args.body)
+            except ValueError as exc:
+                raise ValueError(f"--body is not valid JSON: {exc}") from None
             body = args.body.encode()
         elif args.body_file:
             with open(args.body_file, "rb") as f:
@@ -426,6 +445,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"loadgen: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("loadgen: interrupted", file=sys.stderr)
+        return 130
     print(json.dumps(result) if args.json else format_summary(result))
     return 0
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import itertools
+import os
 import re
-import uuid
 from importlib.metadata import PackageNotFoundError, version
 
 from aiohttp import web
@@ -33,6 +34,8 @@ except PackageNotFoundError:  # running from a source tree
     VERSION = "0+unknown"
 
 _REQUEST_ID = re.compile(r"^[\w.:\-]{1,128}$")
+_ID_PREFIX = os.urandom(4).hex()
+_ID_COUNTER = itertools.count(1)
 _MAX_ELEMENTS = 16 << 20
 
 
@@ -125,7 +128,7 @@ async def _edge(request: web.Request, handler) -> web.StreamResponse:
     loop = asyncio.get_running_loop()
     started = loop.time()
     given = request.headers.get("X-Request-Id")
-    request_id = given if given and _REQUEST_ID.match(given) else uuid.uuid4().hex
+    request_id = given if given and _REQUEST_ID.match(given) else f"{_ID_PREFIX}-{next(_ID_COUNTER)}"
     request["request_id"] = request_id
     try:
         response = await handler(request)
@@ -145,9 +148,10 @@ async def _edge(request: web.Request, handler) -> web.StreamResponse:
     elapsed = loop.time() - started
     model = request.get("model")
     if model is not None:
-        gateway.metrics.requests.labels(model, str(response.status)).inc()
+        served = gateway.models[model].runner.metrics
+        served.requests(response.status).inc()
         if response.status == 200:
-            gateway.metrics.latency.labels(model).observe(elapsed)
+            served.latency.observe(elapsed)
     if gateway.config.access_log:
         access.info(
             "request",

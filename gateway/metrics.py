@@ -53,3 +53,39 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    def for_model(self, model: str) -> ModelMetrics:
+        return ModelMetrics(self, model)
+
+
+class ModelMetrics:
+    """One model's metric children, bound once: `labels()` costs a lock and a lookup
+    that the per-request path should not pay again and again."""
+
+    def __init__(self, metrics: Metrics, model: str) -> None:
+        self._metrics, self.model = metrics, model
+        self.latency = metrics.latency.labels(model)
+        self.queue_wait = metrics.queue_wait.labels(model)
+        self.batch_size = metrics.batch_size.labels(model)
+        self.batches_in_flight = metrics.batches_in_flight.labels(model)
+        self.queue_depth = metrics.queue_depth.labels(model)
+        self.retries = metrics.retries.labels(model)
+        self.healthy_instances = metrics.healthy_instances.labels(model)
+        self._children: dict[tuple, object] = {}
+
+    def requests(self, code: int) -> Counter:
+        key = ("requests", code)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self._metrics.requests.labels(self.model, str(code))
+        return child
+
+    def dispatches(self, backend: str) -> Counter:
+        key = ("dispatches", backend)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self._metrics.dispatches.labels(self.model, backend)
+        return child
+
+    def backend_errors(self, backend: str, kind: str) -> Counter:
+        return self._metrics.backend_errors.labels(self.model, backend, kind)  # the rare path

@@ -19,7 +19,7 @@ from backends import BackendError, BackendUnavailable, Instance, Pool
 from batching import Batch, BatchPolicy, BatchQueue, Request, concat_inputs, split_outputs
 from scheduler import pick_instance
 
-from .metrics import Metrics
+from .metrics import ModelMetrics
 
 log = logging.getLogger("sluice.runner")
 
@@ -40,13 +40,13 @@ class _Work:
 
 class ModelRunner:
     def __init__(
-        self, name: str, policy: BatchPolicy, pool: Pool, metrics: Metrics, *, max_attempts: int = 3
+        self, name: str, policy: BatchPolicy, pool: Pool, metrics: ModelMetrics, *, max_attempts: int = 3
     ) -> None:
         self.name = name
         self.queue = BatchQueue(policy)
         self.pool = pool
         self.max_attempts = max_attempts
-        self._metrics = metrics
+        self.metrics = metrics
         self._loop = asyncio.get_running_loop()
         self._ready: deque[Batch] = deque()
         self._running: set[asyncio.Task] = set()
@@ -93,7 +93,7 @@ class ModelRunner:
         if batches:
             self._ready.extend(batches)
             self._dispatch()
-        self._metrics.queue_depth.labels(self.name).set(self.waiting)
+        self.metrics.queue_depth.set(self.waiting)
 
     def _dispatch(self) -> None:
         instances = self.pool.instances
@@ -110,44 +110,44 @@ class ModelRunner:
             task = self._loop.create_task(self._run(batch, instance))
             self._running.add(task)
             task.add_done_callback(self._finished)
-        self._metrics.healthy_instances.labels(self.name).set(sum(i.healthy for i in instances))
+        self.metrics.healthy_instances.set(sum(i.healthy for i in instances))
         self._check_idle()
 
     async def _run(self, batch: Batch, instance: Instance) -> None:
         live = [r for r in batch.requests if not r.payload.future.done()]
-        m = self._metrics
+        m = self.metrics
         try:
             if not live:
                 return
             now = self._loop.time()
             if batch.attempts == 0:
                 for r in live:
-                    m.queue_wait.labels(self.name).observe(now - r.arrival)
+                    m.queue_wait.observe(now - r.arrival)
             rows = [r.size for r in live]
-            m.batch_size.labels(self.name).observe(sum(rows))
-            m.dispatches.labels(self.name, instance.name).inc()
-            m.batches_in_flight.labels(self.name).inc()
+            m.batch_size.observe(sum(rows))
+            m.dispatches(instance.name).inc()
+            m.batches_in_flight.inc()
             try:
                 outputs = await instance.backend.infer(concat_inputs([r.payload.inputs for r in live]))
                 results = split_outputs(outputs, rows)
             finally:
-                m.batches_in_flight.labels(self.name).dec()
+                m.batches_in_flight.dec()
         except BackendUnavailable as exc:
-            m.backend_errors.labels(self.name, instance.name, "unavailable").inc()
+            m.backend_errors(instance.name, "unavailable").inc()
             self.pool.report_failure(instance)
             batch.attempts += 1
             if batch.attempts < self.max_attempts:
                 log.warning("batch retried elsewhere", extra={"model": self.name, "backend": instance.name, "error": str(exc)})
-                m.retries.labels(self.name).inc()
+                m.retries.inc()
                 batch.requests = live
                 self._ready.appendleft(batch)
             else:
                 self._fail(live, RequestFailed(503, f"no backend could run the batch: {exc}", retry_after=1.0))
         except BackendError as exc:
-            m.backend_errors.labels(self.name, instance.name, "error").inc()
+            m.backend_errors(instance.name, "error").inc()
             self._fail(live, RequestFailed(exc.status, str(exc)))
         except ValueError as exc:  # outputs that do not split back per request
-            m.backend_errors.labels(self.name, instance.name, "error").inc()
+            m.backend_errors(instance.name, "error").inc()
             self._fail(live, RequestFailed(502, f"{instance.name}: {exc}"))
         except Exception as exc:
             log.exception("batch failed unexpectedly")

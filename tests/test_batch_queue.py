@@ -122,8 +122,13 @@ def run_owner(queue: BatchQueue, requests: list[Request], drain_at: float | None
     def catch_up(t: float) -> None:
         # Poll at every wakeup that is due by t, at exactly the wakeup time.
         while (wakeup := queue.next_wakeup()) is not None and wakeup <= t:
+            before = queue.pending
             released = queue.poll(wakeup)
-            assert released, f"poll({wakeup!r}) at next_wakeup() released nothing"
+            # Every pending request belongs to the batch the head's timer closes, so
+            # an on-time poll releases all of them (this also bounds the loop).
+            assert len(released) == 1, f"poll({wakeup!r}) at next_wakeup() released {len(released)} batches"
+            assert [id(r) for r in released[0].requests] == [id(r) for r in before]
+            assert_empty(queue)
             record(wakeup, released)
 
     def drain(t: float) -> None:

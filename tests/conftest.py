@@ -1,0 +1,107 @@
+"""Shared fixtures: real gateway processes on 127.0.0.1, started and stopped per test or session."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backends.demo import demo_model_path
+
+_START_TIMEOUT_S = 60.0
+
+
+@dataclass
+class GatewayProcess:
+    """A `sluice serve` child process; its JSON logs go to a file we can read."""
+
+    process: subprocess.Popen
+    url: str
+    port: int
+    log_path: Path
+
+    def logs(self) -> list[dict]:
+        lines = self.log_path.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{")]
+
+    def worker_pids(self) -> list[int]:
+        started = [e for e in self.logs() if e.get("msg") == "worker started"]
+        alive = []
+        for event in started:
+            try:
+                os.kill(event["pid"], 0)
+                alive.append(event["pid"])
+            except ProcessLookupError:
+                pass
+        return alive
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise
+
+
+def start_gateway(tmp_path: Path, *args: str) -> GatewayProcess:
+    """Start `sluice serve --port 0 ARGS` and wait until it serves."""
+    log_path = tmp_path / f"gateway-{time.monotonic_ns()}.log"
+    log_file = open(log_path, "w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--port", "0", *args],
+        stdout=subprocess.DEVNULL, stderr=log_file, start_new_session=True,
+    )  # fmt: skip
+    log_file.close()
+    give_up = time.monotonic() + _START_TIMEOUT_S
+    while time.monotonic() < give_up:
+        if process.poll() is not None:
+            raise RuntimeError(f"gateway exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+        for line in log_path.read_text().splitlines():
+            if line.startswith("{") and '"serving"' in line:
+                port = json.loads(line)["port"]
+                return GatewayProcess(process, f"http://127.0.0.1:{port}", port, log_path)
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    raise RuntimeError(f"gateway did not start in {_START_TIMEOUT_S} s:\n{log_path.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def demo_path() -> Path:
+    return demo_model_path()
+
+
+@pytest.fixture(scope="session")
+def reference(demo_path: Path):
+    """The demo model run directly with onnxruntime, to compare the gateway's answers with."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(demo_path), providers=["CPUExecutionProvider"])
+    return lambda x: session.run(["y"], {"x": x})[0]
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory: pytest.TempPathFactory, demo_path: Path) -> Iterator[GatewayProcess]:
+    """One shared gateway for tests that do not disturb it: 2 workers, B=16, T=10 ms."""
+    gw = start_gateway(
+        tmp_path_factory.mktemp("gw"), "--model", f"demo={demo_path}", "--workers", "2",
+        "--batch-size", "16", "--timeout-ms", "10", "--max-body-bytes", "1000000",
+    )  # fmt: skip
+    yield gw
+    gw.stop()
+
+
+def v2_body(x: np.ndarray, name: str = "x", **extra) -> dict:
+    return {"inputs": [{"name": name, "shape": list(x.shape), "datatype": "FP32", "data": x.reshape(-1).tolist()}], **extra}

@@ -43,7 +43,7 @@ class BatchQueue:
         return tuple(self._pending)
 
     def push(self, request: Request, now: float) -> list[Batch]:
-        """Add an arrival; return the batches it closed (at most two)."""
+        """Add an arrival; return the batches it closed (at most two while B holds still)."""
         if request.size < 1:
             raise ValueError("a request must add at least one row")
         self.policy.observe_arrival(now)
@@ -52,7 +52,7 @@ class BatchQueue:
         # A request that would overflow the open batch closes it first, so that no
         # batch exceeds B unless a single request is itself larger than B.
         if self._pending and self._rows + request.size > limits.max_size:
-            closed.append(self._close(len(self._pending), now, "size"))
+            closed += self._release(now, "size", limits.max_size)
         if not self._pending:
             # The timer is fixed when the batch opens, with the T in force then.
             self._due = request.arrival + limits.max_wait
@@ -66,7 +66,7 @@ class BatchQueue:
         """Close the open batch if its oldest request has waited T by `now`."""
         due = self.next_wakeup()
         if due is not None and now >= due:
-            return [self._close(len(self._pending), now, "timeout")]
+            return self._release(now, "timeout", self.policy.limits(now).max_size)
         return []
 
     def next_wakeup(self) -> float | None:
@@ -75,8 +75,13 @@ class BatchQueue:
 
     def drain(self, now: float) -> list[Batch]:
         """Release everything pending, in order, in batches of at most B rows."""
+        return self._release(now, "drain", self.policy.limits(now).max_size)
+
+    def _release(self, now: float, reason: str, max_size: int) -> list[Batch]:
+        """Close everything pending, packed greedily in order into batches of at most
+        `max_size` rows. Pending rows are below B unless the policy lowered B since
+        they arrived; then this keeps every batch within the new B."""
         batches: list[Batch] = []
-        max_size = self.policy.limits(now).max_size
         while self._pending:
             count, rows = 0, 0
             for request in self._pending:
@@ -84,7 +89,7 @@ class BatchQueue:
                     break
                 count += 1
                 rows += request.size
-            batches.append(self._close(count, now, "drain"))
+            batches.append(self._close(count, now, reason))
         return batches
 
     def _close(self, count: int, now: float, reason: str) -> Batch:

@@ -414,7 +414,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("url", help="target, e.g. http://127.0.0.1:8000/infer (loopback only)")
     p.add_argument("--rate", type=float, required=True, help="total offered load, req/s")
-    p.add_argument("--duration", type=float, default=10.0, help="seconds of sending")
+    p.add_argument("--duration", type=float, default=10.0,
+                   help="seconds of sending (default 10)")
     p.add_argument("--procs", type=int, default=1, help="processes splitting the rate")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--method", default="POST", choices=["POST", "GET", "PUT"])
@@ -425,7 +426,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--content-type", default="application/json")
     p.add_argument("--max-connections", type=int, default=512, help="total, over all procs")
     p.add_argument("--timeout-s", type=float, default=10.0, help="per request, from schedule")
-    p.add_argument("--drain-s", type=float, default=5.0, help="grace after the last send")
+    p.add_argument("--drain-s", type=float, default=5.0,
+                   help="grace after --duration ends (default 5)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
     try:

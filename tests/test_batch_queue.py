@@ -525,3 +525,24 @@ class QueueMachine(RuleBasedStateMachine):
 
 QueueMachine.TestCase.settings = settings(max_examples=100, stateful_step_count=40, deadline=None)
 test_queue_state_machine = QueueMachine.TestCase
+
+
+def test_lowering_b_never_releases_a_batch_above_the_new_b() -> None:
+    """An adaptive policy may lower B while rows are pending; releases pack into the new B."""
+    policy = AdjustablePolicy(16, timeout_s=1.0)
+    queue = BatchQueue(policy)
+    for i in range(10):
+        assert queue.push(Request(f"r{i}", i * 0.01), i * 0.01) == []
+    policy.batch_size = 4
+    released = queue.push(Request("late", 0.2), 0.2)
+    assert [b.size for b in released] == [4, 4, 2]
+    assert all(b.reason == "size" for b in released)
+    assert [r.id for b in released for r in b.requests] == [f"r{i}" for i in range(10)]
+    assert [r.id for r in queue.pending] == ["late"]
+    # The same on a timeout: B lowered again while three rows wait.
+    for i in range(2):
+        queue.push(Request(f"s{i}", 0.3 + i * 0.01), 0.3 + i * 0.01)
+    policy.batch_size = 2
+    by_timeout = queue.poll(1.2)
+    assert [b.size for b in by_timeout] == [2, 1] and {b.reason for b in by_timeout} == {"timeout"}
+    assert_empty(queue)

@@ -2,13 +2,19 @@
 
 from .base import Backend, BackendError, BackendUnavailable
 from .demo import DEMO_NAME, build_demo_model, demo_model_path
-from .http_v2 import HttpV2Backend
+from .http_v2 import HttpV2Backend, Transport
 from .local_pool import LocalWorkerPool
 from .metadata import ModelMetadata, TensorSpec
 from .oip import InferRequest, ProtocolError, decode_request, decode_response, encode_request, encode_response
 from .pool import Instance, Pool, UpstreamPool
+from .wire import AiohttpTransport, HttpResponse, TransportError, WireTransport
 
 __all__ = [
+    "AiohttpTransport",
+    "HttpResponse",
+    "Transport",
+    "TransportError",
+    "WireTransport",
     "DEMO_NAME",
     "Backend",
     "BackendError",

@@ -16,10 +16,9 @@ import sys
 import time
 from collections.abc import Callable
 
-import aiohttp
-
 from .http_v2 import HttpV2Backend
-from .pool import Instance, new_session
+from .pool import Instance
+from .wire import WireTransport
 
 log = logging.getLogger("sluice.pool")
 
@@ -50,7 +49,6 @@ class LocalWorkerPool:
         self.instances: list[Instance] = []
         self.startup_seconds: list[float] = []
         self._workers = [_Worker(i) for i in range(count)]
-        self._session: aiohttp.ClientSession | None = None
         self._listeners: list[Callable[[], None]] = []
         self._supervisors: list[asyncio.Task] = []
         self._stopping = False
@@ -59,7 +57,6 @@ class LocalWorkerPool:
         self._listeners.append(callback)
 
     async def start(self) -> None:
-        self._session = new_session()
         await asyncio.gather(*(self._spawn(w) for w in self._workers))
         self._supervisors = [asyncio.create_task(self._supervise(w)) for w in self._workers]
 
@@ -79,13 +76,14 @@ class LocalWorkerPool:
             await worker.process.wait()
             raise RuntimeError(f"worker {worker.index} for {self.model!r} did not start: {exc!r}") from exc
         backend = HttpV2Backend(
-            f"http://127.0.0.1:{port}", self.model, self._session, binary=True,
-            timeout_s=self.timeout_s, name=f"{self.model}/worker-{worker.index}",
+            WireTransport(f"http://127.0.0.1:{port}", self.timeout_s), self.model, binary=True,
+            name=f"{self.model}/worker-{worker.index}",
         )  # fmt: skip
         if worker.instance is None:
             worker.instance = Instance(backend)
             self.instances.append(worker.instance)
         else:
+            await worker.instance.backend.transport.close()
             worker.instance.backend = backend
         worker.instance.healthy = True
         self.startup_seconds.append(time.monotonic() - started)
@@ -135,5 +133,5 @@ class LocalWorkerPool:
                 if proc.returncode is None:
                     proc.kill()
             await asyncio.gather(*(p.wait() for p in procs))
-        if self._session:
-            await self._session.close()
+        for instance in self.instances:
+            await instance.backend.transport.close()

@@ -17,6 +17,7 @@ import aiohttp
 
 from .base import Backend
 from .http_v2 import HttpV2Backend
+from .wire import AiohttpTransport
 
 log = logging.getLogger("sluice.pool")
 
@@ -82,7 +83,9 @@ class UpstreamPool:
         self._session = new_session()
         self.instances = [
             Instance(
-                HttpV2Backend(url, self._model, self._session, binary=self._binary, timeout_s=self._timeout),
+                HttpV2Backend(
+                    AiohttpTransport(url, self._session, self._timeout), self._model, binary=self._binary, name=url
+                ),
                 max_inflight=self._max_inflight,
             )
             for url in self._urls

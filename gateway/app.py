@@ -12,6 +12,7 @@ import logging
 import itertools
 import os
 import re
+import time
 from importlib.metadata import PackageNotFoundError, version
 
 from aiohttp import web
@@ -80,7 +81,7 @@ class Gateway:
         return model
 
     def deadline(self, request: web.Request, parameters: dict) -> float:
-        """The request's deadline on the loop clock: its own timeout, capped by the server's."""
+        """The request's deadline on the monotonic clock: its own timeout, capped by the server's."""
         timeout_s = self.config.request_timeout_s
         header = request.headers.get("X-Request-Timeout-Ms")
         given = parameters.get("timeout")
@@ -95,14 +96,14 @@ class Gateway:
             raise ProtocolError("timeout must be a number (parameters.timeout in us, X-Request-Timeout-Ms in ms)") from None
         if timeout_s <= 0:
             raise ProtocolError("timeout must be positive")
-        return asyncio.get_running_loop().time() + timeout_s
+        return time.monotonic() + timeout_s
 
     async def serve(self, model: ServedModel, request: web.Request, inputs: dict, rows: int, deadline: float) -> dict:
         """Queue one request and wait for its outputs, at most until its deadline."""
         if self.draining:
             raise RequestFailed(503, "the gateway is shutting down", retry_after=1.0)
         future = model.runner.submit(request["request_id"], inputs, rows, deadline)
-        timer = asyncio.get_running_loop().call_at(deadline, _expire, future)
+        timer = asyncio.get_running_loop().call_later(deadline - time.monotonic(), _expire, future)
         try:
             return await future
         finally:
@@ -125,8 +126,7 @@ GATEWAY = web.AppKey("gateway", Gateway)
 async def _edge(request: web.Request, handler) -> web.StreamResponse:
     """Request ids, errors as `{"error": ...}`, per-request metrics and the access log."""
     gateway = request.app[GATEWAY]
-    loop = asyncio.get_running_loop()
-    started = loop.time()
+    started = time.perf_counter()
     given = request.headers.get("X-Request-Id")
     request_id = given if given and _REQUEST_ID.match(given) else f"{_ID_PREFIX}-{next(_ID_COUNTER)}"
     request["request_id"] = request_id
@@ -145,7 +145,7 @@ async def _edge(request: web.Request, handler) -> web.StreamResponse:
         log.exception("unhandled error", extra={"request_id": request_id})
         response = _error(500, "internal error")
     response.headers["X-Request-Id"] = request_id
-    elapsed = loop.time() - started
+    elapsed = time.perf_counter() - started
     model = request.get("model")
     if model is not None:
         served = gateway.models[model].runner.metrics

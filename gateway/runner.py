@@ -1,7 +1,9 @@
 """One model's live loop: its BatchQueue on the event loop's clock, feeding a pool.
 
 The queue decides when batches close; `scheduler.pick_instance` decides where
-they go. Closed batches wait here, in order, until an instance is free, so a
+they go. Times are `time.monotonic()`: uvloop's `loop.time()` only moves in whole
+milliseconds, too coarse for waits of a few milliseconds and for the arrival
+statistics the tuner fits. Closed batches wait here, in order, until an instance is free, so a
 busy pool never hides work from the gateway. Each request carries a future that
 is resolved exactly once: with its outputs, or with a `RequestFailed`.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -65,7 +68,7 @@ class ModelRunner:
         """Queue one validated request; the returned future resolves to its outputs."""
         if self._draining:
             raise RequestFailed(503, "the gateway is shutting down", retry_after=1.0)
-        now = self._loop.time()
+        now = time.monotonic()
         future = self._loop.create_future()
         request = Request(request_id, now, size=rows, deadline=deadline, payload=_Work(inputs, future))
         self._idle.clear()
@@ -80,12 +83,16 @@ class ModelRunner:
         if self._timer is not None:
             self._timer.cancel()
         self._timer_due = due
-        self._timer = self._loop.call_at(due, self._on_timer) if due is not None else None
+        if due is None:
+            self._timer = None
+        else:
+            self._timer = self._loop.call_later(max(0.0, due - time.monotonic()), self._on_timer)
 
     def _on_timer(self) -> None:
         due, self._timer, self._timer_due = self._timer_due, None, None
-        # The loop may run a timer up to one clock tick early; never let that stall it.
-        now = max(self._loop.time(), due or 0.0)
+        # The loop's timers round to its clock tick and may fire a little early;
+        # never let that stall the batch.
+        now = max(time.monotonic(), due or 0.0)
         self._accept(self.queue.poll(now), now)
         self._arm_timer()
 
@@ -98,7 +105,7 @@ class ModelRunner:
     def _dispatch(self) -> None:
         instances = self.pool.instances
         while self._ready:
-            now = self._loop.time()
+            now = time.monotonic()
             index = pick_instance(instances, now)
             if index is None:
                 break
@@ -119,7 +126,7 @@ class ModelRunner:
         try:
             if not live:
                 return
-            now = self._loop.time()
+            now = time.monotonic()
             if batch.attempts == 0:
                 for r in live:
                     m.queue_wait.observe(now - r.arrival)
@@ -177,7 +184,7 @@ class ModelRunner:
     async def drain(self) -> None:
         """Close every pending batch now and wait until all are answered; refuse new work."""
         self._draining = True
-        now = self._loop.time()
+        now = time.monotonic()
         if self._timer is not None:
             self._timer.cancel()
             self._timer, self._timer_due = None, None
@@ -187,6 +194,6 @@ class ModelRunner:
 
     def fail_pending(self, error: RequestFailed) -> None:
         """Answer everything still waiting with `error` (the last step of a forced stop)."""
-        for batch in [*self._ready, *self.queue.drain(self._loop.time())]:
+        for batch in [*self._ready, *self.queue.drain(time.monotonic())]:
             self._fail(batch.requests, error)
         self._ready.clear()

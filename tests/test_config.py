@@ -1,0 +1,316 @@
+"""Configuration: built-in defaults < the TOML file < command-line flags."""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import gateway.config as config_module
+from gateway.config import ConfigError, GatewayConfig, ModelConfig, load
+
+
+def write_toml(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "sluice.toml"
+    path.write_text(textwrap.dedent(text))
+    return str(path)
+
+
+def no_demo() -> str:
+    raise AssertionError("the demo model must not be built when a model is configured")
+
+
+class DemoCalls:
+    """A demo-path callable that records how often it was called."""
+
+    def __init__(self, path: str = "/cache/sluice/demo-mlp-v1.onnx") -> None:
+        self.path = path
+        self.calls = 0
+
+    def __call__(self) -> str:
+        self.calls += 1
+        return self.path
+
+
+# ---------------------------------------------------------------------------
+# Defaults and the demo model
+
+
+def test_defaults_serve_the_demo_model() -> None:
+    demo = DemoCalls()
+    config = load(None, None, demo)
+    assert isinstance(config, GatewayConfig)
+    assert demo.calls == 1
+    assert config.host == "127.0.0.1"
+    assert config.port == 8000
+    assert config.max_body_bytes == 8 << 20
+    assert config.request_timeout_s == 30.0
+    assert list(config.models) == ["demo"]
+    model = config.models["demo"]
+    assert model.name == "demo"
+    assert model.path == demo.path
+    assert model.upstream == ()
+    assert (model.policy, model.batch_size, model.timeout_ms) == ("fixed", 32, 5.0)
+    assert model.workers >= 1
+
+
+def test_empty_file_and_empty_flags_serve_the_demo_model(tmp_path: Path) -> None:
+    demo = DemoCalls()
+    config = load(write_toml(tmp_path, ""), {}, demo)
+    assert demo.calls == 1
+    assert list(config.models) == ["demo"]
+    assert config.models["demo"].path == demo.path
+
+
+def test_file_with_only_defaults_still_serves_the_demo_model(tmp_path: Path) -> None:
+    path = write_toml(
+        tmp_path,
+        """
+        [server]
+        port = 9000
+        [batching]
+        batch_size = 4
+        """,
+    )
+    config = load(path, None, DemoCalls())
+    assert config.port == 9000
+    assert list(config.models) == ["demo"]
+    assert config.models["demo"].batch_size == 4
+
+
+def test_demo_not_called_when_the_file_configures_a_model(tmp_path: Path) -> None:
+    path = write_toml(
+        tmp_path,
+        """
+        [models.resnet]
+        path = "/models/resnet.onnx"
+        """,
+    )
+    config = load(path, None, no_demo)
+    assert list(config.models) == ["resnet"]
+    assert config.models["resnet"].path == "/models/resnet.onnx"
+
+
+def test_demo_not_called_when_a_flag_configures_a_model() -> None:
+    config = load(None, {"models": {"bert": {"upstream": ["http://127.0.0.1:8001"]}}}, no_demo)
+    assert list(config.models) == ["bert"]
+    assert config.models["bert"].upstream == ("http://127.0.0.1:8001",)
+    assert config.models["bert"].path is None
+
+
+def test_no_models_and_no_demo_gives_no_models() -> None:
+    assert load(None, None, None).models == {}
+
+
+# ---------------------------------------------------------------------------
+# Precedence
+
+PRECEDENCE_TOML = """
+    [batching]
+    batch_size = 8
+    timeout_ms = 2.5
+    policy = "none"
+
+    [models.a]
+    path = "/models/a.onnx"
+    batch_size = 16
+
+    [models.b]
+    path = "/models/b.onnx"
+"""
+
+
+def test_model_values_win_over_batching_defaults(tmp_path: Path) -> None:
+    config = load(write_toml(tmp_path, PRECEDENCE_TOML), None, no_demo)
+    a, b = config.models["a"], config.models["b"]
+    assert (a.batch_size, a.timeout_ms, a.policy) == (16, 2.5, "none")
+    assert (b.batch_size, b.timeout_ms, b.policy) == (8, 2.5, "none")
+
+
+def test_flags_win_over_the_file_for_every_model(tmp_path: Path) -> None:
+    config = load(write_toml(tmp_path, PRECEDENCE_TOML), {"batch_size": 64, "timeout_ms": 0.0}, no_demo)
+    a, b = config.models["a"], config.models["b"]
+    assert (a.batch_size, a.timeout_ms, a.policy) == (64, 0.0, "none")
+    assert (b.batch_size, b.timeout_ms, b.policy) == (64, 0.0, "none")
+
+
+def test_built_in_model_defaults_apply_when_nothing_overrides_them(tmp_path: Path) -> None:
+    config = load(write_toml(tmp_path, '[models.a]\npath = "/a.onnx"\n'), None, no_demo)
+    assert config.models["a"] == ModelConfig(name="a", path="/a.onnx")
+
+
+def test_server_precedence(tmp_path: Path) -> None:
+    path = write_toml(
+        tmp_path,
+        """
+        [server]
+        host = "0.0.0.0"
+        port = 9000
+        max_body_bytes = 1024
+        """,
+    )
+    config = load(path, {"port": 9100, "log_level": "debug"}, DemoCalls())
+    assert config.host == "0.0.0.0"
+    assert config.port == 9100
+    assert config.max_body_bytes == 1024
+    assert config.log_level == "debug"
+    assert config.request_timeout_s == 30.0
+
+
+def test_server_flags_do_not_leak_into_models_and_model_flags_do_not_leak_into_server() -> None:
+    config = load(None, {"port": 0, "workers": 3, "threads": 1}, DemoCalls())
+    assert config.port == 0
+    model = config.models["demo"]
+    assert (model.workers, model.threads, model.worker_threads) == (3, 1, 1)
+    assert not hasattr(config, "workers")
+
+
+# ---------------------------------------------------------------------------
+# Upstreams and flag models
+
+
+def test_upstream_as_a_string(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, '[models.r]\nupstream = "http://10.0.0.1:8001"\n')
+    assert load(path, None, no_demo).models["r"].upstream == ("http://10.0.0.1:8001",)
+
+
+def test_upstream_as_a_list(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, '[models.r]\nupstream = ["http://10.0.0.1:8001", "https://10.0.0.2"]\n')
+    model = load(path, None, no_demo).models["r"]
+    assert model.upstream == ("http://10.0.0.1:8001", "https://10.0.0.2")
+    assert model.path is None
+
+
+def test_flag_model_replaces_the_file_model_of_the_same_name(tmp_path: Path) -> None:
+    path = write_toml(
+        tmp_path,
+        """
+        [batching]
+        timeout_ms = 7.0
+
+        [models.a]
+        path = "/models/a.onnx"
+        batch_size = 4
+
+        [models.b]
+        path = "/models/b.onnx"
+        """,
+    )
+    config = load(path, {"models": {"a": {"upstream": ["http://127.0.0.1:9001"]}}}, no_demo)
+    assert sorted(config.models) == ["a", "b"]
+    a = config.models["a"]
+    assert a.path is None
+    assert a.upstream == ("http://127.0.0.1:9001",)
+    assert a.batch_size == 32  # the file's table for "a" is gone, not merged
+    assert a.timeout_ms == 7.0  # [batching] defaults still apply
+    assert config.models["b"].path == "/models/b.onnx"
+
+
+# ---------------------------------------------------------------------------
+# Errors
+
+ERRORS = [
+    pytest.param(
+        '[models.a]\npath = "/a.onnx"\nupstream = "http://h:1"\n', None, "exactly one of 'path'", id="path-and-upstream"
+    ),
+    pytest.param("[models.a]\nbatch_size = 4\n", None, "exactly one of 'path'", id="neither-path-nor-upstream"),
+    pytest.param('[models.a]\npath = ""\n', None, "exactly one of 'path'", id="empty-path"),
+    pytest.param("[models.a]\nupstream = []\n", None, "exactly one of 'path'", id="empty-upstream-list"),
+    pytest.param('[models.a]\npath = "/a.onnx"\npolicy = "adaptive"\n', None, "policy must be one of fixed, none", id="unknown-policy"),
+    pytest.param('[models.a]\npath = "/a.onnx"\n', {"policy": "greedy"}, "not 'greedy'", id="unknown-policy-flag"),
+    pytest.param('[models.a]\npath = "/a.onnx"\nbatchsize = 4\n', None, r"unknown setting\(s\) \['batchsize'\]", id="unknown-model-key"),
+    pytest.param('[batching]\nsize = 4\n[models.a]\npath = "/a.onnx"\n', None, r"unknown setting\(s\) \['size'\]", id="unknown-batching-key"),
+    pytest.param('[serverr]\nport = 1\n', None, r"unknown section\(s\) \['serverr'\]", id="unknown-section"),
+    pytest.param('[server]\nprot = 1\n', None, r"unknown server setting\(s\) \['prot'\]", id="unknown-server-key"),
+    pytest.param('[server]\nmodels = 1\n', None, r"unknown server setting\(s\) \['models'\]", id="models-in-server"),
+    pytest.param('[models.a]\npath = "/a.onnx"\nbatch_size = 0\n', None, "batch_size and workers must be >= 1", id="batch-size-0"),
+    pytest.param('[batching]\nbatch_size = -3\n[models.a]\npath = "/a.onnx"\n', None, ">= 1", id="batch-size-negative"),
+    pytest.param('[models.a]\npath = "/a.onnx"\n', {"batch_size": 0}, ">= 1", id="batch-size-0-flag"),
+    pytest.param('[models.a]\npath = "/a.onnx"\nworkers = 0\n', None, ">= 1", id="workers-0"),
+    pytest.param('[models.a]\npath = "/a.onnx"\ntimeout_ms = -1\n', None, "timeout_ms >= 0", id="negative-timeout"),
+    pytest.param('[models.a]\nupstream = "ftp://h:1"\n', None, "upstream 'ftp://h:1' is not an http\\(s\\) URL", id="ftp-url"),
+    pytest.param(
+        '[models.a]\nupstream = ["http://h:1", "127.0.0.1:8001"]\n', None, "'127.0.0.1:8001' is not an http", id="no-scheme"
+    ),
+    pytest.param("", {"models": {"a": {"upstream": ["grpc://h:1"]}}}, "is not an http", id="bad-url-flag"),
+    pytest.param("[models.a\npath = 1\n", None, "cannot read config", id="malformed-toml"),
+    pytest.param('[models.a]\npath = "/a.onnx"\npath = "/b.onnx"\n', None, "cannot read config", id="duplicate-toml-key"),
+]
+
+
+@pytest.mark.parametrize(("text", "flags", "match"), ERRORS)
+def test_config_errors(tmp_path: Path, text: str, flags: dict[str, Any] | None, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        load(write_toml(tmp_path, text), flags, DemoCalls())
+
+
+def test_error_names_the_model(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, '[models.good]\npath = "/a.onnx"\n[models.bad]\nbatch_size = 2\n')
+    with pytest.raises(ConfigError, match="model 'bad'"):
+        load(path, None, no_demo)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError, match=f"cannot read config {re.escape(str(missing))}"):
+        load(str(missing), None, DemoCalls())
+
+
+def test_directory_instead_of_a_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load(str(tmp_path), None, DemoCalls())
+
+
+def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = Path(write_toml(tmp_path, '[models.a]\npath = "/a.onnx"\n'))
+    path.chmod(0)
+    try:
+        try:
+            path.open("rb").close()
+        except PermissionError:
+            pass
+        else:  # root reads a mode-000 file: make the open fail the way it would for anyone else
+
+            def refuse(file: Any, *args: Any, **kwargs: Any) -> Any:
+                raise PermissionError(13, "Permission denied", str(file))
+
+            monkeypatch.setattr(config_module, "open", refuse, raising=False)
+        with pytest.raises(ConfigError, match="cannot read config .*Permission denied"):
+            load(str(path), None, DemoCalls())
+    finally:
+        path.chmod(0o600)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=UnicodeDecodeError,
+    reason="a config file that is not UTF-8 raises UnicodeDecodeError from tomllib.load, which load() "
+    "does not turn into ConfigError",
+)
+def test_file_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(b'# caf\xe9\n[models.a]\npath = "/a.onnx"\n')
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load(str(path), None, DemoCalls())
+
+
+WRONG_TYPES = [
+    pytest.param('[models.a]\npath = "/a.onnx"\nbatch_size = "8"\n', id="batch-size-string"),
+    pytest.param('[models]\na = "/a.onnx"\n', id="model-not-a-table"),
+    pytest.param("[models.a]\nupstream = 8001\n", id="upstream-a-number"),
+]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=(TypeError, ValueError),
+    reason="load() does not check value types: a wrongly typed TOML value escapes as TypeError/ValueError "
+    "instead of ConfigError, so `sluice serve` (which catches only ConfigError) dies with a traceback",
+)
+@pytest.mark.parametrize("text", WRONG_TYPES)
+def test_wrongly_typed_values_are_config_errors(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError):
+        load(write_toml(tmp_path, text), None, DemoCalls())

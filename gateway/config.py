@@ -56,6 +56,7 @@ class ModelConfig:
     upstream_max_inflight: int = 4
     backend_timeout_s: float = 30.0
     max_attempts: int = 3
+    unavailable_grace_s: float = 5.0  # with no healthy instance, how long batches wait before a 503
 
     def check(self) -> None:
         if bool(self.path) == bool(self.upstream):

@@ -43,12 +43,21 @@ class _Work:
 
 class ModelRunner:
     def __init__(
-        self, name: str, policy: BatchPolicy, pool: Pool, metrics: ModelMetrics, *, max_attempts: int = 3
+        self,
+        name: str,
+        policy: BatchPolicy,
+        pool: Pool,
+        metrics: ModelMetrics,
+        *,
+        max_attempts: int = 3,
+        outage_grace_s: float = 5.0,
     ) -> None:
         self.name = name
         self.queue = BatchQueue(policy)
         self.pool = pool
         self.max_attempts = max_attempts
+        self.outage_grace_s = outage_grace_s
+        self._outage: asyncio.TimerHandle | None = None
         self.metrics = metrics
         self._loop = asyncio.get_running_loop()
         self._ready: deque[Batch] = deque()
@@ -117,7 +126,24 @@ class ModelRunner:
             task = self._loop.create_task(self._run(batch, instance))
             self._running.add(task)
             task.add_done_callback(self._finished)
-        self.metrics.healthy_instances.set(sum(i.healthy for i in instances))
+        healthy = sum(i.healthy for i in instances)
+        self.metrics.healthy_instances.set(healthy)
+        if self._ready and not healthy and self._outage is None:
+            # Nothing can run these batches now. A worker restarts in about a second;
+            # past the grace, answer rather than let clients wait out their deadlines.
+            self._outage = self._loop.call_later(self.outage_grace_s, self._end_of_grace)
+        self._check_idle()
+
+    def _end_of_grace(self) -> None:
+        self._outage = None
+        if any(i.healthy for i in self.pool.instances):
+            self._dispatch()
+            return
+        error = RequestFailed(503, f"no instance of model {self.name!r} is available", retry_after=self.outage_grace_s)
+        log.warning("no healthy instance; failing waiting batches", extra={"model": self.name, "batches": len(self._ready)})
+        while self._ready:
+            self._fail(self._ready.popleft().requests, error)
+        self.metrics.queue_depth.set(self.waiting)
         self._check_idle()
 
     async def _run(self, batch: Batch, instance: Instance) -> None:

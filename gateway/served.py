@@ -81,7 +81,10 @@ async def start_model(config: ModelConfig, metrics: Metrics) -> ServedModel:
         await pool.stop()
         raise
     policy = make_policy(config, metadata)
-    runner = ModelRunner(config.name, policy, pool, metrics.for_model(config.name), max_attempts=config.max_attempts)
+    runner = ModelRunner(
+        config.name, policy, pool, metrics.for_model(config.name),
+        max_attempts=config.max_attempts, outage_grace_s=config.unavailable_grace_s,
+    )  # fmt: skip
     log.info(
         "model ready",
         extra={

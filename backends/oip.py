@@ -8,6 +8,7 @@ between the gateway and its own workers, and accepts it from clients.
 
 from __future__ import annotations
 
+import json
 import math
 import struct
 from collections.abc import Mapping, Sequence
@@ -76,7 +77,8 @@ def array_from_json(data: Any, datatype: str, where: str, shape: tuple[int, ...]
     """Convert parsed JSON data to an array of `datatype`, shaped `shape` (or as nested).
 
     Refuses rather than coerces: no silent truncation of 1.5 into an INT32, no
-    strings in a float tensor, no out-of-range integers.
+    strings in a float tensor, no out-of-range integers, no finite number that
+    overflows a narrow float type.
     """
     if datatype == "BYTES":
         parsed = np.asarray(data, dtype=object)
@@ -85,21 +87,38 @@ def array_from_json(data: Any, datatype: str, where: str, shape: tuple[int, ...]
     else:
         try:
             parsed = np.asarray(data)
-        except ValueError:
+        except (ValueError, OverflowError):
             raise ProtocolError(f"{where}: 'data' is ragged or not numeric") from None
     count = parsed.size if shape is None else math.prod(shape)
     if parsed.size != count:
         raise ProtocolError(f"{where}: shape {list(shape)} needs {count} values, 'data' has {parsed.size}")
     target = DTYPES[datatype]
     if datatype != "BYTES" and count:
+        if target == np.uint64 and parsed.dtype.kind in "fO":
+            # numpy reads a mix of ints below and from 2**63 as float64 (or objects).
+            parsed = _exact_uint64(data, where)
         if parsed.dtype.kind not in _ACCEPTS[target.kind]:
             raise ProtocolError(f"{where}: 'data' does not hold {datatype} values")
         if target.kind in "iu" and parsed.dtype.kind in "iu":
             info = np.iinfo(target)
             if parsed.min() < info.min or parsed.max() > info.max:
                 raise ProtocolError(f"{where}: values out of range for {datatype}")
+        if target.kind == "f" and target.itemsize < parsed.dtype.itemsize:
+            with np.errstate(over="ignore"):
+                narrowed = parsed.astype(target)
+            finite = np.isfinite(narrowed)
+            if not finite.all() and finite.sum() != np.isfinite(parsed).sum():
+                raise ProtocolError(f"{where}: values out of range for {datatype}")
+            return narrowed if shape is None else narrowed.reshape(shape)
     array = parsed.astype(target, copy=False)
     return array if shape is None else array.reshape(shape)
+
+
+def _exact_uint64(data: Any, where: str) -> np.ndarray:
+    flat = np.asarray(data, dtype=object).reshape(-1)
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**64 for v in flat):
+        raise ProtocolError(f"{where}: 'data' does not hold UINT64 values")
+    return np.asarray(data, dtype=np.uint64)
 
 
 def _from_binary(raw: memoryview, datatype: str, shape: tuple[int, ...], where: str) -> np.ndarray:
@@ -139,7 +158,7 @@ def _tensor(spec: Any, binary: memoryview, offset: int, where: str, kind: str = 
         raise ProtocolError(f"{where}: 'parameters' must be an object")
     size = params.get("binary_data_size")
     if size is not None:
-        if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(binary):
             raise ProtocolError(f"{where}: binary_data_size {size!r} runs past the end of the body")
         return name, _from_binary(binary[offset : offset + size], datatype, shape, where), offset + size
     if "data" not in spec:
@@ -149,13 +168,8 @@ def _tensor(spec: Any, binary: memoryview, offset: int, where: str, kind: str = 
 
 def decode_request(body: bytes, header_length: int | None = None) -> InferRequest:
     """Parse an infer request body (JSON, or JSON header + binary tensors)."""
-    head = body if header_length is None else body[:header_length]
-    if header_length is not None and not 0 <= header_length <= len(body):
-        raise ProtocolError(f"{HEADER_LENGTH} {header_length} is outside the body")
-    try:
-        doc = orjson.loads(head)
-    except orjson.JSONDecodeError as exc:
-        raise ProtocolError(f"malformed JSON: {exc}") from None
+    head = _head(body, header_length)
+    doc = _loads(head, "")
     if not isinstance(doc, dict):
         raise ProtocolError("the request body must be a JSON object")
     raw_inputs = doc.get("inputs")
@@ -181,8 +195,11 @@ def decode_request(body: bytes, header_length: int | None = None) -> InferReques
     request.binary_default = bool(parameters.get("binary_data_output", False))
     raw_outputs = doc.get("outputs")
     if raw_outputs is not None:
-        if not isinstance(raw_outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in raw_outputs):
-            raise ProtocolError("'outputs' must be a list of objects with a 'name'")
+        if not isinstance(raw_outputs, list) or not all(
+            isinstance(o, dict) and isinstance(o.get("name"), str) and isinstance(o.get("parameters") or {}, dict)
+            for o in raw_outputs
+        ):
+            raise ProtocolError("'outputs' must be a list of objects with a 'name' (and object 'parameters')")
         request.outputs = [o["name"] for o in raw_outputs]
         for o in raw_outputs:
             if (o.get("parameters") or {}).get("binary_data", request.binary_default):
@@ -224,10 +241,21 @@ def encode_tensors(
             entry["data"] = _json_data(array)
         entries.append(entry)
     doc[key] = entries
-    header = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+    if any(_non_finite(e.get("data")) for e in entries):
+        # orjson would write null; write the NaN/Infinity tokens Python and Triton read.
+        for entry in entries:
+            if isinstance(entry.get("data"), np.ndarray):
+                entry["data"] = entry["data"].tolist()
+        header = json.dumps(doc, separators=(",", ":")).encode()
+    else:
+        header = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
     if not blobs:
         return header, None
     return b"".join([header, *blobs]), len(header)
+
+
+def _non_finite(data: Any) -> bool:
+    return isinstance(data, np.ndarray) and data.dtype.kind == "f" and not np.isfinite(data).all()
 
 
 def encode_response(
@@ -259,11 +287,8 @@ def encode_request(
 
 def decode_response(body: bytes, header_length: int | None = None) -> dict[str, np.ndarray]:
     """Parse an infer response's output tensors (as a backend returned them)."""
-    head = body if header_length is None else body[:header_length]
-    try:
-        doc = orjson.loads(head)
-    except orjson.JSONDecodeError as exc:
-        raise ProtocolError(f"backend sent malformed JSON: {exc}") from None
+    head = _head(body, header_length)
+    doc = _loads(head, "the backend sent ")
     outputs = doc.get("outputs") if isinstance(doc, dict) else None
     if not isinstance(outputs, list):
         raise ProtocolError("backend response has no 'outputs' list")
@@ -271,5 +296,29 @@ def decode_response(body: bytes, header_length: int | None = None) -> dict[str, 
     result, offset = {}, 0
     for i, spec in enumerate(outputs):
         name, array, offset = _tensor(spec, binary, offset, f"outputs[{i}]", "output")
+        if name in result:
+            raise ProtocolError(f"output {name!r} is given twice")
         result[name] = array
+    if offset != len(binary):
+        raise ProtocolError("the response holds binary data beyond what the outputs declare")
     return result
+
+
+def _head(body: bytes, header_length: int | None) -> bytes:
+    if header_length is None:
+        return body
+    if not 0 <= header_length <= len(body):
+        raise ProtocolError(f"{HEADER_LENGTH} {header_length} is outside the body")
+    return body[:header_length]
+
+
+def _loads(text: bytes, who: str) -> Any:
+    """orjson, falling back to the standard library for the NaN and Infinity tokens
+    that JSON lacks but Python, Triton and others write for non-finite floats."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        try:
+            return json.loads(text)
+        except (ValueError, UnicodeDecodeError):
+            raise ProtocolError(f"{who}malformed JSON: {exc}") from None

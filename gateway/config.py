@@ -90,16 +90,41 @@ _SERVER_KEYS = {f.name for f in fields(GatewayConfig)} - {"models"}
 _MODEL_KEYS = {f.name for f in fields(ModelConfig)} - {"name"}
 
 
+def _checked(where: str, values: dict[str, Any], cls: type) -> dict[str, Any]:
+    """Refuse values of the wrong type, with the setting's name, before they reach code."""
+    kinds = {f.name: f.type for f in fields(cls)}
+    for key, value in values.items():
+        kind = kinds[key]
+        if kind == "int":
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif kind == "float":
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+        elif kind == "bool":
+            ok = isinstance(value, bool)
+        elif kind == "str":
+            ok = isinstance(value, str)
+        elif kind == "str | None":
+            ok = value is None or isinstance(value, str)
+        elif kind == "tuple[str, ...]":
+            ok = isinstance(value, tuple) and all(isinstance(v, str) for v in value)
+        else:
+            ok = True
+        if not ok:
+            raise ConfigError(f"{where}: {key} = {value!r} is not a valid {kind}")
+    return values
+
+
 def _model(name: str, values: dict[str, Any]) -> ModelConfig:
     unknown = values.keys() - _MODEL_KEYS
     if unknown:
         raise ConfigError(f"model {name!r}: unknown setting(s) {sorted(unknown)}")
     values = dict(values)
-    if isinstance(values.get("upstream"), str):
-        values["upstream"] = (values["upstream"],)
-    elif "upstream" in values:
-        values["upstream"] = tuple(values["upstream"])
-    return ModelConfig(name=name, **values)
+    upstream = values.get("upstream")
+    if isinstance(upstream, str):
+        values["upstream"] = (upstream,)
+    elif isinstance(upstream, list):
+        values["upstream"] = tuple(upstream)
+    return ModelConfig(name=name, **_checked(f"model {name!r}", values, ModelConfig))
 
 
 def load(
@@ -113,11 +138,14 @@ def load(
         try:
             with open(path, "rb") as f:
                 doc = tomllib.load(f)
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+        except (OSError, ValueError) as exc:  # TOMLDecodeError and UnicodeDecodeError are ValueErrors
             raise ConfigError(f"cannot read config {path}: {exc}") from None
     unknown = doc.keys() - {"server", "batching", "models"}
     if unknown:
         raise ConfigError(f"unknown section(s) {sorted(unknown)} in {path}")
+    for section in ("server", "batching", "models"):
+        if not isinstance(doc.get(section, {}), dict):
+            raise ConfigError(f"[{section}] must be a table")
     flags = dict(flags or {})
     flag_models = flags.pop("models", {})
     server = {**doc.get("server", {}), **{k: v for k, v in flags.items() if k in _SERVER_KEYS}}
@@ -125,13 +153,17 @@ def load(
         raise ConfigError(f"unknown server setting(s) {sorted(server.keys() - _SERVER_KEYS)}")
     model_flags = {k: v for k, v in flags.items() if k in _MODEL_KEYS}
     defaults = doc.get("batching", {})
-    tables = {name: dict(values) for name, values in doc.get("models", {}).items()}
+    tables = dict(doc.get("models", {}))
     for name, values in flag_models.items():
         tables[name] = values  # a flag replaces the file's model of the same name
     if not tables and demo is not None:
         tables["demo"] = {"path": demo()}
-    models = {name: _model(name, {**defaults, **values, **model_flags}) for name, values in tables.items()}
+    models = {}
+    for name, values in tables.items():
+        if not isinstance(values, dict):
+            raise ConfigError(f"model {name!r}: expected a table of settings, not {values!r}")
+        models[name] = _model(name, {**defaults, **values, **model_flags})
     for model in models.values():
         model.check()
-    return GatewayConfig(**server, models=models)
+    return GatewayConfig(**_checked("[server]", server, GatewayConfig), models=models)
 

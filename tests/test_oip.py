@@ -78,9 +78,14 @@ NAMES = st.text(st.characters(codec="utf-8"), min_size=1, max_size=8)
 JSON_TEXT = st.text(st.characters(codec="utf-8"), max_size=8)
 
 
-def numeric_elements(dtype: np.dtype, finite: bool) -> st.SearchStrategy:
+def numeric_elements(dtype: np.dtype, json_safe: bool) -> st.SearchStrategy:
     if dtype.kind == "f":
-        return st.floats(width=dtype.itemsize * 8, allow_nan=not finite, allow_infinity=not finite)
+        return st.floats(width=dtype.itemsize * 8, allow_nan=not json_safe, allow_infinity=not json_safe)
+    if dtype == np.uint64 and json_safe:
+        # JSON UINT64 data that mixes values below and above 2**63 is refused (a known bug,
+        # see test_json_uint64_mixing_small_and_large_values); keep the round trips to the
+        # lower half so they check everything else.
+        return st.integers(0, 2**63 - 1)
     return hnp.from_dtype(dtype)
 
 
@@ -103,7 +108,7 @@ def tensors(draw: st.DrawFn, json_safe: bool) -> np.ndarray:
         array[:] = values
         return array.reshape(shape)
     dtype = DTYPES[datatype]
-    return draw(hnp.arrays(dtype, shape, elements=numeric_elements(dtype, finite=json_safe)))
+    return draw(hnp.arrays(dtype, shape, elements=numeric_elements(dtype, json_safe)))
 
 
 @st.composite
@@ -117,7 +122,7 @@ def tensor_sets(draw: st.DrawFn, json_safe: bool) -> Tensors:
 
 
 @pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, database=None)
 @given(data=st.data())
 def test_request_round_trip(binary: bool, data: st.DataObject) -> None:
     inputs = data.draw(tensor_sets(json_safe=not binary))
@@ -131,7 +136,7 @@ def test_request_round_trip(binary: bool, data: st.DataObject) -> None:
 
 
 @pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, database=None)
 @given(data=st.data())
 def test_request_round_trip_with_requested_outputs(binary: bool, data: st.DataObject) -> None:
     inputs = data.draw(tensor_sets(json_safe=not binary))
@@ -144,7 +149,7 @@ def test_request_round_trip_with_requested_outputs(binary: bool, data: st.DataOb
 
 
 @pytest.mark.parametrize("mode", ["json", "binary", "mixed"])
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, database=None)
 @given(data=st.data())
 def test_response_round_trip(mode: str, data: st.DataObject) -> None:
     names = data.draw(st.lists(NAMES, min_size=1, max_size=4, unique=True))
@@ -194,11 +199,11 @@ def test_response_mix_of_binary_and_json_outputs() -> None:
 
 
 @pytest.mark.parametrize("datatype", ["FP16", "FP32", "FP64"])
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, database=None)
 @given(data=st.data())
 def test_json_floats_round_trip_exactly(datatype: str, data: st.DataObject) -> None:
     dtype = DTYPES[datatype]
-    array = data.draw(hnp.arrays(dtype, data.draw(SHAPES), elements=numeric_elements(dtype, finite=True)))
+    array = data.draw(hnp.arrays(dtype, data.draw(SHAPES), elements=numeric_elements(dtype, json_safe=True)))
     body, header_length = encode_response("m", None, {"y": array})
     assert header_length is None
     assert_same_tensor(decode_response(body)["y"], array)
@@ -222,12 +227,6 @@ def test_json_float_edge_values_round_trip_exactly(array: np.ndarray) -> None:
     assert_same_tensor(decode_request(body).inputs["x"], array)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ProtocolError,
-    reason="JSON encoding writes NaN/Infinity as null (orjson), which decoding then refuses: "
-    "the value is silently lost instead of round-tripping or being refused when encoding",
-)
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf], ids=["nan", "inf", "-inf"])
 def test_json_non_finite_floats_are_not_silently_lost(value: float) -> None:
     outputs = {"y": np.array([1.0, value], dtype=np.float32)}
@@ -236,6 +235,26 @@ def test_json_non_finite_floats_are_not_silently_lost(value: float) -> None:
     except (ProtocolError, TypeError, ValueError):
         return  # refusing to write what JSON cannot carry would be fine too
     assert_same_tensor(decode_response(body, header_length)["y"], outputs["y"])
+
+
+def test_json_uint64_values_all_above_2_63_round_trip() -> None:
+    array = np.array([2**63, 2**64 - 1], dtype=np.uint64)
+    body, _ = encode_request({"x": array})
+    assert_same_tensor(decode_request(body).inputs["x"], array)
+
+
+@pytest.mark.parametrize("path", ["request", "response", "array_from_json"])
+def test_json_uint64_mixing_small_and_large_values(path: str) -> None:
+    array = np.array([0, 2**63], dtype=np.uint64)
+    if path == "request":
+        body, _ = encode_request({"x": array})
+        decoded = decode_request(body).inputs["x"]
+    elif path == "response":
+        body, _ = encode_response("m", None, {"x": array})
+        decoded = decode_response(body)["x"]
+    else:
+        decoded = array_from_json([0, 9223372036854775808], "UINT64", "input 'x'", (2,))
+    assert_same_tensor(decoded, array)
 
 
 # ---------------------------------------------------------------------------
@@ -330,20 +349,22 @@ TENSOR_REFUSALS = [
     pytest.param(dict(datatype="FP8", shape=[1], data=[1]), "unknown datatype 'FP8'", id="unknown-datatype"),
     pytest.param(dict(shape=[1], data=[1]), "unknown datatype None", id="no-datatype"),
     pytest.param(dict(datatype="FP32", shape=[1]), "needs 'data' or a binary_data_size", id="no-data"),
-    pytest.param(dict(datatype="FP32", shape=[1], data=[1], parameters=[]), None, id="empty-list-parameters-ok"),
     pytest.param(dict(datatype="FP32", shape=[1], data=[1], parameters="x"), "'parameters' must be an object", id="bad-parameters"),
 ]
 
 
 @pytest.mark.parametrize(("fields", "match"), TENSOR_REFUSALS)
-def test_bad_tensor_refused_naming_the_input(fields: dict[str, Any], match: str | None) -> None:
+def test_bad_tensor_refused_naming_the_input(fields: dict[str, Any], match: str) -> None:
     body = body_of(one_input(**fields))
-    if match is None:  # a control: the same input with nothing wrong decodes
-        assert decode_request(body).inputs["a"].tolist() == [1.0]
-        return
     with pytest.raises(ProtocolError, match=match) as info:
         decode_request(body)
     assert str(info.value).startswith("input 'a'"), str(info.value)
+
+
+def test_good_tensor_control() -> None:
+    """What the refusals above break: a well-formed input (empty parameters are fine)."""
+    request = decode_request(body_of(one_input(datatype="FP32", shape=[1], data=[1], parameters=[])))
+    assert_same_tensor(request.inputs["a"], np.array([1.0], dtype=np.float32))
 
 
 X2 = {"name": "x", "datatype": "FP32", "shape": [2], "data": [1.0, 2.0]}
@@ -381,12 +402,6 @@ def test_malformed_json_refused() -> None:
         decode_request(b'{"inputs": [')
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="decode_request calls .get on an output's 'parameters' without checking it is an object, "
-    "so a malformed client body raises AttributeError (a 500) instead of ProtocolError (a 400)",
-)
 @pytest.mark.parametrize("parameters", ["binary", [1], True], ids=["string", "list", "bool"])
 def test_output_parameters_not_an_object_refused(parameters: Any) -> None:
     doc = {"inputs": [X2], "outputs": [{"name": "y", "parameters": parameters}]}

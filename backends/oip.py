@@ -104,14 +104,19 @@ def array_from_json(data: Any, datatype: str, where: str, shape: tuple[int, ...]
             if parsed.min() < info.min or parsed.max() > info.max:
                 raise ProtocolError(f"{where}: values out of range for {datatype}")
         if target.kind == "f" and target.itemsize < parsed.dtype.itemsize:
-            with np.errstate(over="ignore"):
-                narrowed = parsed.astype(target)
-            finite = np.isfinite(narrowed)
-            if not finite.all() and finite.sum() != np.isfinite(parsed).sum():
-                raise ProtocolError(f"{where}: values out of range for {datatype}")
-            return narrowed if shape is None else narrowed.reshape(shape)
+            limit = float(np.finfo(target).max)
+            if not -limit <= parsed.min() <= parsed.max() <= limit:  # also false with NaN or inf present
+                _check_narrowing(parsed, target, f"{where}: values out of range for {datatype}")
     array = parsed.astype(target, copy=False)
     return array if shape is None else array.reshape(shape)
+
+
+def _check_narrowing(parsed: np.ndarray, target: np.dtype, message: str) -> None:
+    """The slow path: refuse a finite value that becomes infinite in `target`."""
+    with np.errstate(over="ignore"):
+        narrowed = parsed.astype(target)
+    if np.count_nonzero(np.isfinite(narrowed)) != np.count_nonzero(np.isfinite(parsed)):
+        raise ProtocolError(message)
 
 
 def _exact_uint64(data: Any, where: str) -> np.ndarray:
@@ -241,14 +246,13 @@ def encode_tensors(
             entry["data"] = _json_data(array)
         entries.append(entry)
     doc[key] = entries
-    if any(_non_finite(e.get("data")) for e in entries):
-        # orjson would write null; write the NaN/Infinity tokens Python and Triton read.
+    header = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+    if b"null" in header and any(_non_finite(e.get("data")) for e in entries):
+        # orjson writes NaN and Infinity as null; write the tokens Python and Triton read.
         for entry in entries:
             if isinstance(entry.get("data"), np.ndarray):
                 entry["data"] = entry["data"].tolist()
         header = json.dumps(doc, separators=(",", ":")).encode()
-    else:
-        header = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
     if not blobs:
         return header, None
     return b"".join([header, *blobs]), len(header)

@@ -74,7 +74,7 @@ class UpstreamPool:
         self.instances: list[Instance] = []
         self._session: aiohttp.ClientSession | None = None
         self._listeners: list[Callable[[], None]] = []
-        self._probes: set[asyncio.Task] = set()
+        self._probes: dict[Instance, asyncio.Task] = {}
 
     def on_capacity(self, callback: Callable[[], None]) -> None:
         self._listeners.append(callback)
@@ -96,12 +96,9 @@ class UpstreamPool:
                 self.report_failure(instance)
 
     def report_failure(self, instance: Instance) -> None:
-        if not instance.healthy and any(t.get_name() == instance.name for t in self._probes):
-            return
         instance.healthy = False
-        task = asyncio.create_task(self._probe(instance), name=instance.name)
-        self._probes.add(task)
-        task.add_done_callback(self._probes.discard)
+        if instance not in self._probes:
+            self._probes[instance] = asyncio.create_task(self._probe(instance))
 
     async def _probe(self, instance: Instance) -> None:
         delay = 0.2
@@ -109,12 +106,13 @@ class UpstreamPool:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
         instance.healthy = True
-        log.info("upstream %s is ready", instance.name)
+        del self._probes[instance]
+        log.info("upstream is ready", extra={"backend": instance.name})
         for callback in self._listeners:
             callback()
 
     async def stop(self) -> None:
-        for task in list(self._probes):
+        for task in self._probes.values():
             task.cancel()
         if self._session:
             await self._session.close()

@@ -68,9 +68,13 @@ class ModelRunner:
         self._idle = asyncio.Event()
         self._idle.set()
         pool.on_capacity(self._dispatch)
+        # Computed when Prometheus scrapes, not on every request.
+        metrics.queue_depth.set_function(lambda: self.waiting)
+        metrics.healthy_instances.set_function(lambda: sum(i.healthy for i in pool.instances))
 
     @property
     def waiting(self) -> int:
+        """Requests in the open batch plus those in closed batches not yet sent."""
         return len(self.queue) + sum(len(b.requests) for b in self._ready)
 
     def submit(self, request_id: str, inputs: dict[str, np.ndarray], rows: int, deadline: float | None) -> asyncio.Future:
@@ -81,7 +85,7 @@ class ModelRunner:
         future = self._loop.create_future()
         request = Request(request_id, now, size=rows, deadline=deadline, payload=_Work(inputs, future))
         self._idle.clear()
-        self._accept(self.queue.push(request, now), now)
+        self._accept(self.queue.push(request, now))
         self._arm_timer()
         return future
 
@@ -102,14 +106,13 @@ class ModelRunner:
         # The loop's timers round to its clock tick and may fire a little early;
         # never let that stall the batch.
         now = max(time.monotonic(), due or 0.0)
-        self._accept(self.queue.poll(now), now)
+        self._accept(self.queue.poll(now))
         self._arm_timer()
 
-    def _accept(self, batches: list[Batch], now: float) -> None:
+    def _accept(self, batches: list[Batch]) -> None:
         if batches:
             self._ready.extend(batches)
             self._dispatch()
-        self.metrics.queue_depth.set(self.waiting)
 
     def _dispatch(self) -> None:
         instances = self.pool.instances
@@ -126,9 +129,7 @@ class ModelRunner:
             task = self._loop.create_task(self._run(batch, instance))
             self._running.add(task)
             task.add_done_callback(self._finished)
-        healthy = sum(i.healthy for i in instances)
-        self.metrics.healthy_instances.set(healthy)
-        if self._ready and not healthy and self._outage is None:
+        if self._ready and self._outage is None and not any(i.healthy for i in instances):
             # Nothing can run these batches now. A worker restarts in about a second;
             # past the grace, answer rather than let clients wait out their deadlines.
             self._outage = self._loop.call_later(self.outage_grace_s, self._end_of_grace)
@@ -143,7 +144,6 @@ class ModelRunner:
         log.warning("no healthy instance; failing waiting batches", extra={"model": self.name, "batches": len(self._ready)})
         while self._ready:
             self._fail(self._ready.popleft().requests, error)
-        self.metrics.queue_depth.set(self.waiting)
         self._check_idle()
 
     async def _run(self, batch: Batch, instance: Instance) -> None:
@@ -214,7 +214,7 @@ class ModelRunner:
         if self._timer is not None:
             self._timer.cancel()
             self._timer, self._timer_due = None, None
-        self._accept(self.queue.drain(now), now)
+        self._accept(self.queue.drain(now))
         self._check_idle()
         await self._idle.wait()
 

@@ -141,7 +141,7 @@ async def test_killed_worker_has_its_batch_retried(tmp_path, demo_path, referenc
                        "--batch-size", "8", "--timeout-ms", "2", "--max-body-bytes", "40000000")  # fmt: skip
     try:
         rng = np.random.default_rng(4)
-        # Large requests keep both workers busy for a few hundred ms, so the kill lands mid-batch.
+        # Large requests keep both workers busy for a few hundred ms each.
         big = [rng.standard_normal((12000, 256)).astype(np.float32) for _ in range(4)]
         small = [rng.standard_normal((1, 256)).astype(np.float32) for _ in range(60)]
         async with aiohttp.ClientSession() as session:
@@ -160,7 +160,13 @@ async def test_killed_worker_has_its_batch_retried(tmp_path, demo_path, referenc
                 return output(doc)
 
             async def kill_one() -> None:
-                await asyncio.sleep(0.5)
+                # Wait until both workers hold a batch, so the kill surely lands mid-batch.
+                for _ in range(500):
+                    if metric(await scrape(gw.url), "sluice_batches_in_flight", model="demo") >= 2:
+                        break
+                    await asyncio.sleep(0.01)
+                else:
+                    pytest.fail("the workers never both held a batch")
                 os.kill(gw.worker_pids()[0], signal.SIGKILL)
 
             tasks = [send_big(x) for x in big] + [send_small(x, i * 0.02) for i, x in enumerate(small)]

@@ -71,10 +71,11 @@ class ModelMetadata:
     versions: tuple[str, ...] = ("1",)
     parameters: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def batchable(self) -> bool:
-        """True when every input and output has a free first (batch) dimension."""
-        return all(t.shape and t.shape[0] == -1 for t in (*self.inputs, *self.outputs))
+    batchable: bool = field(init=False)  # every input and output has a free first (batch) dimension
+
+    def __post_init__(self) -> None:
+        free = all(t.shape and t.shape[0] == -1 for t in (*self.inputs, *self.outputs))
+        object.__setattr__(self, "batchable", free)  # derived once: read on every request
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -241,14 +241,16 @@ def create_app(config: GatewayConfig) -> web.Application:
     app.on_shutdown.append(gateway.shutdown)
     app.on_cleanup.append(gateway.cleanup)
     r = app.router
+    # aiohttp matches routes in order: the hot ones first.
+    r.add_post("/v2/models/{model}/infer", infer_v2)
+    r.add_post("/v1/models/{model:[^/:]+}:predict", predict_v1)
+    r.add_post("/v2/models/{model}/versions/{version}/infer", infer_v2)
     r.add_get("/v2/health/live", live)
     r.add_get("/v2/health/ready", ready)
     r.add_get("/v2", server_metadata)
     for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
         r.add_get(prefix, model_metadata)
         r.add_get(prefix + "/ready", model_ready)
-        r.add_post(prefix + "/infer", infer_v2)
     r.add_get("/v1/models/{model}", model_ready)
-    r.add_post("/v1/models/{model:[^/:]+}:predict", predict_v1)
     r.add_get("/metrics", metrics)
     return app

@@ -59,7 +59,7 @@ class Server:
     """One configuration under test, in its own process group."""
 
     def __init__(self, kind: str, args: argparse.Namespace, workdir: Path) -> None:
-        self.log = workdir / f"{kind}.log"
+        self.log = workdir / f"{kind}-{time.monotonic_ns()}.log"
         common = [sys.executable, "-m"]
         if kind == "direct":
             cmd = common + ["backends.worker", "--model", str(demo_model_path()), "--name", "demo",
@@ -71,7 +71,7 @@ class Server:
                             "--timeout-ms", str(args.timeout_ms)]  # fmt: skip
             if kind == "no-batching":
                 cmd += ["--policy", "none"]
-            out, key = workdir / f"{kind}.stdout", '"serving"'
+            out, key = workdir / f"{kind}-{time.monotonic_ns()}.stdout", '"serving"'
         with open(self.log, "w") as err, open(out, "a") as std:
             self.proc = subprocess.Popen(cmd, stdout=std, stderr=err, start_new_session=True)
         self.port = _wait_for(self.log, self.proc, key)
@@ -92,10 +92,8 @@ def sweep(kind: str, args: argparse.Namespace, body: bytes, workdir: Path) -> li
     rows = []
     try:
         run_load(server.url, 100, 1.0, body=body, procs=1, seed=99)  # warm up connections and caches
-        for i, rate in enumerate(args.rates):
-            # The lowest rate runs longer: the gateway's added latency is read there.
-            duration = args.low_duration if i == 0 else args.duration
-            r = run_load(server.url, rate, duration, body=body, procs=args.procs, seed=int(rate))
+        for rate in args.rates:
+            r = run_load(server.url, rate, args.duration, body=body, procs=args.procs, seed=int(rate))
             errors = sum(r["errors"].values()) + r["timeouts"]
             row = {
                 "config": kind, "rate": rate, "achieved_rps": round(r["achieved_rps"], 1),
@@ -112,22 +110,46 @@ def sweep(kind: str, args: argparse.Namespace, body: bytes, workdir: Path) -> li
     return rows
 
 
+def overhead(args: argparse.Namespace, body: bytes, workdir: Path) -> dict:
+    """The gateway's added latency at low load: (b) minus (c), in alternating runs.
+
+    Both servers stay up and take turns, so drift on a shared machine cancels out
+    of each pair; the figure is the median of the paired p50 differences.
+    """
+    gateway, direct = Server("no-batching", args, workdir), Server("direct", args, workdir)
+    pairs = []
+    try:
+        for server in (gateway, direct):
+            run_load(server.url, 100, 1.0, body=body, seed=98)
+        for round_ in range(args.overhead_rounds):
+            b = run_load(gateway.url, args.overhead_rate, args.overhead_duration, body=body, seed=round_)
+            c = run_load(direct.url, args.overhead_rate, args.overhead_duration, body=body, seed=round_)
+            pairs.append({"gateway_p50_ms": b["latency_ms"]["p50"], "direct_p50_ms": c["latency_ms"]["p50"]})
+            if not args.json:
+                print(f"overhead round {round_}: no-batching p50 {pairs[-1]['gateway_p50_ms']:.3f} ms, "
+                      f"direct p50 {pairs[-1]['direct_p50_ms']:.3f} ms", flush=True)  # fmt: skip
+    finally:
+        gateway.stop()
+        direct.stop()
+    diffs = [p["gateway_p50_ms"] - p["direct_p50_ms"] for p in pairs]
+    return {"rate": args.overhead_rate, "rounds": pairs, "added_p50_ms": round(float(np.median(diffs)), 3)}
+
+
 def best_rate(rows: list[dict]) -> dict | None:
     """The highest achieved throughput whose p99 stays under the target, with no errors."""
     good = [r for r in rows if r["p99_ms"] < P99_TARGET_MS and r["errors"] == 0]
     return max(good, key=lambda r: r["achieved_rps"]) if good else None
 
 
-def summarize(results: dict[str, list[dict]]) -> dict:
+def summarize(results: dict[str, list[dict]], added: dict | None) -> dict:
     best = {kind: best_rate(rows) for kind, rows in results.items()}
     summary: dict = {"p99_target_ms": P99_TARGET_MS, "best": best}
     a, b = best.get("batching"), best.get("no-batching")
     if a and b:
         summary["throughput_ratio_batching_vs_none"] = round(a["achieved_rps"] / b["achieved_rps"], 2)
-    low_b, low_c = results.get("no-batching"), results.get("direct")
-    if low_b and low_c and low_b[0]["rate"] == low_c[0]["rate"]:
-        summary["low_load_rate"] = low_b[0]["rate"]
-        summary["gateway_added_p50_ms"] = round(low_b[0]["p50_ms"] - low_c[0]["p50_ms"], 3)
+    if added is not None:
+        summary["low_load_rate"] = added["rate"]
+        summary["gateway_added_p50_ms"] = added["added_p50_ms"]
     return summary
 
 
@@ -135,12 +157,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rates", default=DEFAULT_RATES, help="offered loads, req/s, comma-separated, ascending")
     p.add_argument("--duration", type=float, default=6.0, help="seconds per rate")
-    p.add_argument("--low-duration", type=float, default=20.0, help="seconds at the lowest rate")
     p.add_argument("--procs", type=int, default=1, help="load generator processes")
     p.add_argument("--configs", default="batching,no-batching,direct")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--timeout-ms", type=float, default=5.0)
+    p.add_argument("--overhead-rounds", type=int, default=5, help="alternating (b)/(c) runs at low load; 0 skips")
+    p.add_argument("--overhead-rate", type=float, default=50.0)
+    p.add_argument("--overhead-duration", type=float, default=6.0)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--output", help="also write the JSON result to this file")
     args = p.parse_args()
@@ -152,11 +176,13 @@ def main() -> None:
             print(f"{'config':>12} {'rate':>7} {'achieved':>9} {'p50 ms':>8} {'p99 ms':>9} {'errors':>6}")
         for kind in args.configs.split(","):
             results[kind] = sweep(kind, args, body, Path(tmp))
+        added = overhead(args, body, Path(tmp)) if args.overhead_rounds > 0 else None
     doc = {
         "settings": {"workers": args.workers, "batch_size": args.batch_size, "timeout_ms": args.timeout_ms,
-                     "duration_s": args.duration, "low_duration_s": args.low_duration, "loadgen_procs": args.procs, "cores": os.cpu_count()},
+                     "duration_s": args.duration, "loadgen_procs": args.procs, "cores": os.cpu_count()},
         "results": results,
-        "summary": summarize(results),
+        "overhead": added,
+        "summary": summarize(results, added),
     }  # fmt: skip
     if args.output:
         Path(args.output).write_text(json.dumps(doc, indent=2))

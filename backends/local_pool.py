@@ -57,6 +57,8 @@ class LocalWorkerPool:
         self._listeners.append(callback)
 
     async def start(self) -> None:
+        if not os.path.isfile(self.model_path):
+            raise RuntimeError(f"model {self.model!r}: no model file at {self.model_path}")
         await asyncio.gather(*(self._spawn(w) for w in self._workers))
         self._supervisors = [asyncio.create_task(self._supervise(w)) for w in self._workers]
 
@@ -72,9 +74,11 @@ class LocalWorkerPool:
             line = await asyncio.wait_for(worker.process.stdout.readline(), _READY_TIMEOUT_S)
             port = int(json.loads(line)["port"])
         except (asyncio.TimeoutError, ValueError, KeyError) as exc:
-            worker.process.kill()
-            await worker.process.wait()
-            raise RuntimeError(f"worker {worker.index} for {self.model!r} did not start: {exc!r}") from exc
+            if worker.process.returncode is None:
+                worker.process.kill()
+            code = await worker.process.wait()
+            why = "no ready line in time" if isinstance(exc, asyncio.TimeoutError) else f"it exited with code {code}"
+            raise RuntimeError(f"worker {worker.index} of model {self.model!r} did not start: {why} (see its log above)") from None
         backend = HttpV2Backend(
             WireTransport(f"http://127.0.0.1:{port}", self.timeout_s), self.model, binary=True,
             name=f"{self.model}/worker-{worker.index}",

@@ -50,8 +50,12 @@ class Gateway:
         self.draining = False
 
     async def startup(self, app: web.Application) -> None:
-        for model_config in self.config.models.values():
-            self.models[model_config.name] = await start_model(model_config, self.metrics)
+        try:
+            for model_config in self.config.models.values():
+                self.models[model_config.name] = await start_model(model_config, self.metrics)
+        except BaseException:
+            await self.cleanup(app)  # no worker of an earlier model outlives a failed start
+            raise
 
     async def shutdown(self, app: web.Application) -> None:
         self.draining = True

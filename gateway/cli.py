@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from typing import Any
 
@@ -80,6 +81,9 @@ def main(argv: list[str] | None = None) -> None:
         aio.run(serve_main(config))
     except KeyboardInterrupt:
         pass
+    except RuntimeError as exc:  # a model that could not start: say so plainly
+        logging.getLogger("sluice.gateway").error("startup failed", extra={"error": str(exc)})
+        parser.exit(1, f"sluice serve: {exc}\n")
 
 
 async def serve_main(config: config_mod.GatewayConfig) -> None:

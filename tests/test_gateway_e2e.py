@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import subprocess
+import sys
 
 import aiohttp
 import numpy as np
@@ -203,3 +206,21 @@ async def test_sigterm_answers_every_queued_and_in_flight_request(tmp_path, demo
     assert answered_in < 2.5, "queued requests waited for their batch timeout instead of the drain"
     assert gw.process.wait(20) == 0
     assert not gw.worker_pids()
+
+
+def test_a_model_that_cannot_start_stops_the_gateway_cleanly(tmp_path, demo_path):
+    bogus = tmp_path / "bogus.onnx"
+    bogus.write_bytes(b"not an onnx model")
+    for model, message in ((str(tmp_path / "missing.onnx"), "no model file"), (str(bogus), "did not start")):
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway", "serve", "--port", "0", "--workers", "1",
+             "--model", f"demo={demo_path}", "--model", f"broken={model}"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 1, done.stderr[-2000:]
+        assert message in done.stderr.splitlines()[-1]
+        started = [json.loads(line)["pid"] for line in done.stderr.splitlines() if '"worker started"' in line]
+        assert started, "the good model's worker should have started first"
+        for pid in started:  # and been stopped with the gateway
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)

@@ -7,7 +7,6 @@ JSON tensors by default, since not every server implements the binary extension)
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 

@@ -92,7 +92,8 @@ class WaitDistribution:
     timeout_s: float
     u: np.ndarray  # (G+1,)
     size_pmf: np.ndarray  # P(batch has b requests), b = 1..B
-    cumulative: np.ndarray  # (B, G+1): expected requests of a size-b batch with wait <= u
+    cumulative: np.ndarray  # (B, G+1): expected requests of a size-b batch with wait <= u < T
+    at_timeout: np.ndarray  # (B,): expected requests of a size-b batch that wait exactly T
     alpha: np.ndarray
 
     @property
@@ -111,7 +112,7 @@ class WaitDistribution:
             inside = self.cumulative[rows, lower] * (1 - frac) + self.cumulative[rows, lower + 1] * frac
         else:
             inside = np.broadcast_to(self.cumulative[:, :1].T, (len(w), self.batch_size))
-        total = self.cumulative[:, -1][None, :]
+        total = (self.cumulative[:, -1] + self.at_timeout)[None, :]
         return np.where(w < 0, 0.0, np.where(w >= self.timeout_s, total, inside))
 
     def latency_cdf(self, x: np.ndarray, service: np.ndarray, overhead_s: float = 0.0,
@@ -163,7 +164,7 @@ def wait_distribution(tables: WindowTables, batch_size: int) -> WaitDistribution
     d1, ones = arrivals.D1, np.ones(order)
     u, grid = tables.u, len(tables.u)
     if big_b == 1:  # every request is its own batch and waits nothing
-        return WaitDistribution(1, tables.timeout_s, u, np.array([1.0]), np.ones((1, grid)), arrivals.pi)
+        return WaitDistribution(1, tables.timeout_s, u, np.array([1.0]), np.ones((1, grid)), np.zeros(1), arrivals.pi)
     # The phase at each batch's opening: stationary over "close, then next arrival".
     not_full = tables.p_T[: big_b - 1].sum(axis=0)
     filled = tables.i_T[big_b - 2] @ d1
@@ -182,11 +183,12 @@ def wait_distribution(tables: WindowTables, batch_size: int) -> WaitDistribution
     for b in range(2, big_b):  # batches that time out with b requests
         density = sum(alpha[i] * tables.timeout_dens[i][:, b - 2] for i in range(order))
         cumulative[b - 1] = integrate(np.clip(density, 0.0, None))
-    # b = 1 and the opener of every timed-out batch wait exactly T.
-    cumulative[: big_b - 1, -1] += size_pmf[:-1]
+    # b = 1 and the opener of every timed-out batch wait exactly T: a point mass,
+    # kept apart so that interpolation never smears it over the last grid cell.
+    at_timeout = np.append(size_pmf[:-1], 0.0)
     # A batch that fills: the closer waits 0, the opener and the middle ones as derived.
     full = sum(alpha[i] * tables.opener_dens[i][:, big_b - 2] for i in range(order))
     if big_b >= 3:
         full = full + sum(alpha[i] * tables.fill_dens[i][:, big_b - 3] for i in range(order))
     cumulative[-1] = integrate(np.clip(full, 0.0, None)) + size_pmf[-1]
-    return WaitDistribution(big_b, tables.timeout_s, u, size_pmf, cumulative, alpha)
+    return WaitDistribution(big_b, tables.timeout_s, u, size_pmf, cumulative, at_timeout, alpha)

@@ -29,6 +29,7 @@ class CountingProcess:
         if max_count < 0 or max_time < 0:
             raise ValueError("max_count and max_time must not be negative")
         self.arrivals, self.max_count, self.max_time = arrivals, max_count, max_time
+        self.tolerance = tolerance
         d0, d1 = arrivals.D0, arrivals.D1
         order = arrivals.order
         self.q = q = float(max(-np.diag(d0).min(), 1e-12)) * 1.0001
@@ -43,20 +44,25 @@ class CountingProcess:
         self._c = c.reshape(steps, -1)
         self._m = np.arange(steps)
 
-    def _weigh(self, weights: np.ndarray) -> np.ndarray:
+    def _steps(self, t: np.ndarray) -> int:
+        """Uniformization steps that matter up to the largest t (the rest weigh < tolerance)."""
+        if (t > self.max_time * (1 + 1e-9)).any():
+            raise ValueError(f"t beyond max_time {self.max_time}")
+        needed = int(stats.poisson.isf(self.tolerance, self.q * float(t.max()))) + 2 if t.max() > 0 else 1
+        return min(needed, len(self._m))
+
+    def _weigh(self, weights: np.ndarray, steps: int) -> np.ndarray:
         order = self.arrivals.order
-        return (weights @ self._c).reshape(len(weights), self.max_count + 1, order, order)
+        return (weights @ self._c[:steps]).reshape(len(weights), self.max_count + 1, order, order)
 
     def P(self, t: np.ndarray) -> np.ndarray:
         """Array of shape (len(t), max_count + 1, order, order)."""
         t = np.atleast_1d(np.asarray(t, dtype=float))
-        if (t > self.max_time * (1 + 1e-9)).any():
-            raise ValueError(f"t beyond max_time {self.max_time}")
-        return self._weigh(stats.poisson.pmf(self._m[None, :], self.q * t[:, None]))
+        steps = self._steps(t)
+        return self._weigh(stats.poisson.pmf(self._m[None, :steps], self.q * t[:, None]), steps)
 
     def I(self, t: np.ndarray) -> np.ndarray:  # noqa: E743 - the integral's usual name
         """int_0^t P(n, a) da, same shape as P(t)."""
         t = np.atleast_1d(np.asarray(t, dtype=float))
-        if (t > self.max_time * (1 + 1e-9)).any():
-            raise ValueError(f"t beyond max_time {self.max_time}")
-        return self._weigh(stats.poisson.sf(self._m[None, :], self.q * t[:, None]) / self.q)
+        steps = self._steps(t)
+        return self._weigh(stats.poisson.sf(self._m[None, :steps], self.q * t[:, None]) / self.q, steps)

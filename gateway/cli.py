@@ -9,6 +9,7 @@ from typing import Any
 
 from backends import aio, worker
 from backends.demo import demo_model_path
+from sim import cli as sim_cli
 
 from . import config as config_mod
 from . import logs
@@ -68,7 +69,10 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_serve(sub)
     worker.add_arguments(sub.add_parser("worker", help="serve one ONNX model for whole batches (used by local pools)"))
+    sim_cli.add_arguments(sub.add_parser("sim", help="what-if: batching latency and cost on a trace, at virtual time"))
     args = parser.parse_args(argv)
+    if args.command == "sim":
+        sys.exit(sim_cli.run(args))
     if args.command == "worker":
         worker.run(args)
         return

@@ -1,0 +1,169 @@
+"""`sluice sim`: what a batching policy would do on a trace or a synthetic load, at virtual time."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from batching import BatchPolicy, FixedPolicy, NoBatchingPolicy
+
+from . import report
+from .profiles import ServiceProfile
+from .simulate import TARGETS, simulate
+from .sources import parse_arrivals, read_trace
+
+POLICIES = ("fixed", "none", "adaptive")
+# Builds the adaptive policy from the parsed arguments and the service profile.
+PolicyFactory = Callable[[argparse.Namespace, ServiceProfile], BatchPolicy]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--trace", metavar="FILE", help="arrival times: one per line, or a CSV whose first column is a timestamp")
+    source.add_argument("--arrivals", metavar="SPEC", help="synthetic arrivals: poisson:rate=R, mmpp2:rates=R1,R2;switch=S1,S2, map:D0=a,b,c,d;D1=e,f,g,h, gamma:rate=R,cv=C")
+    parser.add_argument("--duration", type=float, metavar="S", help="seconds of synthetic arrivals (required with --arrivals); with --trace, only its first S seconds")
+    parser.add_argument("--profile", required=True, metavar="FILE", help="service profile JSON (service times and prices)")
+    parser.add_argument("--slo-ms", type=float, required=True, help="latency objective in milliseconds")
+    parser.add_argument("--percentile", type=float, default=99.0, help="the latency percentile the SLO is about (default 99)")
+    parser.add_argument("--policy", choices=POLICIES, default="fixed", help="batching policy (default fixed)")
+    parser.add_argument("--batch-size", type=int, default=32, help="fixed policy: largest batch (default 32)")
+    parser.add_argument("--timeout-ms", type=float, default=5.0, help="fixed policy: longest wait of a batch's oldest request (default 5)")
+    parser.add_argument("--memory-mb", type=int, help="FaaS memory size from the profile (needed if it has several)")
+    parser.add_argument("--target", choices=TARGETS, default="faas", help="serverless functions or a server pool (default faas)")
+    parser.add_argument("--instances", type=int, default=1, help="pool instances (default 1)")
+    parser.add_argument("--concurrency-limit", type=int, help="FaaS: most invocations at once; more wait (default unlimited)")
+    parser.add_argument("--keep-alive-s", type=float, default=600.0, help="FaaS: idle seconds before an environment is reclaimed (default 600)")
+    parser.add_argument("--jitter", type=float, default=0.0, help="service-time noise: log-sd of a mean-1 lognormal factor (default 0)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for synthetic arrivals and jitter (default 0)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object: the summary and the settings used")
+    parser.add_argument("--plot", metavar="FILE.png", help="draw the latency CDF and batch sizes over time (needs matplotlib)")
+
+
+def run(args: argparse.Namespace, policy_factory: PolicyFactory | None = None) -> int:
+    """Run the simulation the arguments describe; the exit status (2 on bad input)."""
+    try:
+        problem = _check(args, policy_factory)
+        if problem:
+            return _fail(problem)
+        profile = ServiceProfile.load(args.profile)
+        arrivals = _arrivals(args)
+        policy = _policy(args, profile, policy_factory)
+        result = simulate(
+            arrivals, policy, profile, target=args.target, memory_mb=args.memory_mb, instances=args.instances,
+            concurrency_limit=args.concurrency_limit, keep_alive_s=args.keep_alive_s, jitter=args.jitter,
+            seed=args.seed, slo_s=args.slo_ms / 1000.0, progress=_progress_line() if sys.stderr.isatty() else None,
+        )  # fmt: skip
+    except (ValueError, OSError) as exc:
+        return _fail(str(exc))
+
+    at_percentile = result.percentile_ms(args.percentile)
+    output: dict[str, Any] = result.summary()
+    output["percentile"] = args.percentile
+    output["latency_ms_at_percentile"] = at_percentile
+    output["meets_slo"] = at_percentile is not None and at_percentile <= args.slo_ms
+    output["settings"] = _settings(args, policy, result.memory_mb, result.path)
+    if args.json:
+        print(json.dumps(output))
+    else:
+        print(report.format_table(output))
+    if args.plot:
+        report.plot(result, args.slo_ms / 1000.0, args.percentile, args.plot)
+        if not args.json:
+            print(f"plot written to {args.plot}")
+    return 0
+
+
+def _check(args: argparse.Namespace, policy_factory: PolicyFactory | None) -> str | None:
+    """What is wrong with the arguments before any work is done, if anything."""
+    if args.arrivals and args.duration is None:
+        return "--arrivals needs --duration SECONDS"
+    if args.duration is not None and not (math.isfinite(args.duration) and args.duration > 0):
+        return f"--duration must be a positive number of seconds, got {args.duration:g}"
+    if not (math.isfinite(args.slo_ms) and args.slo_ms > 0):
+        return f"--slo-ms must be positive, got {args.slo_ms:g}"
+    if not 0 < args.percentile <= 100:
+        return f"--percentile must be in (0, 100], got {args.percentile:g}"
+    if args.policy == "fixed" and (args.batch_size < 1 or not args.timeout_ms >= 0):
+        return "--batch-size must be at least 1 and --timeout-ms non-negative"
+    if args.policy == "adaptive" and policy_factory is None:
+        return "--policy adaptive needs the SLO tuner, which this build of `sluice sim` does not have; use --policy fixed or none"
+    if args.plot and not report.have_matplotlib():
+        return "--plot needs matplotlib (pip install matplotlib)"
+    return None
+
+
+def _arrivals(args: argparse.Namespace) -> np.ndarray:
+    if args.arrivals:
+        return parse_arrivals(args.arrivals, args.duration, args.seed)
+    times = read_trace(args.trace)
+    if args.duration is not None:
+        times = times[: int(np.searchsorted(times, args.duration, side="left"))]
+    return times
+
+
+def _policy(args: argparse.Namespace, profile: ServiceProfile, policy_factory: PolicyFactory | None) -> BatchPolicy:
+    if args.policy == "none":
+        return NoBatchingPolicy()
+    if args.policy == "fixed":
+        return FixedPolicy(args.batch_size, args.timeout_ms / 1000.0)
+    assert policy_factory is not None
+    return policy_factory(args, profile)
+
+
+def _settings(args: argparse.Namespace, policy: BatchPolicy, memory: int | None, path: str) -> dict[str, Any]:
+    fixed = type(policy) in (FixedPolicy, NoBatchingPolicy)
+    limits = policy.limits(0.0) if fixed else None
+    if args.arrivals:
+        source = f"{args.arrivals} for {args.duration:g} s (seed {args.seed})"
+    else:
+        source = args.trace + (f" (first {args.duration:g} s)" if args.duration is not None else "")
+    return {
+        "source": source,
+        "trace": args.trace,
+        "arrivals": args.arrivals,
+        "duration_s": args.duration,
+        "profile": args.profile,
+        "policy": args.policy,
+        "batch_size": limits.max_size if limits else None,
+        "timeout_ms": limits.max_wait * 1000.0 if limits else None,
+        "target": args.target,
+        "memory_mb": memory,
+        "instances": args.instances if args.target == "pool" else None,
+        "concurrency_limit": args.concurrency_limit if args.target == "faas" else None,
+        "keep_alive_s": args.keep_alive_s if args.target == "faas" else None,
+        "jitter": args.jitter,
+        "seed": args.seed,
+        "slo_ms": args.slo_ms,
+        "percentile": args.percentile,
+        "path": path,
+    }
+
+
+def _fail(message: str) -> int:
+    print(f"sluice sim: {message}", file=sys.stderr)
+    return 2
+
+
+def _progress_line() -> Callable[[float], None]:
+    """Redraws one line on stderr; cleared when the simulation ends."""
+
+    def show(fraction: float) -> None:
+        if fraction >= 1.0:
+            sys.stderr.write("\r\x1b[K")
+        else:
+            sys.stderr.write(f"\rsimulating... {fraction:6.1%}")
+        sys.stderr.flush()
+
+    return show
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sluice sim", description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

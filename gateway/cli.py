@@ -10,6 +10,7 @@ from typing import Any
 from backends import aio, worker
 from backends.demo import demo_model_path
 from sim import cli as sim_cli
+from sim import tune as tune_cli
 
 from . import config as config_mod
 from . import logs
@@ -70,9 +71,12 @@ def main(argv: list[str] | None = None) -> None:
     _add_serve(sub)
     worker.add_arguments(sub.add_parser("worker", help="serve one ONNX model for whole batches (used by local pools)"))
     sim_cli.add_arguments(sub.add_parser("sim", help="what-if: batching latency and cost on a trace, at virtual time"))
+    tune_cli.add_arguments(sub.add_parser("tune", help="choose batch size, timeout and memory for an SLO at the lowest cost"))
     args = parser.parse_args(argv)
     if args.command == "sim":
         sys.exit(sim_cli.run(args))
+    if args.command == "tune":
+        sys.exit(tune_cli.run(args))
     if args.command == "worker":
         worker.run(args)
         return

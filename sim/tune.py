@@ -1,0 +1,131 @@
+"""`sluice tune`: fit the arrivals, then choose (B, T, memory) for an SLO at the lowest cost.
+
+Also `targets_from_profile`, which turns a service profile into the tuner's targets;
+`sluice sim --policy adaptive` uses it too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+
+import numpy as np
+
+from batching.fitting import fit_map2
+from batching.tuner import MAX_BATCH, Target, tune
+
+from .profiles import ProfileError, ServiceProfile
+from .sources import parse_arrivals, read_trace
+
+_SIZES = np.arange(1, MAX_BATCH + 1)
+
+
+def targets_from_profile(profile: ServiceProfile, target: str = "faas", memory_mb: int | None = None) -> list[Target]:
+    """FaaS: one target per memory size (or just `memory_mb`), billed per batch.
+    Pool: one target whose cost is the instance time a batch occupies."""
+    if target == "faas":
+        faas = profile.faas
+        if faas is None:
+            raise ProfileError("the profile has no 'faas' section")
+        sizes = [memory_mb] if memory_mb is not None else profile.memory_sizes
+        targets = []
+        for memory in sizes:
+            service = np.asarray(profile.faas_service_s(_SIZES, memory), dtype=float)
+            targets.append(
+                Target(
+                    f"faas-{memory}mb", service, np.asarray(profile.faas_batch_cost(service, memory), dtype=float),
+                    overhead_s=faas.invoke_overhead_ms / 1e3, cold_start_s=faas.cold_start_ms / 1e3, memory_mb=memory,
+                )  # fmt: skip
+            )
+        return targets
+    iaas = profile.iaas
+    if iaas is None:
+        raise ProfileError("the profile has no 'iaas' section")
+    limit = min(MAX_BATCH, iaas.max_batch_size or MAX_BATCH)
+    service = np.asarray(profile.iaas_service_s(_SIZES[:limit]), dtype=float)
+    return [Target("pool", service, service * iaas.price_per_hour / 3600.0)]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--trace", metavar="FILE", help="arrival times: one per line, or a CSV with a timestamp first")
+    source.add_argument("--arrivals", metavar="SPEC", help="poisson:rate=R | mmpp2:rates=R1,R2;switch=S1,S2 | map:D0=..;D1=.. | gamma:rate=R,cv=C")
+    parser.add_argument("--duration", type=float, metavar="S", help="seconds of synthetic arrivals (or of the trace to use)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--profile", required=True, metavar="FILE", help="service profile (JSON)")
+    parser.add_argument("--slo-ms", type=float, required=True)
+    parser.add_argument("--percentile", type=float, default=99.0, help="e.g. 99 for p99 (default 99)")
+    parser.add_argument("--target", choices=("faas", "pool"), default="faas")
+    parser.add_argument("--memory-mb", type=int, help="only this FaaS memory size (default: search all)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        if args.trace:
+            arrivals = read_trace(args.trace)
+            if args.duration:
+                arrivals = arrivals[arrivals < args.duration]
+        else:
+            if not args.duration:
+                raise ValueError("--arrivals needs --duration")
+            arrivals = parse_arrivals(args.arrivals, args.duration, args.seed)
+        profile = ServiceProfile.load(args.profile)
+        targets = targets_from_profile(profile, args.target, args.memory_mb)
+    except (OSError, ValueError) as exc:
+        print(f"sluice tune: {exc}", file=sys.stderr)
+        return 2
+    if len(arrivals) < 2:
+        print("sluice tune: need at least two arrivals", file=sys.stderr)
+        return 2
+    if not 0 < args.percentile < 100:
+        print("sluice tune: --percentile must be between 0 and 100", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    fit = fit_map2(np.diff(arrivals))
+    result = tune(fit.map, targets, args.slo_ms / 1e3, args.percentile / 100.0)
+    solve_ms = (time.perf_counter() - started) * 1e3
+    chosen = result.choice or result.fallback
+    doc = {
+        "feasible": result.choice is not None,
+        "batch_size": chosen.batch_size if chosen else None,
+        # Floored to the microsecond: the tuned T sits against point masses near the
+        # SLO, so a timeout rounded up would quietly break it.
+        "timeout_ms": math.floor(chosen.timeout_s * 1e6) / 1e3 if chosen else None,
+        "memory_mb": chosen.target.memory_mb if chosen else None,
+        "target": chosen.target.name if chosen else None,
+        "percentile": args.percentile,
+        "slo_ms": args.slo_ms,
+        "predicted_latency_ms": round(chosen.latency_s * 1e3, 4) if chosen else None,
+        "predicted_cost_per_million_usd": round(chosen.cost_per_request * 1e6, 6) if chosen else None,
+        "predicted_mean_batch_size": round(chosen.mean_batch_size, 3) if chosen else None,
+        "configs_evaluated": result.configs_evaluated,
+        "solve_ms": round(solve_ms, 1),
+        "arrivals": {
+            "count": int(len(arrivals)),
+            "rate": fit.target["rate"], "scv": fit.target["scv"], "acf1": fit.target["acf1"],
+            "model": fit.kind, "model_scv": fit.achieved["scv"], "model_acf1": fit.achieved["acf1"],
+        },  # fmt: skip
+        "notes": result.notes,
+    }
+    if args.json:
+        print(json.dumps(doc))
+    else:
+        a = doc["arrivals"]
+        print(f"arrivals: {a['count']} at {a['rate']:.4g}/s, SCV {a['scv']:.3g}, lag-1 ACF {a['acf1']:.3g} ({a['model']})")
+        if chosen is None:
+            print("no configuration could be evaluated")
+        else:
+            verdict = "meets" if doc["feasible"] else "CANNOT meet"
+            print(f"{verdict} p{args.percentile:g} <= {args.slo_ms:g} ms: batch size {doc['batch_size']}, "
+                  f"timeout {doc['timeout_ms']} ms, {doc['target']}")  # fmt: skip
+            print(f"predicted p{args.percentile:g} {doc['predicted_latency_ms']:.4g} ms, "
+                  f"${doc['predicted_cost_per_million_usd']:.4g} per million requests, "
+                  f"mean batch {doc['predicted_mean_batch_size']:.3g}")  # fmt: skip
+        print(f"{doc['configs_evaluated']} configurations in {doc['solve_ms']:.0f} ms")
+        for note in doc["notes"]:
+            print(f"note: {note}")
+    return 0 if doc["feasible"] else 1

@@ -22,6 +22,7 @@ from functools import cached_property
 import numpy as np
 
 _TOL = 1e-9
+_MAX_VISITS_PER_ROUND = 1 << 20  # bounds the memory of one round of simulation
 
 
 def _stationary(generator_or_stochastic: np.ndarray, stochastic: bool) -> np.ndarray:
@@ -197,12 +198,13 @@ def _simulate_gaps(process: MAP, n: int, rng: np.random.Generator, start: int) -
         raise ValueError("every phase needs a positive total event rate to be simulated")
     outcome_rates = np.hstack([process.D0 + np.diag(exit_rates), process.D1])
     cumulative = np.cumsum(outcome_rates / exit_rates[:, None], axis=1)
-    cumulative[:, -1] = np.inf  # rounding must never send a uniform past the last outcome
+    for i, row in enumerate(outcome_rates):  # rounding must never send a uniform past the last possible outcome
+        cumulative[i, np.flatnonzero(row > 0)[-1] :] = np.inf
     visits_per_arrival = float(process.theta @ exit_rates) / process.rate
     gaps: list[np.ndarray] = []
     found, carried_time, phase = 0, 0.0, start
     while found < n:
-        visits = int((n - found) * visits_per_arrival * 1.05) + 64
+        visits = min(int((n - found) * visits_per_arrival * 1.05) + 64, _MAX_VISITS_PER_ROUND)
         uniforms = rng.random(visits)
         outcomes = np.stack([np.searchsorted(cumulative[i], uniforms, side="right") for i in range(order)], axis=1)
         phases = _follow_path(outcomes % order, phase)

@@ -57,6 +57,7 @@ _SCV_ONE = 1e-6
 _ERLANG_SCV = 0.5 + 1e-6
 _SLACK = 1e-9
 _MIN_FAST_MEAN = 0.01
+_MIN_MEAN_S = 1e-12  # a smaller mean gap means no time elapsed: rate 1e12/s, Poisson
 
 
 @dataclass(frozen=True)
@@ -78,9 +79,11 @@ def describe(interarrivals: np.ndarray) -> dict[str, float]:
     gaps = _checked(interarrivals)
     mean = float(gaps.mean())
     centred = gaps - mean
-    variance = float(centred @ centred) / len(gaps)
-    scv = variance / mean**2 if mean > 0 else 0.0
-    acf1 = float(centred[:-1] @ centred[1:]) / len(gaps) / variance if variance > 0 and len(gaps) > 1 else 0.0
+    # einsum, not a BLAS dot product: the latter may wait on BLAS threads for milliseconds on a busy machine
+    variance = float(np.einsum("i,i->", centred, centred)) / len(gaps)
+    covariance = float(np.einsum("i,i->", centred[:-1], centred[1:])) / len(gaps)
+    scv = (math.sqrt(variance) / mean) ** 2 if mean > 0 else 0.0
+    acf1 = covariance / variance if variance > 0 else 0.0
     return {"rate": 1.0 / mean if mean > 0 else math.inf, "scv": scv, "acf1": acf1}
 
 
@@ -89,15 +92,14 @@ def fit_map2(interarrivals: np.ndarray) -> FitResult:
     gaps = _checked(interarrivals)
     target = describe(gaps)
     mean = float(gaps.mean())
-    if len(gaps) < MIN_GAPS or mean <= 0:
-        return _result(MAP.poisson(len(gaps) / max(float(gaps.sum()), 1e-9)), "poisson", target)
+    if len(gaps) < MIN_GAPS or mean < _MIN_MEAN_S:
+        return _result(MAP.poisson(1.0 / max(mean, _MIN_MEAN_S)), "poisson", target)
     unit = gaps / mean
-    third = float(np.mean(unit**3))
     acf1 = target["acf1"]
     if abs(acf1) < _ACF_NOISE_Z / math.sqrt(len(gaps)):
         acf1 = 0.0
-    result = map2_from_moments((mean, mean**2 * (1.0 + target["scv"]), mean**3 * third), acf1)
-    return _result(result.map, result.kind, target)
+    result = map2_from_moments((1.0, float(np.mean(unit**2)), float(np.mean(unit**3))), acf1)
+    return _result(result.map.scaled(1.0 / mean), result.kind, target)
 
 
 def map2_from_moments(moments: tuple[float, float, float], acf1: float) -> FitResult:
@@ -108,13 +110,13 @@ def map2_from_moments(moments: tuple[float, float, float], acf1: float) -> FitRe
     m1, m2, m3 = (float(m) for m in moments)
     if not m1 > 0 or not all(math.isfinite(m) for m in (m1, m2, m3, acf1)):
         raise ValueError(f"moments must be finite with a positive mean, got {moments}")
-    scv = max(m2 / m1**2 - 1.0, 0.0)
+    scv = max(m2 / m1 / m1 - 1.0, 0.0)
     target = {"rate": 1.0 / m1, "scv": scv, "acf1": float(acf1)}
     if abs(scv - 1.0) <= _SCV_ONE:
         return _result(MAP.poisson(1.0 / m1), "poisson", target)
     if scv < _ERLANG_SCV:
         return _result(MAP([[-2.0, 2.0], [0.0, -2.0]], [[0.0, 0.0], [2.0, 0.0]]).scaled(1.0 / m1), "erlang", target)
-    marginal = _marginal(scv, m3 / m1**3)
+    marginal = _marginal(scv, m3 / m1 / m1 / m1)
     factor = (scv - 1.0) / (2.0 * scv)  # rho_1 = gamma * factor
     wanted = float(np.clip(acf1 / factor, -_GAMMA_LIMIT, _GAMMA_LIMIT))
     low, high = _gamma_range(marginal)

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     tune_cli.add_arguments(sub.add_parser("tune", help="choose batch size, timeout and memory for an SLO at the lowest cost"))
     args = parser.parse_args(argv)
     if args.command == "sim":
-        sys.exit(sim_cli.run(args))
+        sys.exit(sim_cli.run(args, policy_factory=tune_cli.adaptive_policy))
     if args.command == "tune":
         sys.exit(tune_cli.run(args))
     if args.command == "worker":

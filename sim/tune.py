@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 
+from batching.adaptive import AdaptivePolicy
 from batching.fitting import fit_map2
 from batching.tuner import MAX_BATCH, Target, tune
 
@@ -47,6 +48,12 @@ def targets_from_profile(profile: ServiceProfile, target: str = "faas", memory_m
     limit = min(MAX_BATCH, iaas.max_batch_size or MAX_BATCH)
     service = np.asarray(profile.iaas_service_s(_SIZES[:limit]), dtype=float)
     return [Target("pool", service, service * iaas.price_per_hour / 3600.0)]
+
+
+def adaptive_policy(args: argparse.Namespace, profile: ServiceProfile) -> AdaptivePolicy:
+    """`sluice sim --policy adaptive`: the SLO-adaptive policy on the simulated target."""
+    targets = targets_from_profile(profile, args.target, args.memory_mb)
+    return AdaptivePolicy(targets, args.slo_ms / 1e3, args.percentile / 100.0)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,0 +1,107 @@
+"""The SLO-adaptive batching policy: (B, T) re-tuned from the traffic seen, continuously.
+
+It watches every arrival through an `ArrivalEstimator`, and every `retune_s` (or
+at once after the estimator detects a change) refits the arrival model and runs
+the tuner. A re-tune is skipped while the fitted traffic stays close to what the
+current choice was tuned for, so steady traffic costs almost nothing.
+
+Tuning is split so that the gateway can keep it off its event loop: `plan(now)`
+(cheap: is a re-tune due, and on what model?), `solve(model)` (pure; may run in a
+worker thread) and `apply(result, now)`. With `inline=True` (the simulator's way)
+`observe_arrival` runs all three itself, at virtual time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from .arrivals import MAP
+from .estimator import ArrivalEstimator
+from .policy import BatchLimits
+from .tuner import Choice, Target, TuneResult, tune
+
+
+class AdaptivePolicy:
+    name = "adaptive"
+
+    def __init__(
+        self,
+        targets: Sequence[Target],
+        slo_s: float,
+        percentile: float,
+        *,
+        estimator: ArrivalEstimator | None = None,
+        retune_s: float = 5.0,
+        initial: BatchLimits = BatchLimits(1, 0.0),
+        inline: bool = True,
+        rate_tolerance: float = 0.1,
+        shape_tolerance: float = 0.2,
+    ) -> None:
+        if not 0 < percentile < 1 or slo_s <= 0:
+            raise ValueError("need 0 < percentile < 1 and a positive SLO")
+        self.targets, self.slo_s, self.percentile = list(targets), slo_s, percentile
+        self.estimator = estimator or ArrivalEstimator()
+        self.retune_s, self.inline = retune_s, inline
+        self.rate_tolerance, self.shape_tolerance = rate_tolerance, shape_tolerance
+        self._limits = initial
+        self.choice: Choice | None = None
+        self.tuned_for: MAP | None = None
+        self.retunes = 0
+        self._next_check = -math.inf
+        self._changes_seen = 0
+
+    # -- what the queue asks ----------------------------------------------------
+
+    def limits(self, now: float) -> BatchLimits:
+        return self._limits
+
+    def observe_arrival(self, now: float) -> None:
+        self.estimator.observe(now)
+        if self.inline:
+            model = self.plan(now)
+            if model is not None:
+                self.apply(self.solve(model), now)
+
+    # -- re-tuning, in three steps ----------------------------------------------
+
+    def plan(self, now: float) -> MAP | None:
+        """The model to tune for, when a re-tune is due and the traffic has moved; else None."""
+        changed = self.estimator.changes != self._changes_seen
+        if now < self._next_check and not changed:
+            return None
+        self._next_check = now + self.retune_s
+        self._changes_seen = self.estimator.changes
+        fit = self.estimator.model(now)
+        if fit is None:
+            return None
+        if self.tuned_for is not None and not changed and self._close(fit.map, self.tuned_for):
+            return None
+        return fit.map
+
+    def solve(self, model: MAP) -> TuneResult:
+        """Pure: run the tuner. Safe to call from a worker thread."""
+        return tune(model, self.targets, self.slo_s, self.percentile)
+
+    def apply(self, result: TuneResult, now: float, model: MAP | None = None) -> None:
+        """Take the tuner's choice (or, if the SLO cannot be met, the lowest-latency one)."""
+        chosen = result.choice or result.fallback
+        if chosen is None:
+            return
+        self.choice = chosen
+        self._limits = BatchLimits(chosen.batch_size, math.floor(chosen.timeout_s * 1e6) / 1e6)
+        self.tuned_for = model if model is not None else self.estimator.model(now).map
+        self.retunes += 1
+
+    def _close(self, fitted: MAP, tuned: MAP) -> bool:
+        def near(a: float, b: float, tolerance: float) -> bool:
+            return abs(a - b) <= tolerance * max(abs(b), 1e-9)
+
+        return (
+            near(fitted.rate, tuned.rate, self.rate_tolerance)
+            and near(fitted.scv, tuned.scv, self.shape_tolerance)
+            and abs(fitted.acf(1) - tuned.acf(1)) <= self.shape_tolerance / 2
+        )
+
+    def __repr__(self) -> str:
+        return f"AdaptivePolicy(slo_s={self.slo_s}, percentile={self.percentile}, limits={self._limits})"

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from .arrivals import MAP
 from .estimator import ArrivalEstimator
 from .policy import BatchLimits
-from .tuner import Choice, Target, TuneResult, tune
+from .tuner import Choice, Target, TuneResult, tune_coarse_to_fine
 
 
 class AdaptivePolicy:
@@ -35,8 +35,9 @@ class AdaptivePolicy:
         retune_s: float = 5.0,
         initial: BatchLimits = BatchLimits(1, 0.0),
         inline: bool = True,
-        rate_tolerance: float = 0.1,
+        rate_tolerance: float = 0.05,
         shape_tolerance: float = 0.2,
+        headroom: float = 0.03,
     ) -> None:
         if not 0 < percentile < 1 or slo_s <= 0:
             raise ValueError("need 0 < percentile < 1 and a positive SLO")
@@ -44,6 +45,9 @@ class AdaptivePolicy:
         self.estimator = estimator or ArrivalEstimator()
         self.retune_s, self.inline = retune_s, inline
         self.rate_tolerance, self.shape_tolerance = rate_tolerance, shape_tolerance
+        # The model is exact for the traffic it is given; the traffic it is given is an
+        # estimate. Tuning for a slightly tighter SLO absorbs that error.
+        self.headroom = headroom
         self._limits = initial
         self.choice: Choice | None = None
         self.tuned_for: MAP | None = None
@@ -75,13 +79,13 @@ class AdaptivePolicy:
         fit = self.estimator.model(now)
         if fit is None:
             return None
-        if self.tuned_for is not None and not changed and self._close(fit.map, self.tuned_for):
+        if self.tuned_for is not None and not changed and self._close(fit.map, self.tuned_for, self.estimator.arrivals_held):
             return None
         return fit.map
 
     def solve(self, model: MAP) -> TuneResult:
         """Pure: run the tuner. Safe to call from a worker thread."""
-        return tune(model, self.targets, self.slo_s, self.percentile)
+        return tune_coarse_to_fine(model, self.targets, self.slo_s * (1 - self.headroom), self.percentile)
 
     def apply(self, result: TuneResult, now: float, model: MAP | None = None) -> None:
         """Take the tuner's choice (or, if the SLO cannot be met, the lowest-latency one)."""
@@ -93,14 +97,19 @@ class AdaptivePolicy:
         self.tuned_for = model if model is not None else self.estimator.model(now).map
         self.retunes += 1
 
-    def _close(self, fitted: MAP, tuned: MAP) -> bool:
+    def _close(self, fitted: MAP, tuned: MAP, samples: int) -> bool:
+        """Is the fitted traffic within estimation noise of what was tuned for? A window
+        of n arrivals pins the rate to about 1/sqrt(n), and the SCV and correlation far
+        more loosely; without this, sparse traffic would re-tune on noise alone."""
+        noise = 3.0 / math.sqrt(max(samples, 1))
+
         def near(a: float, b: float, tolerance: float) -> bool:
-            return abs(a - b) <= tolerance * max(abs(b), 1e-9)
+            return abs(a - b) <= max(tolerance, noise) * max(abs(b), 1e-9)
 
         return (
             near(fitted.rate, tuned.rate, self.rate_tolerance)
-            and near(fitted.scv, tuned.scv, self.shape_tolerance)
-            and abs(fitted.acf(1) - tuned.acf(1)) <= self.shape_tolerance / 2
+            and near(fitted.scv, tuned.scv, self.shape_tolerance * 2 if samples < 1000 else self.shape_tolerance)
+            and abs(fitted.acf(1) - tuned.acf(1)) <= max(self.shape_tolerance / 2, noise)
         )
 
     def __repr__(self) -> str:

@@ -14,6 +14,7 @@ percentile latency whose expected cost per request stays within a budget.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -166,6 +167,33 @@ def tune(
         result.fallback = _choice(law, timeout, target, percentile, cost)
         result.notes.append(f"no configuration meets the SLO; the best reaches {attained:.4f} within it")
     return result
+
+
+COARSE_SIZES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+
+
+def tune_coarse_to_fine(
+    arrivals: MAP, targets: Sequence[Target], slo_s: float, percentile: float, *, grid: int = 128
+) -> TuneResult:
+    """`tune` on a coarse grid (12 batch sizes, 10 timeouts), then on every size and 10
+    timeouts around the best: several times faster, for re-tuning online. Latency and
+    cost change smoothly in B and T, so the refinement lands on or next to the full
+    search's optimum (tests/test_tuner.py compares them)."""
+    timeouts = default_timeouts(slo_s, count=10)
+    coarse = tune(arrivals, targets, slo_s, percentile, batch_sizes=COARSE_SIZES, timeouts=timeouts, grid=grid)
+    best = coarse.choice or coarse.fallback
+    if best is None:
+        return coarse
+    low, high = max(1, int(best.batch_size / 1.5)), min(MAX_BATCH, int(math.ceil(best.batch_size * 1.5)))
+    position = int(np.searchsorted(timeouts, best.timeout_s)) if best.timeout_s > 0 else 0
+    span = timeouts[max(0, position - 1)], timeouts[min(len(timeouts) - 1, position + 1)]
+    fine_timeouts = np.geomspace(span[0], span[1], 10)
+    fine = tune(arrivals, targets, slo_s, percentile, batch_sizes=range(low, high + 1), timeouts=fine_timeouts, grid=grid)
+    fine.configs_evaluated += coarse.configs_evaluated
+    if fine.choice is None and coarse.choice is not None:
+        coarse.configs_evaluated = fine.configs_evaluated
+        return coarse
+    return fine
 
 
 def tune_for_budget(

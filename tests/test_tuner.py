@@ -94,3 +94,14 @@ def test_budget_dual_gives_the_fastest_within_budget() -> None:
             for target in TARGETS:
                 if law.cost_per_request(target.batch_cost) <= budget:
                     assert law.latency_percentile(0.95, target.service_s, target.overhead_s) >= choice.latency_s - 1e-6
+
+
+@pytest.mark.parametrize("arrivals", [MAP.poisson(200.0), BURSTY, MAP.poisson(3.0)], ids=["poisson", "bursty", "sparse"])
+def test_coarse_to_fine_lands_near_the_full_search(arrivals: MAP) -> None:
+    from batching.tuner import tune_coarse_to_fine
+
+    full = tune(arrivals, TARGETS, 0.3, 0.95).choice
+    quick = tune_coarse_to_fine(arrivals, TARGETS, 0.3, 0.95).choice
+    assert full is not None and quick is not None
+    assert quick.latency_s <= 0.3 + 1e-6
+    assert quick.cost_per_request <= full.cost_per_request * 1.05

@@ -71,6 +71,7 @@ class Gateway:
         log.info("drained")
 
     async def cleanup(self, app: web.Application) -> None:
+        await asyncio.gather(*(m.retune.stop() for m in self.models.values() if m.retune), return_exceptions=True)
         await asyncio.gather(*(m.pool.stop() for m in self.models.values()), return_exceptions=True)
 
     # -- helpers --------------------------------------------------------------

@@ -34,7 +34,7 @@ def _serve_flags(args: argparse.Namespace) -> dict[str, Any]:
             flags[key] = getattr(args, key)
     if args.no_access_log:
         flags["access_log"] = False
-    for key in ("workers", "threads", "batch_size", "timeout_ms", "policy"):
+    for key in ("workers", "threads", "batch_size", "timeout_ms", "policy", "slo_ms", "percentile"):
         if getattr(args, key) is not None:
             flags[key] = getattr(args, key)
     models: dict[str, dict[str, Any]] = {}
@@ -58,7 +58,9 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="onnxruntime threads per worker (default: cores / workers)")
     p.add_argument("--batch-size", type=int, help="largest batch, in rows (default 32)")
     p.add_argument("--timeout-ms", type=float, help="longest wait of a batch's oldest request (default 5)")
-    p.add_argument("--policy", choices=config_mod.POLICIES, help="batching policy (default fixed)")
+    p.add_argument("--policy", choices=config_mod.POLICIES, help="batching policy (default: adaptive with --slo-ms, else fixed)")
+    p.add_argument("--slo-ms", type=float, help="latency SLO: batch size and timeout are re-tuned to meet it at --percentile")
+    p.add_argument("--percentile", type=float, help="the SLO's percentile (default 99)")
     p.add_argument("--max-body-bytes", type=int, help="largest request body (default 8 MiB)")
     p.add_argument("--request-timeout-s", type=float, help="longest a request may take end to end (default 30)")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))

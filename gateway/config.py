@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-POLICIES = ("fixed", "none")
+POLICIES = ("fixed", "none", "adaptive")
 
 
 class ConfigError(ValueError):
@@ -47,7 +47,9 @@ class ModelConfig:
     name: str
     path: str | None = None
     upstream: tuple[str, ...] = ()
-    policy: str = "fixed"
+    policy: str = "fixed"  # fixed | none | adaptive (the default when an SLO is given)
+    slo_ms: float | None = None  # the latency SLO the adaptive policy meets at the percentile
+    percentile: float = 99.0
     batch_size: int = 32
     timeout_ms: float = 5.0
     workers: int = field(default_factory=_default_workers)
@@ -61,6 +63,10 @@ class ModelConfig:
     def check(self) -> None:
         if bool(self.path) == bool(self.upstream):
             raise ConfigError(f"model {self.name!r}: give exactly one of 'path' (ONNX file) or 'upstream' (URLs)")
+        if self.policy == "adaptive" and self.slo_ms is None:
+            raise ConfigError(f"model {self.name!r}: the adaptive policy needs slo_ms")
+        if self.slo_ms is not None and self.slo_ms <= 0 or not 0 < self.percentile < 100:
+            raise ConfigError(f"model {self.name!r}: slo_ms must be positive and percentile in (0, 100)")
         if self.policy not in POLICIES:
             raise ConfigError(f"model {self.name!r}: policy must be one of {', '.join(POLICIES)}, not {self.policy!r}")
         if self.batch_size < 1 or self.timeout_ms < 0 or self.workers < 1:
@@ -105,6 +111,8 @@ def _checked(where: str, values: dict[str, Any], cls: type) -> dict[str, Any]:
             ok = isinstance(value, str)
         elif kind == "str | None":
             ok = value is None or isinstance(value, str)
+        elif kind == "float | None":
+            ok = value is None or (isinstance(value, int | float) and not isinstance(value, bool))
         elif kind == "tuple[str, ...]":
             ok = isinstance(value, tuple) and all(isinstance(v, str) for v in value)
         else:
@@ -119,6 +127,8 @@ def _model(name: str, values: dict[str, Any]) -> ModelConfig:
     if unknown:
         raise ConfigError(f"model {name!r}: unknown setting(s) {sorted(unknown)}")
     values = dict(values)
+    if "policy" not in values and values.get("slo_ms") is not None:
+        values["policy"] = "adaptive"  # an SLO without a policy asks for the adaptive one
     upstream = values.get("upstream")
     if isinstance(upstream, str):
         values["upstream"] = (upstream,)

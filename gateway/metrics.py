@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -50,6 +52,41 @@ class Metrics:
         self.healthy_instances = Gauge(
             "sluice_healthy_instances", "Pool instances able to take a batch.", ["model"], registry=r
         )
+
+        self.batch_limit = Gauge(
+            "sluice_batch_size_limit", "The batch size B in force (re-tuned by the adaptive policy).", ["model"],
+            registry=r,
+        )  # fmt: skip
+        self.batch_timeout = Gauge(
+            "sluice_batch_timeout_seconds", "The batch timeout T in force.", ["model"], registry=r
+        )
+        self.arrival_rate = Gauge(
+            "sluice_arrival_rate", "Fitted arrival rate per second (adaptive policy).", ["model"], registry=r
+        )
+        self.arrival_scv = Gauge(
+            "sluice_arrival_scv", "Fitted squared coefficient of variation of inter-arrival times.", ["model"],
+            registry=r,
+        )  # fmt: skip
+        self.arrival_acf1 = Gauge(
+            "sluice_arrival_acf1", "Fitted lag-1 autocorrelation of inter-arrival times.", ["model"], registry=r
+        )
+        self.predicted_latency = Gauge(
+            "sluice_predicted_latency_seconds", "The tuner's predicted latency at the SLO percentile.", ["model"],
+            registry=r,
+        )  # fmt: skip
+        self.retunes = Gauge("sluice_policy_retunes", "Re-tunes applied by the adaptive policy.", ["model"], registry=r)
+
+    def watch_policy(self, model: str, policy) -> None:
+        """Gauges read the adaptive policy when scraped."""
+        now = time.monotonic
+        self.batch_limit.labels(model).set_function(lambda: policy.limits(now()).max_size)
+        self.batch_timeout.labels(model).set_function(lambda: policy.limits(now()).max_wait)
+        fitted = lambda: policy.tuned_for  # noqa: E731
+        self.arrival_rate.labels(model).set_function(lambda: fitted().rate if fitted() else 0.0)
+        self.arrival_scv.labels(model).set_function(lambda: fitted().scv if fitted() else 0.0)
+        self.arrival_acf1.labels(model).set_function(lambda: fitted().acf(1) if fitted() else 0.0)
+        self.predicted_latency.labels(model).set_function(lambda: policy.choice.latency_s if policy.choice else 0.0)
+        self.retunes.labels(model).set_function(lambda: policy.retunes)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -8,15 +8,20 @@ import time
 from dataclasses import dataclass
 
 from backends import BackendError, LocalWorkerPool, ModelMetadata, Pool, UpstreamPool
+from backends.profiling import measure_batch_times, service_curve
 from batching import BatchPolicy, FixedPolicy, NoBatchingPolicy
+from batching.adaptive import AdaptivePolicy
+from batching.tuner import MAX_BATCH, Target
 
 from .config import ModelConfig
 from .metrics import Metrics
+from .retune import RetuneLoop
 from .runner import ModelRunner
 
 log = logging.getLogger("sluice.gateway")
 
 _METADATA_WAIT_S = 60.0
+EDGE_ALLOWANCE_S = 0.002  # parse, validate, respond: about 0.3 ms warm, several times that cold
 
 
 @dataclass
@@ -25,6 +30,7 @@ class ServedModel:
     pool: Pool
     metadata: ModelMetadata
     runner: ModelRunner
+    retune: RetuneLoop | None = None
 
     @property
     def name(self) -> str:
@@ -56,6 +62,23 @@ def make_policy(config: ModelConfig, metadata: ModelMetadata) -> BatchPolicy:
     return FixedPolicy(config.batch_size, config.timeout_ms / 1000.0)
 
 
+async def make_adaptive_policy(config: ModelConfig, metadata: ModelMetadata, pool: Pool) -> AdaptivePolicy:
+    """Measure s(b) on one instance, then tune for the SLO. The pool's cost is the
+    instance time a batch occupies, so among configurations that meet the SLO the
+    policy picks the one that leaves the most capacity."""
+    instance = next(i for i in pool.instances if i.healthy)
+    measured = await measure_batch_times(instance.backend, metadata)
+    service = service_curve(measured, MAX_BATCH)
+    log.info(
+        "measured service times",
+        extra={"model": config.name, "ms": {str(b): round(s * 1e3, 3) for b, s in measured.items()}},
+    )
+    # The model covers the wait and the measured batch time (which includes the hop to
+    # the worker); the gateway's own handling of the client's request is on top.
+    target = Target("pool", service, service.copy(), overhead_s=EDGE_ALLOWANCE_S)
+    return AdaptivePolicy([target], config.slo_ms / 1e3, config.percentile / 100.0, inline=False)
+
+
 async def _fetch_metadata(name: str, pool: Pool) -> ModelMetadata:
     """Ask the first instance that answers; the backend read it from the model itself."""
     give_up = time.monotonic() + _METADATA_WAIT_S
@@ -80,7 +103,10 @@ async def start_model(config: ModelConfig, metrics: Metrics) -> ServedModel:
     except BaseException:
         await pool.stop()
         raise
-    policy = make_policy(config, metadata)
+    if config.policy == "adaptive" and metadata.batchable:
+        policy: BatchPolicy = await make_adaptive_policy(config, metadata, pool)
+    else:
+        policy = make_policy(config, metadata)
     runner = ModelRunner(
         config.name, policy, pool, metrics.for_model(config.name),
         max_attempts=config.max_attempts, outage_grace_s=config.unavailable_grace_s,
@@ -92,4 +118,12 @@ async def start_model(config: ModelConfig, metrics: Metrics) -> ServedModel:
             "batchable": metadata.batchable, "startup_s": round(time.monotonic() - started, 3),
         },
     )  # fmt: skip
-    return ServedModel(config, pool, metadata, runner)
+    served = ServedModel(config, pool, metadata, runner)
+    if isinstance(policy, AdaptivePolicy):
+        served.retune = RetuneLoop(config.name, policy)
+        served.retune.start()
+        metrics.watch_policy(config.name, policy)
+    else:
+        metrics.batch_limit.labels(config.name).set(policy.limits(0.0).max_size)
+        metrics.batch_timeout.labels(config.name).set(policy.limits(0.0).max_wait)
+    return served

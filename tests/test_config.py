@@ -219,7 +219,8 @@ ERRORS = [
     pytest.param("[models.a]\nbatch_size = 4\n", None, "exactly one of 'path'", id="neither-path-nor-upstream"),
     pytest.param('[models.a]\npath = ""\n', None, "exactly one of 'path'", id="empty-path"),
     pytest.param("[models.a]\nupstream = []\n", None, "exactly one of 'path'", id="empty-upstream-list"),
-    pytest.param('[models.a]\npath = "/a.onnx"\npolicy = "adaptive"\n', None, "policy must be one of fixed, none", id="unknown-policy"),
+    pytest.param('[models.a]\npath = "/a.onnx"\npolicy = "eager"\n', None, "policy must be one of fixed, none, adaptive", id="unknown-policy"),
+    pytest.param('[models.a]\npath = "/a.onnx"\npolicy = "adaptive"\n', None, "the adaptive policy needs slo_ms", id="adaptive-without-slo"),
     pytest.param('[models.a]\npath = "/a.onnx"\n', {"policy": "greedy"}, "not 'greedy'", id="unknown-policy-flag"),
     pytest.param('[models.a]\npath = "/a.onnx"\nbatchsize = 4\n', None, r"unknown setting\(s\) \['batchsize'\]", id="unknown-model-key"),
     pytest.param('[batching]\nsize = 4\n[models.a]\npath = "/a.onnx"\n', None, r"unknown setting\(s\) \['size'\]", id="unknown-batching-key"),
@@ -302,3 +303,11 @@ WRONG_TYPES = [
 def test_wrongly_typed_values_are_config_errors(tmp_path: Path, text: str) -> None:
     with pytest.raises(ConfigError):
         load(write_toml(tmp_path, text), None, DemoCalls())
+
+
+def test_an_slo_makes_the_adaptive_policy_the_default(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, '[models.a]\npath = "/a.onnx"\nslo_ms = 50\n[models.b]\npath = "/b.onnx"\nslo_ms = 50\npolicy = "fixed"\n')
+    config = load(path, None, DemoCalls())
+    assert config.models["a"].policy == "adaptive"
+    assert config.models["b"].policy == "fixed"  # an explicit policy wins
+    assert config.models["a"].percentile == 99.0

@@ -19,6 +19,11 @@ from backends.demo import demo_model_path
 
 _START_TIMEOUT_S = 60.0
 
+# The team's recorded traces live beside the repository; tests that read them skip
+# (saying so) on a machine without them.
+TRACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "traces"
+needs_traces = pytest.mark.skipif(not TRACES.is_dir(), reason=f"no trace data at {TRACES}")
+
 
 @dataclass
 class GatewayProcess:

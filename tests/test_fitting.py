@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import time
 from datetime import datetime
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,9 +14,9 @@ from hypothesis.extra import numpy as hnp
 
 from batching.arrivals import MAP
 from batching.fitting import FitResult, describe, fit_map2, map2_from_moments
+from .conftest import TRACES, needs_traces
 
 N = 200_000
-TRACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "traces"
 
 KNOWN = {
     # Phases of 0.5 s at 5/s and 0.05 s at 200/s: SCV 5.2, acf1 0.27.
@@ -182,7 +181,7 @@ def trace_gaps(name: str) -> np.ndarray:
     return np.diff(np.sort(np.array(stamps)))
 
 
-@pytest.mark.skipif(not TRACES.is_dir(), reason="the shared traces are not on this machine")
+@needs_traces
 @pytest.mark.parametrize("name", ["code", "conv"])
 def test_fits_azure_llm_traces(name: str) -> None:
     gaps = trace_gaps(name)

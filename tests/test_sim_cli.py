@@ -13,8 +13,8 @@ import pytest
 
 from batching import FixedPolicy
 from sim import cli, report
+from .conftest import TRACES, needs_traces
 
-TRACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "traces"
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = {
     "name": "demo",
@@ -44,6 +44,7 @@ def run_json(capsys: pytest.CaptureFixture[str], *argv: str, **kwargs: Any) -> d
     return json.loads(out)
 
 
+@needs_traces
 def test_json_report_on_the_azure_trace(capsys: pytest.CaptureFixture[str], profile_path: str) -> None:
     trace = str(TRACES / "azure_llm_2023_conv.csv")
     report_ = run_json(capsys, "--trace", trace, "--profile", profile_path, "--slo-ms", "200", "--percentile", "95",

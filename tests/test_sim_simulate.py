@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,8 +12,8 @@ from hypothesis import strategies as st
 from batching import BatchLimits, FixedPolicy, NoBatchingPolicy
 from batching.formation import SIZE, TIMEOUT
 from sim import ServiceProfile, SimResult, read_trace, simulate
+from .conftest import TRACES, needs_traces
 
-TRACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "traces"
 PATHS = ("fast", "event")
 
 
@@ -175,6 +174,7 @@ def test_fast_path_equals_event_path_on_random_inputs(w: dict[str, Any]) -> None
     assert_same(fast, event)
 
 
+@needs_traces
 @pytest.mark.parametrize(("batch_size", "timeout"), [(32, 0.010), (8, 0.050), (1, 0.0)])
 def test_fast_path_equals_event_path_on_the_bursty_azure_trace(batch_size: int, timeout: float) -> None:
     arrivals = read_trace(TRACES / "azure_llm_2023_code.csv")

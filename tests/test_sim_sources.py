@@ -9,8 +9,8 @@ import pytest
 
 from batching.arrivals import MAP
 from sim.sources import parse_arrivals, parse_spec, read_trace
+from .conftest import TRACES, needs_traces
 
-TRACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "traces"
 
 
 def scv(times: np.ndarray) -> float:
@@ -56,6 +56,7 @@ def test_date_times_with_time_zones_fall_back_to_fromisoformat(tmp_path: Path) -
     assert read_trace(path).tolist() == pytest.approx([0.0, 0.5, 1.25])
 
 
+@needs_traces
 def test_real_azure_traces() -> None:
     code = read_trace(TRACES / "azure_llm_2023_code.csv")
     conv = read_trace(TRACES / "azure_llm_2023_conv.csv")

@@ -137,7 +137,7 @@ def tune(
     *,
     batch_sizes: Sequence[int] = range(1, MAX_BATCH + 1),
     timeouts: Sequence[float] | None = None,
-    grid: int = 128,
+    grid: int = 256,
 ) -> TuneResult:
     """The cheapest (B, T, target) with P(latency <= slo_s) >= percentile."""
     if not 0 < percentile < 1:
@@ -173,7 +173,7 @@ COARSE_SIZES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 
 
 def tune_coarse_to_fine(
-    arrivals: MAP, targets: Sequence[Target], slo_s: float, percentile: float, *, grid: int = 128
+    arrivals: MAP, targets: Sequence[Target], slo_s: float, percentile: float, *, grid: int = 256
 ) -> TuneResult:
     """`tune` on a coarse grid (12 batch sizes, 10 timeouts), then on every size and 10
     timeouts around the best: several times faster, for re-tuning online. Latency and
@@ -204,7 +204,7 @@ def tune_for_budget(
     *,
     batch_sizes: Sequence[int] = range(1, MAX_BATCH + 1),
     timeouts: Sequence[float],
-    grid: int = 128,
+    grid: int = 256,
 ) -> TuneResult:
     """The dual: the (B, T, target) with the lowest percentile latency whose expected
     cost per request is at most `budget_per_request`."""

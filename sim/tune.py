@@ -91,6 +91,9 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.percentile < 100:
         print("sluice tune: --percentile must be between 0 and 100", file=sys.stderr)
         return 2
+    if not (math.isfinite(args.slo_ms) and args.slo_ms > 0):
+        print("sluice tune: --slo-ms must be a positive number", file=sys.stderr)
+        return 2
     started = time.perf_counter()
     fit = fit_map2(np.diff(arrivals))
     result = tune(fit.map, targets, args.slo_ms / 1e3, args.percentile / 100.0)

@@ -1,0 +1,177 @@
+"""`python -m gateway tune --json`: the JSON it promises, its exit codes, and that `sluice sim`
+with the tuned (batch size, timeout, memory) attains the percentile on the same arrivals.
+
+The subprocesses are started side by side (each spends a second importing) and shared by
+the tests of this module. tests/test_sim_cli.py covers `sluice sim` itself.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from gateway import cli as gateway_cli
+
+REPO = Path(__file__).resolve().parents[1]
+PROFILE = {
+    "name": "demo",
+    "faas": {"memory_mb": {"1024": {"base_ms": 40, "per_item_ms": 8}, "2048": {"base_ms": 25, "per_item_ms": 4}},
+             "cold_start_ms": 900, "price_per_gb_s": 0.0000166667, "price_per_request": 0.0000002},
+    "iaas": {"base_ms": 3, "per_item_ms": 0.8, "max_batch_size": 64, "price_per_hour": 0.085, "startup_s": 60},
+}  # fmt: skip
+SLO = ("--slo-ms", "200", "--percentile", "99")
+SYNTHETIC = ("--arrivals", "poisson:rate=100", "--duration", "600", "--seed", "3")
+SYNTHETIC_REQUESTS = 60_012  # poisson:rate=100 for 600 s, seed 3
+TRACE_ARRIVALS = 5001  # Poisson at 40/s, written to a file
+TOLERANCE = 0.005
+
+
+def start(*argv: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "gateway", *argv], cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+
+
+def finish(process: subprocess.Popen) -> dict[str, Any]:
+    out, err = process.communicate(timeout=120)
+    doc = json.loads(out) if out.strip() else None
+    if doc is not None:
+        assert out.count("\n") == 1, "--json prints exactly one line: one JSON object"
+    return {"code": process.returncode, "json": doc, "out": out, "err": err}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp("tune_cli")
+    (folder / "profile.json").write_text(json.dumps(PROFILE))
+    gaps = np.random.default_rng(1).exponential(1 / 40.0, TRACE_ARRIVALS - 1)
+    times = np.concatenate([[0.0], np.cumsum(gaps)])
+    (folder / "trace.txt").write_text("".join(f"{t:.6f}\n" for t in times))
+    (folder / "one.txt").write_text("12.5\n")
+    return {"profile": str(folder / "profile.json"), "trace": str(folder / "trace.txt"), "one": str(folder / "one.txt")}
+
+
+@pytest.fixture(scope="module")
+def runs(files: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Every tune run at once, then `sim` with each feasible choice, also at once."""
+    profile = ("--profile", files["profile"])
+    sources = {"synthetic": SYNTHETIC, "trace": ("--trace", files["trace"])}
+    started = {name: start("tune", *source, *profile, *SLO, "--json") for name, source in sources.items()}
+    started["infeasible"] = start("tune", "--arrivals", "poisson:rate=100", "--duration", "60", *profile,
+                                  "--slo-ms", "20", "--percentile", "99", "--json")  # fmt: skip
+    started["bad"] = start("tune", "--arrivals", "gauss:rate=5", "--duration", "10", *profile, *SLO, "--json")
+    results = {name: finish(process) for name, process in started.items()}
+    sims = {}
+    for name, source in sources.items():
+        tuned = results[name]["json"]
+        if results[name]["code"] == 0:
+            sims[f"sim-{name}"] = start("sim", *source, *profile, *SLO, "--batch-size", str(tuned["batch_size"]),
+                                        "--timeout-ms", str(tuned["timeout_ms"]), "--memory-mb", str(tuned["memory_mb"]), "--json")  # fmt: skip
+    results.update({name: finish(process) for name, process in sims.items()})
+    return results
+
+
+def number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_tune_json(doc: dict[str, Any], rate: float) -> None:
+    assert doc["feasible"] is True
+    assert isinstance(doc["batch_size"], int) and 1 <= doc["batch_size"] <= 64
+    assert number(doc["timeout_ms"]) and 0 <= doc["timeout_ms"] <= 200
+    assert isinstance(doc["memory_mb"], int) and doc["memory_mb"] in (1024, 2048)
+    assert number(doc["predicted_latency_ms"]) and 0 < doc["predicted_latency_ms"] <= 200
+    assert number(doc["predicted_cost_per_million_usd"]) and 0 < doc["predicted_cost_per_million_usd"] < 10
+    assert isinstance(doc["configs_evaluated"], int) and doc["configs_evaluated"] > 64
+    assert number(doc["solve_ms"]) and doc["solve_ms"] > 0
+    arrivals = doc["arrivals"]
+    assert all(number(arrivals[key]) for key in ("rate", "scv", "acf1"))
+    assert arrivals["rate"] == pytest.approx(rate, rel=0.05)
+    assert arrivals["scv"] == pytest.approx(1.0, abs=0.1) and abs(arrivals["acf1"]) < 0.05
+
+
+def test_tune_json_on_a_synthetic_spec(runs: dict[str, dict[str, Any]]) -> None:
+    run = runs["synthetic"]
+    assert run["code"] == 0, run["err"]
+    check_tune_json(run["json"], rate=100.0)
+    assert run["json"]["percentile"] == 99.0 and run["json"]["slo_ms"] == 200.0
+
+
+def test_tune_json_on_a_trace_file(runs: dict[str, dict[str, Any]]) -> None:
+    run = runs["trace"]
+    assert run["code"] == 0, run["err"]
+    check_tune_json(run["json"], rate=40.0)
+    assert run["json"]["arrivals"]["count"] == TRACE_ARRIVALS
+
+
+@pytest.mark.parametrize("name", ["synthetic", "trace"])
+def test_sim_with_the_tuned_choice_attains_the_percentile(runs: dict[str, dict[str, Any]], name: str) -> None:
+    """Same arrivals, the demo profile's cold starts included (the tuner does not model them)."""
+    run = runs[f"sim-{name}"]
+    assert run["code"] == 0, run["err"]
+    report = run["json"]
+    assert report["slo_attainment"] >= 0.99 - TOLERANCE, report
+    expected = SYNTHETIC_REQUESTS if name == "synthetic" else TRACE_ARRIVALS
+    assert isinstance(report["requests"], int) and report["requests"] == report["completed"] == expected
+    assert set(report["latency_ms"]) == {"p50", "p95", "p99", "max", "mean"}
+    assert all(number(v) for v in report["latency_ms"].values())
+    for key in ("slo_attainment", "cost_usd", "cost_per_million_usd", "mean_batch_size", "wall_s"):
+        assert number(report[key]), key
+    assert isinstance(report["batches"], int) and isinstance(report["cold_starts"], int)
+    settings, tuned = report["settings"], runs[name]["json"]
+    assert (settings["batch_size"], settings["timeout_ms"], settings["memory_mb"]) == (
+        tuned["batch_size"], pytest.approx(tuned["timeout_ms"]), tuned["memory_mb"])  # fmt: skip
+
+
+def test_an_slo_below_the_service_time_exits_1(runs: dict[str, dict[str, Any]]) -> None:
+    run = runs["infeasible"]
+    assert run["code"] == 1, run["err"]
+    doc = run["json"]
+    assert doc["feasible"] is False and doc["notes"]
+    # The closest configuration is still reported: no batching, slower than the SLO.
+    assert doc["batch_size"] == 1 and doc["predicted_latency_ms"] > 20
+
+
+def test_bad_input_exits_2_in_a_subprocess(runs: dict[str, dict[str, Any]]) -> None:
+    run = runs["bad"]
+    assert run["code"] == 2 and run["out"] == ""
+    assert run["err"].startswith("sluice tune: ") and "unknown arrival process" in run["err"]
+
+
+def tune_in_process(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_:
+        gateway_cli.main(["tune", *argv])
+    captured = capsys.readouterr()
+    return exit_.value.code, captured.out, captured.err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("--trace", "/nonexistent/trace.csv", *SLO), "No such file"),
+        (("--trace", "{one}", *SLO), "at least two arrivals"),
+        (("--arrivals", "poisson:rate=5", *SLO), "--arrivals needs --duration"),
+        (("--arrivals", "poisson:rate=5", "--duration", "-1", *SLO), "duration must be a positive"),
+        (("--arrivals", "poisson:rate=5", "--duration", "10", "--slo-ms", "200", "--percentile", "100"), "--percentile"),
+        (("--arrivals", "poisson:rate=5", "--duration", "10", *SLO, "--memory-mb", "3008"), "no FaaS memory size 3008"),
+    ],
+)
+def test_bad_input_exits_2(capsys: pytest.CaptureFixture[str], files: dict[str, str], argv: tuple[str, ...], message: str) -> None:
+    argv = tuple(a.format(**files) for a in argv)
+    code, out, err = tune_in_process(capsys, *argv, "--profile", files["profile"], "--json")
+    assert code == 2 and out == ""
+    assert err.startswith("sluice tune: ") and message in err
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("slo_ms", ["0", "nan"])
+def test_a_non_positive_or_non_finite_slo_exits_2(capsys: pytest.CaptureFixture[str], files: dict[str, str], slo_ms: str) -> None:
+    argv = ("--arrivals", "poisson:rate=5", "--duration", "10", "--profile", files["profile"], "--slo-ms", slo_ms, "--json")
+    code, out, err = tune_in_process(capsys, *argv)
+    assert code == 2 and out == "" and err.startswith("sluice tune: ")

@@ -66,8 +66,13 @@ async def make_adaptive_policy(config: ModelConfig, metadata: ModelMetadata, poo
     """Measure s(b) on one instance, then tune for the SLO. The pool's cost is the
     instance time a batch occupies, so among configurations that meet the SLO the
     policy picks the one that leaves the most capacity."""
-    instance = next(i for i in pool.instances if i.healthy)
-    measured = await measure_batch_times(instance.backend, metadata)
+    healthy = [i for i in pool.instances if i.healthy]
+    if not healthy:
+        raise RuntimeError(f"model {config.name!r}: no healthy instance to measure service times on")
+    try:
+        measured = await measure_batch_times(healthy[0].backend, metadata)
+    except BackendError as exc:
+        raise RuntimeError(f"model {config.name!r}: measuring service times failed: {exc}") from exc
     service = service_curve(measured, MAX_BATCH)
     log.info(
         "measured service times",
@@ -100,13 +105,13 @@ async def start_model(config: ModelConfig, metrics: Metrics) -> ServedModel:
     await pool.start()
     try:
         metadata = await _fetch_metadata(config.name, pool)
+        if config.policy == "adaptive" and metadata.batchable:
+            policy: BatchPolicy = await make_adaptive_policy(config, metadata, pool)
+        else:
+            policy = make_policy(config, metadata)
     except BaseException:
         await pool.stop()
         raise
-    if config.policy == "adaptive" and metadata.batchable:
-        policy: BatchPolicy = await make_adaptive_policy(config, metadata, pool)
-    else:
-        policy = make_policy(config, metadata)
     runner = ModelRunner(
         config.name, policy, pool, metrics.for_model(config.name),
         max_attempts=config.max_attempts, outage_grace_s=config.unavailable_grace_s,

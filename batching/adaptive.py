@@ -65,7 +65,7 @@ class AdaptivePolicy:
         if self.inline:
             model = self.plan(now)
             if model is not None:
-                self.apply(self.solve(model), now)
+                self.apply(self.solve(model), now, model)
 
     # -- re-tuning, in three steps ----------------------------------------------
 
@@ -87,14 +87,15 @@ class AdaptivePolicy:
         """Pure: run the tuner. Safe to call from a worker thread."""
         return tune_coarse_to_fine(model, self.targets, self.slo_s * (1 - self.headroom), self.percentile)
 
-    def apply(self, result: TuneResult, now: float, model: MAP | None = None) -> None:
-        """Take the tuner's choice (or, if the SLO cannot be met, the lowest-latency one)."""
+    def apply(self, result: TuneResult, now: float, model: MAP) -> None:
+        """Take the tuner's choice (or, if the SLO cannot be met, the lowest-latency one)
+        for the traffic `model` it was solved for."""
         chosen = result.choice or result.fallback
         if chosen is None:
             return
         self.choice = chosen
         self._limits = BatchLimits(chosen.batch_size, math.floor(chosen.timeout_s * 1e6) / 1e6)
-        self.tuned_for = model if model is not None else self.estimator.model(now).map
+        self.tuned_for = model
         self.retunes += 1
 
     def _close(self, fitted: MAP, tuned: MAP, samples: int) -> bool:

@@ -30,19 +30,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .arrivals import _stationary
 from .counting import CountingProcess
 
 ServiceTime = Callable[[np.ndarray], np.ndarray]  # batch sizes -> seconds, vectorised
-
-
-def _stationary_row(matrix: np.ndarray) -> np.ndarray:
-    n = len(matrix)
-    lhs = np.vstack([(matrix - np.eye(n)).T, np.ones(n)])
-    rhs = np.zeros(n + 1)
-    rhs[-1] = 1.0
-    x, *_ = np.linalg.lstsq(lhs, rhs, rcond=None)
-    x = np.clip(x, 0.0, None)
-    return x / x.sum()
 
 
 def _convolve_counts(left: np.ndarray, right: np.ndarray) -> np.ndarray:
@@ -168,7 +159,7 @@ def wait_distribution(tables: WindowTables, batch_size: int) -> WaitDistribution
     # The phase at each batch's opening: stationary over "close, then next arrival".
     not_full = tables.p_T[: big_b - 1].sum(axis=0)
     filled = tables.i_T[big_b - 2] @ d1
-    alpha = _stationary_row((not_full + filled) @ arrivals.P)
+    alpha = _stationary((not_full + filled) @ arrivals.P, stochastic=True)
 
     size_pmf = np.empty(big_b)
     size_pmf[:-1] = alpha @ tables.p_T[: big_b - 1] @ ones

@@ -104,9 +104,8 @@ class Gateway:
         return time.monotonic() + timeout_s
 
     async def serve(self, model: ServedModel, request: web.Request, inputs: dict, rows: int, deadline: float) -> dict:
-        """Queue one request and wait for its outputs, at most until its deadline."""
-        if self.draining:
-            raise RequestFailed(503, "the gateway is shutting down", retry_after=1.0)
+        """Queue one request and wait for its outputs, at most until its deadline
+        (the runner refuses new work once it drains)."""
         future = model.runner.submit(request["request_id"], inputs, rows, deadline)
         timer = asyncio.get_running_loop().call_later(deadline - time.monotonic(), _expire, future)
         try:

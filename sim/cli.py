@@ -52,7 +52,7 @@ def run(args: argparse.Namespace, policy_factory: PolicyFactory | None = None) -
         if problem:
             return _fail(problem)
         profile = ServiceProfile.load(args.profile)
-        arrivals = _arrivals(args)
+        arrivals = load_arrivals(args)
         policy = _policy(args, profile, policy_factory)
         result = simulate(
             arrivals, policy, profile, target=args.target, memory_mb=args.memory_mb, instances=args.instances,
@@ -98,7 +98,8 @@ def _check(args: argparse.Namespace, policy_factory: PolicyFactory | None) -> st
     return None
 
 
-def _arrivals(args: argparse.Namespace) -> np.ndarray:
+def load_arrivals(args: argparse.Namespace) -> np.ndarray:
+    """Arrival times from --trace (cut at --duration) or from --arrivals and --duration."""
     if args.arrivals:
         return parse_arrivals(args.arrivals, args.duration, args.seed)
     times = read_trace(args.trace)

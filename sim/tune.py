@@ -19,7 +19,7 @@ from batching.fitting import fit_map2
 from batching.tuner import MAX_BATCH, Target, tune
 
 from .profiles import ProfileError, ServiceProfile
-from .sources import parse_arrivals, read_trace
+from .cli import load_arrivals
 
 _SIZES = np.arange(1, MAX_BATCH + 1)
 
@@ -72,14 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        if args.trace:
-            arrivals = read_trace(args.trace)
-            if args.duration:
-                arrivals = arrivals[arrivals < args.duration]
-        else:
-            if not args.duration:
-                raise ValueError("--arrivals needs --duration")
-            arrivals = parse_arrivals(args.arrivals, args.duration, args.seed)
+        if args.arrivals and not args.duration:
+            raise ValueError("--arrivals needs --duration")
+        arrivals = load_arrivals(args)
         profile = ServiceProfile.load(args.profile)
         targets = targets_from_profile(profile, args.target, args.memory_mb)
     except (OSError, ValueError) as exc:

@@ -38,6 +38,7 @@ class AdaptivePolicy:
         rate_tolerance: float = 0.05,
         shape_tolerance: float = 0.2,
         headroom: float = 0.03,
+        deadline_aware: bool = True,
     ) -> None:
         if not 0 < percentile < 1 or slo_s <= 0:
             raise ValueError("need 0 < percentile < 1 and a positive SLO")
@@ -48,6 +49,9 @@ class AdaptivePolicy:
         # The model is exact for the traffic it is given; the traffic it is given is an
         # estimate. Tuning for a slightly tighter SLO absorbs that error.
         self.headroom = headroom
+        # Deadline-aware closing for the tuned SLO: a batch about to make its oldest
+        # request late is released early (`BatchLimits`), and the tuner models that.
+        self.deadline_aware = deadline_aware
         self._limits = initial
         self.choice: Choice | None = None
         self.tuned_for: MAP | None = None
@@ -85,7 +89,12 @@ class AdaptivePolicy:
 
     def solve(self, model: MAP) -> TuneResult:
         """Pure: run the tuner. Safe to call from a worker thread."""
-        return tune_coarse_to_fine(model, self.targets, self.slo_s * (1 - self.headroom), self.percentile)
+        slo = self.tuning_slo_s
+        return tune_coarse_to_fine(model, self.targets, slo, self.percentile, deadline_s=slo if self.deadline_aware else None)
+
+    @property
+    def tuning_slo_s(self) -> float:
+        return self.slo_s * (1 - self.headroom)
 
     def apply(self, result: TuneResult, now: float, model: MAP) -> None:
         """Take the tuner's choice (or, if the SLO cannot be met, the lowest-latency one)
@@ -94,7 +103,13 @@ class AdaptivePolicy:
         if chosen is None:
             return
         self.choice = chosen
-        self._limits = BatchLimits(chosen.batch_size, math.floor(chosen.timeout_s * 1e6) / 1e6)
+        timeout = math.floor(chosen.timeout_s * 1e6) / 1e6
+        if self.deadline_aware:
+            target = chosen.target
+            service = tuple(float(s) + target.overhead_s for s in target.service_s)
+            self._limits = BatchLimits(chosen.batch_size, timeout, service, self.tuning_slo_s)
+        else:
+            self._limits = BatchLimits(chosen.batch_size, timeout)
         self.tuned_for = model
         self.retunes += 1
 

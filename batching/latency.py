@@ -58,9 +58,10 @@ class WindowTables:
         d1, order = arrivals.D1, arrivals.order
         ones = np.ones(order)
         self.u = np.linspace(0.0, timeout_s, grid + 1)
-        p_u = counting.P(self.u)  # (G+1, K+1, n, n)
+        self.p_u = p_u = counting.P(self.u)  # (G+1, K+1, n, n)
+        self.i_u = counting.I(self.u)
         p_rev = p_u[::-1]  # P(n, T - u)
-        i_rev = counting.I(self.u)[::-1]  # I(n, T - u)
+        i_rev = self.i_u[::-1]  # I(n, T - u)
         self.p_T = p_u[-1]  # P(n, T)
         self.i_T = i_rev[0]  # I(n, T)
         z = p_u @ ones  # P(m, u) 1                (G+1, K+1, n)
@@ -73,20 +74,36 @@ class WindowTables:
             self.timeout_dens.append(_convolve_counts(p_rev[:, :, i, :] @ d1, z))
             self.fill_dens.append(_convolve_counts(i_rev[:, :, i, :] @ d1, zd))
             self.opener_dens.append(zd[:, :, i])
+        self._times_d1: tuple[np.ndarray, np.ndarray] | None = None
+
+    def times_d1(self) -> tuple[np.ndarray, np.ndarray]:
+        """P(n, u) D1 and I(n, u) D1 on the grid, computed once for whoever needs them
+        (the capped law of every target)."""
+        if self._times_d1 is None:
+            d1 = self.counting.arrivals.D1
+            self._times_d1 = (self.p_u @ d1, self.i_u @ d1)
+        return self._times_d1
 
 
 @dataclass(frozen=True)
 class WaitDistribution:
     """Per batch: the batch-size law and, for each size b, the cumulative expected
-    number of its requests that waited at most u (on the grid `u`)."""
+    number of its requests that waited at most u (on the grid `u`), apart from its
+    opener when the batch timed out: that one waited exactly `cap_s[b-1]` (T, or
+    less under deadline-aware closing), a point mass kept out of the grid."""
 
     batch_size: int
     timeout_s: float
     u: np.ndarray  # (G+1,)
     size_pmf: np.ndarray  # P(batch has b requests), b = 1..B
-    cumulative: np.ndarray  # (B, G+1): expected requests of a size-b batch with wait <= u < T
-    at_timeout: np.ndarray  # (B,): expected requests of a size-b batch that wait exactly T
+    cumulative: np.ndarray  # (B, G+1): expected requests of a size-b batch with wait <= u, point masses apart
+    at_cap: np.ndarray  # (B,): expected requests of a size-b batch that wait exactly cap_s[b-1]
     alpha: np.ndarray
+    cap_s: np.ndarray | None = None  # (B,): None means T for every size
+
+    def __post_init__(self) -> None:
+        if self.cap_s is None:
+            object.__setattr__(self, "cap_s", np.full(self.batch_size, self.timeout_s))
 
     @property
     def mean_batch_size(self) -> float:
@@ -105,8 +122,8 @@ class WaitDistribution:
             inside = self.cumulative[rows, lower] * (1 - frac) + self.cumulative[rows, lower + 1] * frac
         else:
             inside = np.broadcast_to(self.cumulative[:, 0][None, :], w.shape)
-        total = (self.cumulative[:, -1] + self.at_timeout)[None, :]
-        return np.where(w < 0, 0.0, np.where(w >= self.timeout_s, total, inside))
+        points = np.where(w >= self.cap_s[None, :], self.at_cap[None, :], 0.0)  # type: ignore[index]
+        return np.where(w < 0, 0.0, inside + points)
 
     def latency_cdf(self, x: np.ndarray, service: np.ndarray, overhead_s: float = 0.0,
                     cold_probability: float = 0.0, cold_start_s: float = 0.0) -> np.ndarray:  # fmt: skip
@@ -178,10 +195,10 @@ def wait_distribution(tables: WindowTables, batch_size: int) -> WaitDistribution
         cumulative[1 : big_b - 1] = integrate(timed_out).T
     # b = 1 and the opener of every timed-out batch wait exactly T: a point mass,
     # kept apart so that interpolation never smears it over the last grid cell.
-    at_timeout = np.append(size_pmf[:-1], 0.0)
+    at_cap = np.append(size_pmf[:-1], 0.0)
     # A batch that fills: the closer waits 0, the opener and the middle ones as derived.
     full = sum(alpha[i] * tables.opener_dens[i][:, big_b - 2] for i in range(order))
     if big_b >= 3:
         full = full + sum(alpha[i] * tables.fill_dens[i][:, big_b - 3] for i in range(order))
     cumulative[-1] = integrate(full) + size_pmf[-1]
-    return WaitDistribution(big_b, tables.timeout_s, u, size_pmf, cumulative, at_timeout, alpha)
+    return WaitDistribution(big_b, tables.timeout_s, u, size_pmf, cumulative, at_cap, alpha)

@@ -14,16 +14,45 @@ from typing import Protocol
 
 @dataclass(frozen=True, slots=True)
 class BatchLimits:
-    """Close a batch at `max_size` rows, or when its oldest request has waited `max_wait` s."""
+    """Close a batch at `max_size` rows, or when its oldest request has waited `max_wait` s.
+
+    Deadline-aware closing, when `service_s` is given: `service_s[b-1]` predicts the
+    time from closing a batch of b rows to its answer, and a batch also closes as soon
+    as its earliest deadline is nearer than that. A request's deadline is its own, or
+    `deadline_s` after its arrival (the SLO), whichever is sooner.
+    """
 
     max_size: int
     max_wait: float
+    service_s: tuple[float, ...] = ()
+    deadline_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.max_size < 1:
             raise ValueError(f"batch size must be at least 1, got {self.max_size}")
         if self.max_wait < 0:
             raise ValueError(f"batch timeout must not be negative, got {self.max_wait}")
+        if any(not s >= 0 for s in self.service_s):
+            raise ValueError("predicted service times must be non-negative")
+        if self.deadline_s is not None and not self.deadline_s > 0:
+            raise ValueError(f"the deadline budget must be positive, got {self.deadline_s}")
+
+    def predicted_service(self, rows: int) -> float:
+        """Predicted close-to-answer time of a batch of `rows` (the last known size beyond the curve)."""
+        return self.service_s[min(rows, len(self.service_s)) - 1] if self.service_s else 0.0
+
+    def closing_caps(self) -> list[float]:
+        """For b = 1..B rows, the wait of a batch's first request from which a batch of b
+        is released (or, at b+1, would be late): deadline-aware closing when requests
+        carry only the `deadline_s` budget, else `max_wait`, whichever comes first. What
+        the latency model (`batching.capped`) needs to account for early closing."""
+        caps = []
+        for rows in range(1, self.max_size + 1):
+            cap = self.max_wait
+            if self.service_s and self.deadline_s is not None:
+                cap = min(cap, max(0.0, self.deadline_s - self.predicted_service(rows)))
+            caps.append(cap)
+        return caps
 
 
 class BatchPolicy(Protocol):
@@ -45,8 +74,10 @@ class FixedPolicy:
 
     name = "fixed"
 
-    def __init__(self, batch_size: int, timeout_s: float) -> None:
-        self._limits = BatchLimits(batch_size, timeout_s)
+    def __init__(
+        self, batch_size: int, timeout_s: float, *, service_s: tuple[float, ...] = (), deadline_s: float | None = None
+    ) -> None:
+        self._limits = BatchLimits(batch_size, timeout_s, tuple(service_s), deadline_s)
 
     def limits(self, now: float) -> BatchLimits:
         return self._limits

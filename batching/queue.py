@@ -10,6 +10,12 @@ A batch closes when:
 - its oldest request has waited T ("timeout"): the timer is anchored at that
   request's arrival, not at when the owner happened to wake up, so a late wake-up
   never stretches anyone's wait;
+- deadline-aware closing, when the policy predicts service times: the earliest
+  deadline among its requests is nearer than the predicted time to answer a batch of
+  its current rows, or would be if the arriving request joined ("deadline"; the
+  newcomer then opens the next batch). Waiting or growing longer could only make
+  that request late; closed now, the batch still answers it in time if the
+  prediction holds;
 - the owner drains the queue ("drain").
 
 Invariant between calls: fewer than B rows are pending, so every pending request
@@ -18,9 +24,10 @@ belongs to the batch that the timer of the head request will close.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 
-from .policy import BatchPolicy
+from .policy import BatchLimits, BatchPolicy
 from .types import Batch, Request
 
 
@@ -30,6 +37,8 @@ class BatchQueue:
         self._pending: deque[Request] = deque()
         self._rows = 0
         self._due: float | None = None  # when the open batch times out
+        self._deadline = math.inf  # the earliest deadline among pending requests
+        self._limits = BatchLimits(1, 0.0)  # the limits in force at the last push or poll
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -47,31 +56,59 @@ class BatchQueue:
         if request.size < 1:
             raise ValueError("a request must add at least one row")
         self.policy.observe_arrival(now)
-        limits = self.policy.limits(now)
         closed = self.poll(now)
+        limits = self._limits = self.policy.limits(now)
+        deadline = _deadline_of(request, limits) if limits.service_s else math.inf
         # A request that would overflow the open batch closes it first, so that no
-        # batch exceeds B unless a single request is itself larger than B.
+        # batch exceeds B unless a single request is itself larger than B; one that
+        # would make it late (its rows add service time) closes it first too.
         if self._pending and self._rows + request.size > limits.max_size:
             closed += self._release(now, "size", limits.max_size)
+        elif self._pending and limits.service_s:
+            if now >= min(self._deadline, deadline) - limits.predicted_service(self._rows + request.size):
+                closed += self._release(now, "deadline", limits.max_size)
         if not self._pending:
             # The timer is fixed when the batch opens, with the T in force then.
             self._due = request.arrival + limits.max_wait
         self._pending.append(request)
         self._rows += request.size
+        self._deadline = min(self._deadline, deadline)
         if self._rows >= limits.max_size:
             closed.append(self._close(len(self._pending), now, "size"))
+        elif self._slack_gone(now, limits):
+            closed += self._release(now, "deadline", limits.max_size)
         return closed
 
     def poll(self, now: float) -> list[Batch]:
-        """Close the open batch if its oldest request has waited T by `now`."""
-        due = self.next_wakeup()
-        if due is not None and now >= due:
-            return self._release(now, "timeout", self.policy.limits(now).max_size)
+        """Close the open batch if its oldest request has waited T by `now`, or if
+        its earliest deadline no longer leaves time to wait."""
+        if not self._pending:
+            return []
+        limits = self._limits = self.policy.limits(now)
+        if self._due is not None and now >= self._due:
+            return self._release(now, "timeout", limits.max_size)
+        if self._slack_gone(now, limits):
+            return self._release(now, "deadline", limits.max_size)
         return []
 
     def next_wakeup(self) -> float | None:
-        """When the open batch times out; None if the queue is empty."""
-        return self._due if self._pending else None
+        """When the open batch closes unless more requests come first; None if the queue is empty."""
+        if not self._pending:
+            return None
+        closing = self._closing_time(self._limits)
+        return self._due if closing is None else min(self._due, closing)  # type: ignore[type-var]
+
+    def _closing_time(self, limits: BatchLimits) -> float | None:
+        """When deadline-aware closing releases the open batch as it stands; None if it never does."""
+        if not limits.service_s or self._deadline == math.inf:
+            return None
+        return self._deadline - limits.predicted_service(self._rows)
+
+    def _slack_gone(self, now: float, limits: BatchLimits) -> bool:
+        """Is the earliest deadline nearer than the predicted time to answer the open batch?
+        Computed as `_closing_time` is, so a poll at `next_wakeup()` always closes."""
+        closing = self._closing_time(limits)
+        return closing is not None and now >= closing
 
     def drain(self, now: float) -> list[Batch]:
         """Release everything pending, in order, in batches of at most B rows."""
@@ -95,4 +132,14 @@ class BatchQueue:
     def _close(self, count: int, now: float, reason: str) -> Batch:
         taken = [self._pending.popleft() for _ in range(count)]
         self._rows -= sum(r.size for r in taken)
+        if not self._pending:
+            self._deadline = math.inf
         return Batch(requests=taken, closed_at=now, reason=reason)
+
+
+def _deadline_of(request: Request, limits: BatchLimits) -> float:
+    """The request's own deadline, or the policy's budget after its arrival, whichever is sooner."""
+    deadline = math.inf if request.deadline is None else request.deadline
+    if limits.deadline_s is not None:
+        deadline = min(deadline, request.arrival + limits.deadline_s)
+    return deadline

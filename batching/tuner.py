@@ -22,6 +22,7 @@ import numpy as np
 
 from .arrivals import MAP
 from .counting import CountingProcess
+from .capped import CappedTables, capped_wait_distribution
 from .latency import WaitDistribution, WindowTables, wait_distribution
 
 MAX_BATCH = 64
@@ -81,28 +82,35 @@ class _Search:
         self.grid = grid
         self.evaluated = 0
 
-    def laws(self):
-        """Yield (B, T, law) for every configuration, B = 1 once (T is moot there)."""
+    def laws(self, targets: _Targets | None = None, deadline_s: float | None = None):
+        """Yield (B, T, law) for every configuration, B = 1 once (T is moot there). With
+        a deadline budget, also yield per target whose deadline-aware closing changes the
+        law: (B, T, [(target index, its law), ...]) as a fourth item."""
         if self.batch_sizes[0] == 1:
-            yield 1, 0.0, wait_distribution(WindowTables(self.counting, self.timeouts[0], 2), 1)
+            yield 1, 0.0, wait_distribution(WindowTables(self.counting, self.timeouts[0], 2), 1), []
         for timeout in self.timeouts:
             tables = WindowTables(self.counting, timeout, self.grid)
+            capped = targets.capped(tables, deadline_s) if targets is not None and deadline_s is not None else {}
             for b in self.batch_sizes:
                 if b > 1:
-                    yield b, timeout, wait_distribution(tables, b)
+                    own = [(k, capped_wait_distribution(c, b)) for k, c in capped.items() if c.is_binding(b)]
+                    yield b, timeout, wait_distribution(tables, b), own
 
-    def judge(self, law: WaitDistribution, targets: _Targets, slo_s: float) -> tuple[np.ndarray, np.ndarray]:
-        """P(latency <= SLO) and cost per request of one (B, T) on every target at once."""
-        self.evaluated += len(targets.items)
+    def judge(self, law: WaitDistribution, targets: _Targets, slo_s: float, rows: slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
+        """P(latency <= SLO) and cost per request of one (B, T) on every target at once
+        (or on the targets in `rows`)."""
+        shift, batch_cost = targets.shift[rows], targets.batch_cost[rows]
+        probability, cold_start = targets.cold_probability[rows], targets.cold_start_s[rows]
+        self.evaluated += len(shift)
         b = law.batch_size
-        waits = slo_s - targets.shift[:, :b]  # inf service where a target cannot run b
+        waits = slo_s - shift[:, :b]  # inf service where a target cannot run b
         mean = law.mean_batch_size
         attained = law.requests_within(waits).sum(axis=1) / mean
-        cold = targets.cold_probability > 0
+        cold = probability > 0
         if cold.any():
-            late = law.requests_within(waits - targets.cold_start_s[:, None]).sum(axis=1) / mean
-            attained = np.where(cold, (1 - targets.cold_probability) * attained + targets.cold_probability * late, attained)
-        cost = targets.batch_cost[:, :b] @ law.size_pmf / mean
+            late = law.requests_within(waits - cold_start[:, None]).sum(axis=1) / mean
+            attained = np.where(cold, (1 - probability) * attained + probability * late, attained)
+        cost = batch_cost[:, :b] @ law.size_pmf / mean
         return attained, cost
 
 
@@ -121,6 +129,14 @@ class _Targets:
         self.cold_probability = np.array([t.cold_probability for t in self.items])
         self.cold_start_s = np.array([t.cold_start_s for t in self.items])
 
+    def capped(self, tables: WindowTables, deadline_s: float) -> dict[int, CappedTables]:
+        """Per target whose deadline-aware closing binds within T: its capped tables.
+        Caps as the queue computes them (`BatchLimits.closing_caps`): the predicted time
+        to answer a batch of b is the target's s(b) plus its overhead."""
+        sizes = min(self.shift.shape[1], tables.counting.max_count + 1)
+        caps = np.minimum(tables.timeout_s, np.maximum(0.0, deadline_s - self.shift[:, :sizes]))
+        return {k: CappedTables(tables, caps[k]) for k in range(len(self.items)) if caps[k].min() < tables.timeout_s}
+
 
 def _choice(law: WaitDistribution, timeout: float, target: Target, percentile: float, cost: float) -> Choice:
     latency = law.latency_percentile(
@@ -138,26 +154,34 @@ def tune(
     batch_sizes: Sequence[int] = range(1, MAX_BATCH + 1),
     timeouts: Sequence[float] | None = None,
     grid: int = 256,
+    deadline_s: float | None = None,
 ) -> TuneResult:
-    """The cheapest (B, T, target) with P(latency <= slo_s) >= percentile."""
+    """The cheapest (B, T, target) with P(latency <= slo_s) >= percentile. With
+    `deadline_s`, batches close early by deadline-aware closing for that budget
+    (`BatchLimits`), and the model accounts for it, per target."""
     if not 0 < percentile < 1:
         raise ValueError("percentile must be in (0, 1)")
     search = _Search(arrivals, batch_sizes, default_timeouts(slo_s) if timeouts is None else timeouts, grid)
     table = _Targets(targets, search.batch_sizes[-1])
     best: tuple[float, int, float, WaitDistribution, Target] | None = None
     closest: tuple[float, int, float, WaitDistribution, Target, float] | None = None
-    for b, timeout, law in search.laws():
-        attained, cost = search.judge(law, table, slo_s)
+    for b, timeout, shared, own in search.laws(table, deadline_s):
+        attained, cost = search.judge(shared, table, slo_s)
+        laws = [shared] * len(table.items)
+        for k, law in own:
+            search.evaluated -= 1
+            (attained[k],), (cost[k],) = search.judge(law, table, slo_s, slice(k, k + 1))
+            laws[k] = law
         feasible = attained >= percentile
         if feasible.any():
             k = int(np.argmin(np.where(feasible, cost, np.inf)))
             # Cheapest first; on a tie, the smaller batch and timeout (less waiting).
             if best is None or (cost[k], b, timeout) < best[:3]:
-                best = (float(cost[k]), b, timeout, law, table.items[k])
+                best = (float(cost[k]), b, timeout, laws[k], table.items[k])
         else:
             k = int(np.argmax(attained))
             if closest is None or attained[k] > closest[0]:
-                closest = (float(attained[k]), b, timeout, law, table.items[k], float(cost[k]))
+                closest = (float(attained[k]), b, timeout, laws[k], table.items[k], float(cost[k]))
     result = TuneResult(None, search.evaluated, percentile)
     if best is not None:
         cost, _, timeout, law, target = best
@@ -173,14 +197,17 @@ COARSE_SIZES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 
 
 def tune_coarse_to_fine(
-    arrivals: MAP, targets: Sequence[Target], slo_s: float, percentile: float, *, grid: int = 256
-) -> TuneResult:
+    arrivals: MAP, targets: Sequence[Target], slo_s: float, percentile: float, *, grid: int = 256,
+    deadline_s: float | None = None,
+) -> TuneResult:  # fmt: skip
     """`tune` on a coarse grid (12 batch sizes, 10 timeouts), then on every size and 10
     timeouts around the best: several times faster, for re-tuning online. Latency and
     cost change smoothly in B and T, so the refinement lands on or next to the full
     search's optimum (tests/test_tuner.py compares them)."""
     timeouts = default_timeouts(slo_s, count=10)
-    coarse = tune(arrivals, targets, slo_s, percentile, batch_sizes=COARSE_SIZES, timeouts=timeouts, grid=grid)
+    coarse = tune(
+        arrivals, targets, slo_s, percentile, batch_sizes=COARSE_SIZES, timeouts=timeouts, grid=grid, deadline_s=deadline_s
+    )
     best = coarse.choice or coarse.fallback
     if best is None:
         return coarse
@@ -188,7 +215,10 @@ def tune_coarse_to_fine(
     position = int(np.searchsorted(timeouts, best.timeout_s)) if best.timeout_s > 0 else 0
     span = timeouts[max(0, position - 1)], timeouts[min(len(timeouts) - 1, position + 1)]
     fine_timeouts = np.geomspace(span[0], span[1], 10)
-    fine = tune(arrivals, targets, slo_s, percentile, batch_sizes=range(low, high + 1), timeouts=fine_timeouts, grid=grid)
+    fine = tune(
+        arrivals, targets, slo_s, percentile, batch_sizes=range(low, high + 1), timeouts=fine_timeouts, grid=grid,
+        deadline_s=deadline_s,
+    )  # fmt: skip
     fine.configs_evaluated += coarse.configs_evaluated
     if fine.choice is None and coarse.choice is not None:
         coarse.configs_evaluated = fine.configs_evaluated
@@ -210,7 +240,7 @@ def tune_for_budget(
     cost per request is at most `budget_per_request`."""
     search = _Search(arrivals, batch_sizes, timeouts, grid)
     best: Choice | None = None
-    for _, timeout, law in search.laws():
+    for _, timeout, law, _ in search.laws():
         for target in targets:
             if law.batch_size > len(target.service_s):
                 continue

@@ -128,7 +128,8 @@ def simulate(
     if not jitter >= 0:
         raise ValueError(f"jitter must be non-negative, got {jitter!r}")
     resolved = _resolve_target(profile, target, memory_mb, instances, concurrency_limit, keep_alive_s)
-    fixed = type(policy) in (FixedPolicy, NoBatchingPolicy)
+    # Deadline-aware closing needs the queue itself: only plain fixed limits have a fast path.
+    fixed = type(policy) in (FixedPolicy, NoBatchingPolicy) and not policy.limits(0.0).service_s
     if fixed and target == "pool" and profile.iaas and profile.iaas.max_batch_size is not None:
         if policy.limits(0.0).max_size > profile.iaas.max_batch_size:
             raise ValueError(f"batch size {policy.limits(0.0).max_size} exceeds the pool's max_batch_size {profile.iaas.max_batch_size}")

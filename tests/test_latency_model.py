@@ -53,7 +53,7 @@ def test_every_request_is_accounted_for(arrivals: MAP, batch_size: int) -> None:
     assert dist.size_pmf.sum() == pytest.approx(1.0, abs=1e-9)
     assert (dist.size_pmf >= -1e-12).all()
     # The expected number of requests over all waits is the mean batch size.
-    total = dist.cumulative[:, -1].sum() + dist.at_timeout.sum()
+    total = dist.cumulative[:, -1].sum() + dist.at_cap.sum()
     assert total == pytest.approx(dist.mean_batch_size, rel=1e-3)
     service = 0.002 + 0.0001 * np.arange(1, batch_size + 1)
     xs = np.linspace(0.0, 0.02, 200)

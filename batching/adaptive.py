@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 
 from .arrivals import MAP
 from .estimator import ArrivalEstimator
@@ -52,6 +53,7 @@ class AdaptivePolicy:
         # Deadline-aware closing for the tuned SLO: a batch about to make its oldest
         # request late is released early (`BatchLimits`), and the tuner models that.
         self.deadline_aware = deadline_aware
+        self.allowance_s = 0.0  # measured lateness beyond the targets' predictions (`OverrunTracker`)
         self._limits = initial
         self.choice: Choice | None = None
         self.tuned_for: MAP | None = None
@@ -90,7 +92,8 @@ class AdaptivePolicy:
     def solve(self, model: MAP) -> TuneResult:
         """Pure: run the tuner. Safe to call from a worker thread."""
         slo = self.tuning_slo_s
-        return tune_coarse_to_fine(model, self.targets, slo, self.percentile, deadline_s=slo if self.deadline_aware else None)
+        targets = [replace(t, overhead_s=t.overhead_s + self.allowance_s) for t in self.targets]
+        return tune_coarse_to_fine(model, targets, slo, self.percentile, deadline_s=slo if self.deadline_aware else None)
 
     @property
     def tuning_slo_s(self) -> float:
@@ -103,15 +106,37 @@ class AdaptivePolicy:
         if chosen is None:
             return
         self.choice = chosen
-        timeout = math.floor(chosen.timeout_s * 1e6) / 1e6
-        if self.deadline_aware:
-            target = chosen.target
-            service = tuple(float(s) + target.overhead_s for s in target.service_s)
-            self._limits = BatchLimits(chosen.batch_size, timeout, service, self.tuning_slo_s)
-        else:
-            self._limits = BatchLimits(chosen.batch_size, timeout)
+        self._limits = self._limits_for(chosen)
         self.tuned_for = model
         self.retunes += 1
+
+    def _limits_for(self, chosen: Choice) -> BatchLimits:
+        timeout = math.floor(chosen.timeout_s * 1e6) / 1e6
+        if not self.deadline_aware:
+            return BatchLimits(chosen.batch_size, timeout)
+        return BatchLimits(chosen.batch_size, timeout, self.predicted_service(chosen), self.tuning_slo_s)
+
+    def predicted_service(self, chosen: Choice | None = None) -> tuple[float, ...]:
+        """Close-to-answer times by batch size on the chosen target (by name: the solve
+        may have added an allowance to its copy): s(b), its overhead, and the measured
+        allowance. Empty before the first choice."""
+        chosen = chosen or self.choice
+        if chosen is None:
+            return ()
+        base = next(t for t in self.targets if t.name == chosen.target.name)
+        return tuple(float(s) + base.overhead_s + self.allowance_s for s in base.service_s)
+
+    def base_service(self, rows: int) -> float:
+        """The prediction without the allowance: what overruns are measured against."""
+        service = self.predicted_service()
+        return service[min(rows, len(service)) - 1] - self.allowance_s if service else 0.0
+
+    def allow(self, allowance_s: float) -> None:
+        """Take a new measured allowance: at once for deadline-aware closing, and in the
+        next solve for the tuner."""
+        self.allowance_s = max(0.0, allowance_s)
+        if self.choice is not None:
+            self._limits = self._limits_for(self.choice)
 
     def _close(self, fitted: MAP, tuned: MAP, samples: int) -> bool:
         """Is the fitted traffic within estimation noise of what was tuned for? A window

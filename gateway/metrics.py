@@ -46,6 +46,10 @@ class Metrics:
             "sluice_backend_errors", "Failed batches, by model, backend instance and kind (unavailable, error).",
             ["model", "backend", "kind"], registry=r,
         )  # fmt: skip
+        self.batches_closed = Counter(
+            "sluice_batches_closed", "Batches closed, by model and why: size, timeout, deadline (closed early so "
+            "that its oldest request is answered in time) or drain.", ["model", "reason"], registry=r,
+        )  # fmt: skip
         self.retries = Counter(
             "sluice_batch_retries", "Batches placed again after their instance failed.", ["model"], registry=r
         )
@@ -74,6 +78,10 @@ class Metrics:
             "sluice_predicted_latency_seconds", "The tuner's predicted latency at the SLO percentile.", ["model"],
             registry=r,
         )  # fmt: skip
+        self.allowance = Gauge(
+            "sluice_latency_allowance_seconds", "Measured lateness of batches beyond the predicted service time, "
+            "allowed for by deadline-aware closing (adaptive policy).", ["model"], registry=r,
+        )  # fmt: skip
         self.retunes = Gauge("sluice_policy_retunes", "Re-tunes applied by the adaptive policy.", ["model"], registry=r)
 
     def watch_policy(self, model: str, policy) -> None:
@@ -87,6 +95,7 @@ class Metrics:
         self.arrival_acf1.labels(model).set_function(lambda: fitted().acf(1) if fitted() else 0.0)
         self.predicted_latency.labels(model).set_function(lambda: policy.choice.latency_s if policy.choice else 0.0)
         self.retunes.labels(model).set_function(lambda: policy.retunes)
+        self.allowance.labels(model).set_function(lambda: policy.allowance_s)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -122,6 +131,13 @@ class ModelMetrics:
         child = self._children.get(key)
         if child is None:
             child = self._children[key] = self._metrics.dispatches.labels(self.model, backend)
+        return child
+
+    def batches_closed(self, reason: str) -> Counter:
+        key = ("closed", reason)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self._metrics.batches_closed.labels(self.model, reason)
         return child
 
     def backend_errors(self, backend: str, kind: str) -> Counter:

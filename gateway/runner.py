@@ -20,6 +20,7 @@ import numpy as np
 
 from backends import BackendError, BackendUnavailable, Instance, Pool
 from batching import Batch, BatchPolicy, BatchQueue, Request, concat_inputs, split_outputs
+from batching.overrun import OverrunTracker
 from scheduler import pick_instance
 
 from .metrics import ModelMetrics
@@ -67,6 +68,9 @@ class ModelRunner:
         self._draining = False
         self._idle = asyncio.Event()
         self._idle.set()
+        # Deadline-aware closing allows for how late batches really are (`OverrunTracker`).
+        self._overruns = OverrunTracker() if hasattr(policy, "allow") else None
+        self._recorded = 0
         pool.on_capacity(self._dispatch)
         # Computed when Prometheus scrapes, not on every request.
         metrics.queue_depth.set_function(lambda: self.waiting)
@@ -106,11 +110,16 @@ class ModelRunner:
         # The loop's timers round to its clock tick and may fire a little early;
         # never let that stall the batch.
         now = max(time.monotonic(), due or 0.0)
-        self._accept(self.queue.poll(now))
+        batches = self.queue.poll(now)
+        for batch in batches:
+            batch.tags["planned"] = due  # its lateness counts as overrun
+        self._accept(batches)
         self._arm_timer()
 
     def _accept(self, batches: list[Batch]) -> None:
         if batches:
+            for batch in batches:
+                self.metrics.batches_closed(batch.reason).inc()
             self._ready.extend(batches)
             self._dispatch()
 
@@ -189,9 +198,23 @@ class ModelRunner:
             for request, result in zip(live, results):
                 if not request.payload.future.done():
                     request.payload.future.set_result(result)
+            if self._overruns is not None and batch.attempts == 0:
+                self._record_overrun(batch, sum(rows), now)
         finally:
             instance.inflight -= 1
             self._loop.call_soon(self._dispatch)
+
+    def _record_overrun(self, batch: Batch, rows: int, started: float) -> None:
+        """Answered later than predicted by: the timer's lateness plus the service time
+        beyond s(b). Waiting for a free instance is not counted: that is load, not noise."""
+        policy = self.queue.policy
+        planned = batch.tags.get("planned", batch.closed_at)
+        overrun = (batch.closed_at - planned) + (time.monotonic() - started - policy.base_service(rows))  # type: ignore[attr-defined]
+        tracker = self._overruns
+        tracker.record(overrun, len(batch.requests))  # type: ignore[union-attr]
+        self._recorded += 1
+        if self._recorded % 32 == 0:
+            policy.allow(tracker.allowance())  # type: ignore[union-attr, attr-defined]
 
     @staticmethod
     def _fail(requests: list[Request], error: RequestFailed) -> None:

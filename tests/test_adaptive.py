@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from batching.adaptive import AdaptivePolicy
 from batching.arrivals import MAP
+from batching.overrun import OverrunTracker
 from sim.profiles import ServiceProfile
 from sim.simulate import simulate
 from sim.tune import targets_from_profile
@@ -33,3 +35,32 @@ def test_batch_size_follows_a_step_in_load_and_the_slo_holds_at_both_levels() ->
     for part in (settled_low, settled_high):
         assert np.mean(result.latency_s[part] <= slo_s) >= percentile - 0.01
     assert policy.retunes >= 2
+
+
+def test_overruns_are_weighted_by_the_requests_they_delay() -> None:
+    tracker = OverrunTracker(quantile=0.9, minimum=4)
+    tracker.record(0.001, 1)
+    assert tracker.allowance() == 0.0, "too few batches seen to say"
+    for _ in range(8):
+        tracker.record(0.001, 1)
+    tracker.record(0.050, 30)  # one late batch, but most of the requests
+    assert tracker.allowance() == pytest.approx(0.050)
+    tracker.record(5.0, 1000)
+    assert tracker.allowance() == tracker.ceiling_s
+    early = OverrunTracker(minimum=1)
+    early.record(-0.003, 5)
+    assert early.allowance() == 0.0
+
+
+def test_a_measured_allowance_moves_deadline_aware_closing_at_once() -> None:
+    rng = np.random.default_rng(3)
+    policy = AdaptivePolicy(targets_from_profile(PROFILE, "faas", 1024), 0.25, 0.95, estimator=None, retune_s=1.0)
+    for t in np.cumsum(MAP.poisson(200.0).sample(3000, rng)):
+        policy.observe_arrival(float(t))
+    before = policy.limits(0.0)
+    assert policy.choice is not None and before.service_s and before.deadline_s == pytest.approx(0.25 * 0.97)
+    policy.allow(0.010)
+    after = policy.limits(0.0)
+    assert np.allclose(np.subtract(after.service_s, before.service_s), 0.010)
+    assert policy.base_service(4) == pytest.approx(before.predicted_service(4))
+    assert all(a <= b for a, b in zip(after.closing_caps(), before.closing_caps()))

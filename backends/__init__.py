@@ -1,8 +1,11 @@
-"""Where batches run: local ONNX worker processes, HTTP V2 upstreams, and their pools."""
+"""Where batches run: local ONNX worker processes, HTTP V2 upstreams, AWS Lambda functions
+(and `sluice faas-emulator`, a local stand-in for Lambda), and their pools."""
 
 from .base import Backend, BackendError, BackendUnavailable
 from .demo import DEMO_NAME, build_demo_model, demo_model_path
+from .faas_pool import FaasPool
 from .http_v2 import HttpV2Backend, Transport
+from .lambda_backend import FaasThrottled, InvocationReport, LambdaBackend, Report
 from .local_pool import LocalWorkerPool
 from .metadata import ModelMetadata, TensorSpec
 from .oip import InferRequest, ProtocolError, decode_request, decode_response, encode_request, encode_response
@@ -17,6 +20,11 @@ __all__ = [
     "WireTransport",
     "DEMO_NAME",
     "Backend",
+    "FaasPool",
+    "FaasThrottled",
+    "InvocationReport",
+    "LambdaBackend",
+    "Report",
     "BackendError",
     "BackendUnavailable",
     "HttpV2Backend",

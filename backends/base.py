@@ -32,9 +32,10 @@ class Backend(Protocol):
     name: str
 
     async def infer(
-        self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
+        self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None, deadline: float | None = None
     ) -> dict[str, np.ndarray]:
-        """Run one whole batch; raise BackendError or BackendUnavailable."""
+        """Run one whole batch; raise BackendError or BackendUnavailable. `deadline`
+        (time.monotonic()), when given, bounds any retrying the backend does itself."""
         ...
 
     async def metadata(self) -> ModelMetadata: ...

@@ -41,7 +41,7 @@ class HttpV2Backend:
         self._infer_path = f"/v2/models/{model}/infer"
 
     async def infer(
-        self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
+        self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None, deadline: float | None = None
     ) -> dict[str, np.ndarray]:
         body, header_length = encode_request(inputs, outputs, binary=self._binary)
         headers = {"Content-Type": "application/octet-stream" if header_length is not None else "application/json"}

@@ -58,6 +58,14 @@ class Pool(Protocol):
         ...
 
 
+async def wait_until_ready(backend: Backend, first_delay_s: float, max_delay_s: float = 5.0) -> None:
+    """Ask `backend.ready()` with exponential backoff until it says yes."""
+    delay = first_delay_s
+    while not await backend.ready():
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, max_delay_s)
+
+
 def new_session() -> aiohttp.ClientSession:
     # One keep-alive connection per in-flight batch is all a pool needs.
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60), auto_decompress=False)
@@ -101,10 +109,7 @@ class UpstreamPool:
             self._probes[instance] = asyncio.create_task(self._probe(instance))
 
     async def _probe(self, instance: Instance) -> None:
-        delay = 0.2
-        while not await instance.backend.ready():
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+        await wait_until_ready(instance.backend, first_delay_s=0.2)
         instance.healthy = True
         del self._probes[instance]
         log.info("upstream is ready", extra={"backend": instance.name})

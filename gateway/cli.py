@@ -9,11 +9,12 @@ from typing import Any
 
 from backends import aio, worker
 from backends.demo import demo_model_path
+from backends.faas_emulator import cli as faas_cli
 from sim import cli as sim_cli
 from sim import tune as tune_cli
 
 from . import config as config_mod
-from . import logs
+from . import logs, profile_cmd
 
 
 def _pairs(values: list[str] | None, flag: str) -> list[tuple[str, str]]:
@@ -74,11 +75,17 @@ def main(argv: list[str] | None = None) -> None:
     worker.add_arguments(sub.add_parser("worker", help="serve one ONNX model for whole batches (used by local pools)"))
     sim_cli.add_arguments(sub.add_parser("sim", help="what-if: batching latency and cost on a trace, at virtual time"))
     tune_cli.add_arguments(sub.add_parser("tune", help="choose batch size, timeout and memory for an SLO at the lowest cost"))
+    faas_cli.add_arguments(sub.add_parser("faas-emulator", help="a local AWS Lambda Invoke API running ONNX functions"))
+    profile_cmd.add_arguments(sub.add_parser("profile", help="measure a backend's batch times; write a service profile"))
     args = parser.parse_args(argv)
     if args.command == "sim":
         sys.exit(sim_cli.run(args, policy_factory=tune_cli.adaptive_policy))
     if args.command == "tune":
         sys.exit(tune_cli.run(args))
+    if args.command == "faas-emulator":
+        sys.exit(faas_cli.run(args))
+    if args.command == "profile":
+        sys.exit(profile_cmd.run(args))
     if args.command == "worker":
         worker.run(args)
         return

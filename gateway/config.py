@@ -19,6 +19,12 @@ path = "/models/demo.onnx"
 [models.resnet]       # or any server that speaks the Open Inference Protocol
 upstream = ["http://127.0.0.1:8001"]
 batch_size = 8
+
+[models.bert.faas]    # or a serverless function: every batch is one invocation
+function = "bert-batch"
+region = "us-east-1"  # endpoint_url = "http://127.0.0.1:9000" for `sluice faas-emulator`
+memory_mb = 2048
+concurrency = 20
 ```
 A flag such as `--batch-size` applies to every model and wins over the file.
 """
@@ -43,6 +49,34 @@ def _default_workers() -> int:
 
 
 @dataclass(frozen=True)
+class FaasConfig:
+    """A model's serverless function (AWS Lambda, or anything speaking its Invoke API).
+    Region, endpoint and credentials not given here come from boto3's usual chain."""
+
+    function: str
+    region: str | None = None
+    endpoint_url: str | None = None
+    qualifier: str | None = None
+    memory_mb: int = 1024  # what the function is configured with: the bill is per GB-second
+    concurrency: int = 10  # batches in flight at once: the function's limit, or this gateway's share
+    timeout_s: float = 60.0
+    price_per_gb_s: float = 0.0000166667  # AWS Lambda, x86, us-east-1
+    price_per_request: float = 0.0000002
+
+    def check(self, model: str) -> None:
+        if not self.function:
+            raise ConfigError(f"model {model!r}: [faas] needs a function name")
+        if self.memory_mb < 128 or self.concurrency < 1 or self.timeout_s <= 0:
+            raise ConfigError(f"model {model!r}: [faas] memory_mb >= 128, concurrency >= 1 and timeout_s > 0")
+        if self.endpoint_url is not None and not self.endpoint_url.startswith(("http://", "https://")):
+            raise ConfigError(f"model {model!r}: [faas] endpoint_url {self.endpoint_url!r} is not an http(s) URL")
+
+    def batch_cost(self, billed_ms: float) -> float:
+        """One invocation's bill: billed duration (whole ms) x memory, plus the request."""
+        return billed_ms / 1000.0 * self.memory_mb / 1024.0 * self.price_per_gb_s + self.price_per_request
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     name: str
     path: str | None = None
@@ -59,10 +93,16 @@ class ModelConfig:
     backend_timeout_s: float = 30.0
     max_attempts: int = 3
     unavailable_grace_s: float = 5.0  # with no healthy instance, how long batches wait before a 503
+    faas: FaasConfig | None = None  # alone: every batch goes to the function
 
     def check(self) -> None:
-        if bool(self.path) == bool(self.upstream):
-            raise ConfigError(f"model {self.name!r}: give exactly one of 'path' (ONNX file) or 'upstream' (URLs)")
+        backends = bool(self.path) + bool(self.upstream) + (self.faas is not None)
+        if backends != 1:
+            raise ConfigError(
+                f"model {self.name!r}: give exactly one of 'path' (ONNX file), 'upstream' (URLs) or a [faas] table"
+            )
+        if self.faas is not None:
+            self.faas.check(self.name)
         if self.policy == "adaptive" and self.slo_ms is None:
             raise ConfigError(f"model {self.name!r}: the adaptive policy needs slo_ms")
         if self.slo_ms is not None and self.slo_ms <= 0 or not 0 < self.percentile < 100:
@@ -129,6 +169,16 @@ def _model(name: str, values: dict[str, Any]) -> ModelConfig:
     values = dict(values)
     if "policy" not in values and values.get("slo_ms") is not None:
         values["policy"] = "adaptive"  # an SLO without a policy asks for the adaptive one
+    faas = values.get("faas")
+    if faas is not None:
+        if not isinstance(faas, dict):
+            raise ConfigError(f"model {name!r}: faas must be a table")
+        unknown = faas.keys() - {f.name for f in fields(FaasConfig)}
+        if unknown:
+            raise ConfigError(f"model {name!r}: unknown [faas] setting(s) {sorted(unknown)}")
+        if "function" not in faas:
+            raise ConfigError(f"model {name!r}: [faas] needs a function name")
+        values["faas"] = FaasConfig(**_checked(f"model {name!r} [faas]", faas, FaasConfig))
     upstream = values.get("upstream")
     if isinstance(upstream, str):
         values["upstream"] = (upstream,)

@@ -53,6 +53,26 @@ class Metrics:
         self.retries = Counter(
             "sluice_batch_retries", "Batches placed again after their instance failed.", ["model"], registry=r
         )
+        self.faas_invocations = Counter(
+            "sluice_faas_invocations", "Function invocations, by model, function and outcome (ok, error, throttled).",
+            ["model", "function", "outcome"], registry=r,
+        )  # fmt: skip
+        self.faas_cold_starts = Counter(
+            "sluice_faas_cold_starts", "Invocations that started a new execution environment.", ["model", "function"],
+            registry=r,
+        )  # fmt: skip
+        self.faas_throttles = Counter(
+            "sluice_faas_throttles", "Invocations refused for lack of concurrency (429), retried or placed elsewhere.",
+            ["model", "function"], registry=r,
+        )  # fmt: skip
+        self.faas_billed = Counter(
+            "sluice_faas_billed_seconds", "Billed function duration (1 ms granularity).", ["model", "function"],
+            registry=r,
+        )  # fmt: skip
+        self.cost = Counter(
+            "sluice_cost_usd", "What serving cost, in US dollars, by model and backend (faas: billed duration x "
+            "memory + the request price).", ["model", "backend"], registry=r,
+        )  # fmt: skip
         self.healthy_instances = Gauge(
             "sluice_healthy_instances", "Pool instances able to take a batch.", ["model"], registry=r
         )
@@ -139,6 +159,19 @@ class ModelMetrics:
         if child is None:
             child = self._children[key] = self._metrics.batches_closed.labels(self.model, reason)
         return child
+
+    def faas_invocation(self, function: str, outcome: str, throttles: int, billed_ms: float | None,
+                        cold: bool, cost_usd: float) -> None:  # fmt: skip
+        m = self._metrics
+        m.faas_invocations.labels(self.model, function, outcome).inc()
+        if throttles:
+            m.faas_throttles.labels(self.model, function).inc(throttles)
+        if cold:
+            m.faas_cold_starts.labels(self.model, function).inc()
+        if billed_ms is not None:
+            m.faas_billed.labels(self.model, function).inc(billed_ms / 1000.0)
+        if cost_usd:
+            m.cost.labels(self.model, "faas").inc(cost_usd)
 
     def backend_errors(self, backend: str, kind: str) -> Counter:
         return self._metrics.backend_errors.labels(self.model, backend, kind)  # the rare path

@@ -36,6 +36,11 @@ class RequestFailed(Exception):
         self.status, self.retry_after = status, retry_after
 
 
+def min_deadline(requests: list[Request]) -> float | None:
+    deadlines = [r.deadline for r in requests if r.deadline is not None]
+    return min(deadlines) if deadlines else None
+
+
 @dataclass(slots=True)
 class _Work:
     inputs: dict[str, np.ndarray]
@@ -170,7 +175,8 @@ class ModelRunner:
             m.dispatches(instance.name).inc()
             m.batches_in_flight.inc()
             try:
-                outputs = await instance.backend.infer(concat_inputs([r.payload.inputs for r in live]))
+                inputs = concat_inputs([r.payload.inputs for r in live])
+                outputs = await instance.backend.infer(inputs, deadline=min_deadline(live))
                 results = split_outputs(outputs, rows)
             finally:
                 m.batches_in_flight.dec()

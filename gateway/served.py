@@ -8,13 +8,15 @@ import time
 from dataclasses import dataclass
 
 from backends import BackendError, LocalWorkerPool, ModelMetadata, Pool, UpstreamPool
+from backends.faas_pool import FaasPool
+from backends.lambda_backend import InvocationReport, LambdaBackend
 from backends.profiling import measure_batch_times, service_curve
 from batching import BatchPolicy, FixedPolicy, NoBatchingPolicy
 from batching.adaptive import AdaptivePolicy
 from batching.tuner import MAX_BATCH, Target
 
-from .config import ModelConfig
-from .metrics import Metrics
+from .config import FaasConfig, ModelConfig
+from .metrics import Metrics, ModelMetrics
 from .retune import RetuneLoop
 from .runner import ModelRunner
 
@@ -45,7 +47,9 @@ class ServedModel:
         return any(i.healthy for i in self.pool.instances)
 
 
-def make_pool(config: ModelConfig) -> Pool:
+def make_pool(config: ModelConfig, metrics: ModelMetrics | None = None) -> Pool:
+    if config.faas is not None:
+        return FaasPool(make_lambda_backend(config.faas, metrics), config.faas.concurrency)
     if config.path:
         return LocalWorkerPool(
             config.path, config.name, config.workers, threads=config.worker_threads, timeout_s=config.backend_timeout_s
@@ -53,6 +57,22 @@ def make_pool(config: ModelConfig) -> Pool:
     return UpstreamPool(
         list(config.upstream), config.name, max_inflight=config.upstream_max_inflight,
         binary=config.upstream_binary, timeout_s=config.backend_timeout_s,
+    )  # fmt: skip
+
+
+def make_lambda_backend(faas: FaasConfig, metrics: ModelMetrics | None) -> LambdaBackend:
+    """The function's backend; each invocation's REPORT line feeds the FaaS metrics and cost."""
+
+    def report(r: InvocationReport) -> None:
+        if metrics is None:
+            return
+        outcome = "ok" if r.ok else ("throttled" if r.billed_ms is None and r.throttles else "error")
+        cost = faas.batch_cost(r.billed_ms) if r.billed_ms is not None else 0.0
+        metrics.faas_invocation(r.function, outcome, r.throttles, r.billed_ms, r.cold, cost)
+
+    return LambdaBackend(
+        faas.function, region=faas.region, endpoint_url=faas.endpoint_url, qualifier=faas.qualifier,
+        timeout_s=faas.timeout_s, max_concurrency=faas.concurrency, on_report=report,
     )  # fmt: skip
 
 
@@ -100,7 +120,8 @@ async def _fetch_metadata(name: str, pool: Pool) -> ModelMetadata:
 
 
 async def start_model(config: ModelConfig, metrics: Metrics) -> ServedModel:
-    pool = make_pool(config)
+    model_metrics = metrics.for_model(config.name)
+    pool = make_pool(config, model_metrics)
     started = time.monotonic()
     await pool.start()
     try:
@@ -113,7 +134,7 @@ async def start_model(config: ModelConfig, metrics: Metrics) -> ServedModel:
         await pool.stop()
         raise
     runner = ModelRunner(
-        config.name, policy, pool, metrics.for_model(config.name),
+        config.name, policy, pool, model_metrics,
         max_attempts=config.max_attempts, outage_grace_s=config.unavailable_grace_s,
     )  # fmt: skip
     log.info(

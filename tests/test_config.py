@@ -237,6 +237,13 @@ ERRORS = [
         '[models.a]\nupstream = ["http://h:1", "127.0.0.1:8001"]\n', None, "'127.0.0.1:8001' is not an http", id="no-scheme"
     ),
     pytest.param("", {"models": {"a": {"upstream": ["grpc://h:1"]}}}, "is not an http", id="bad-url-flag"),
+    pytest.param('[models.a]\npath = "/a.onnx"\n[models.a.faas]\nfunction = "f"\n', None, "exactly one of", id="path-and-faas"),
+    pytest.param("[models.a.faas]\nregion = 'us-east-1'\n", None, "needs a function name", id="faas-without-function"),
+    pytest.param("[models.a.faas]\nfunction = 'f'\nmemroy_mb = 512\n", None, r"unknown \[faas\] setting\(s\) \['memroy_mb'\]", id="faas-typo"),
+    pytest.param("[models.a.faas]\nfunction = 'f'\nconcurrency = 0\n", None, "concurrency >= 1", id="faas-concurrency-0"),
+    pytest.param("[models.a.faas]\nfunction = 'f'\nmemory_mb = '1GB'\n", None, "memory_mb = '1GB' is not a valid int", id="faas-memory-type"),
+    pytest.param("[models.a.faas]\nfunction = 'f'\nendpoint_url = 'localhost:9000'\n", None, "is not an http", id="faas-endpoint-scheme"),
+    pytest.param("[models.a]\nfaas = 'f'\n", None, "faas must be a table", id="faas-not-a-table"),
     pytest.param("[models.a\npath = 1\n", None, "cannot read config", id="malformed-toml"),
     pytest.param('[models.a]\npath = "/a.onnx"\npath = "/b.onnx"\n', None, "cannot read config", id="duplicate-toml-key"),
 ]
@@ -311,3 +318,24 @@ def test_an_slo_makes_the_adaptive_policy_the_default(tmp_path: Path) -> None:
     assert config.models["a"].policy == "adaptive"
     assert config.models["b"].policy == "fixed"  # an explicit policy wins
     assert config.models["a"].percentile == 99.0
+
+
+def test_a_faas_table_configures_a_function_only_model(tmp_path: Path) -> None:
+    path = write_toml(
+        tmp_path,
+        """
+        [models.bert]
+        slo_ms = 200
+        [models.bert.faas]
+        function = "bert-batch"
+        endpoint_url = "http://127.0.0.1:9000"
+        memory_mb = 2048
+        concurrency = 4
+        """,
+    )
+    model = load(path, {}, no_demo).models["bert"]
+    assert model.path is None and model.upstream == ()
+    assert model.faas is not None and model.faas.function == "bert-batch" and model.faas.memory_mb == 2048
+    assert model.faas.concurrency == 4 and model.faas.region is None and model.policy == "adaptive"
+    # 100 ms billed at 2 GB: 0.2 GB-s at the default price, plus one request.
+    assert model.faas.batch_cost(100.0) == pytest.approx(0.2 * 0.0000166667 + 0.0000002)

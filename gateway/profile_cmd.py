@@ -1,0 +1,213 @@
+"""`sluice profile`: measure a real backend and write the service profile `sluice sim` and `sluice tune` read.
+
+- `--target worker --model PATH.onnx`: starts a local worker for the model (timing
+  its startup too) and measures it through the same hop the gateway uses.
+- `--target upstream --url URL --model-name NAME`: any Open Inference Protocol server.
+- `--target faas --function NAME`: a Lambda function (or `sluice faas-emulator`, with
+  `--endpoint-url`). The warm time per batch size is the function's own REPORT
+  Duration (what is billed); the invocation overhead is the rest of the round trip;
+  the cold start is measured by forcing new execution environments (a configuration
+  update, as on AWS) and timing the first invocation. With `--memory-mb 1024,2048`
+  each memory size is set in turn and measured.
+
+The result follows DESIGN.md's profile contract, with measured tables (`batch_ms`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+import uuid
+from typing import Any
+
+from backends import AiohttpTransport, BackendError, HttpV2Backend, LocalWorkerPool
+from backends.lambda_backend import InvocationReport, LambdaBackend
+from backends.pool import new_session
+from backends.profiling import synthetic_inputs
+
+TARGETS = ("worker", "faas", "upstream")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--target", choices=TARGETS, required=True)
+    parser.add_argument("--model", metavar="PATH.onnx", help="worker: the model to start a worker for")
+    parser.add_argument("--threads", type=int, default=1, help="worker: onnxruntime threads (default 1)")
+    parser.add_argument("--url", help="upstream: the server's base URL")
+    parser.add_argument("--model-name", help="upstream: the model's name on the server")
+    parser.add_argument("--function", help="faas: the function name")
+    parser.add_argument("--endpoint-url", help="faas: e.g. http://127.0.0.1:9000 for sluice faas-emulator")
+    parser.add_argument("--region", help="faas: AWS region (default: boto3's chain)")
+    parser.add_argument("--memory-mb", help="faas: memory sizes to set and measure in turn, e.g. 1024,2048")
+    parser.add_argument("--cold-starts", type=int, default=3, help="faas: cold starts to time (default 3)")
+    parser.add_argument("--batch-sizes", default="1,2,4,8,16,32", help="comma-separated (default 1,2,4,8,16,32)")
+    parser.add_argument("--repeats", type=int, default=7, help="timed calls per batch size (median; default 7)")
+    parser.add_argument("--name", help="the profile's name (default: the model or function)")
+    parser.add_argument("--price-per-hour", type=float, default=0.085, help="worker/upstream: instance price")
+    parser.add_argument("--price-per-gb-s", type=float, default=0.0000166667, help="faas: price per GB-second")
+    parser.add_argument("--price-per-request", type=float, default=0.0000002, help="faas: price per invocation")
+    parser.add_argument("--output", metavar="FILE", help="write the profile here")
+    parser.add_argument("--json", action="store_true", help="print one JSON object (the profile) on stdout")
+
+
+def _sizes(text: str, flag: str) -> list[int]:
+    try:
+        values = sorted({int(v) for v in text.split(",") if v.strip()})
+    except ValueError:
+        raise ValueError(f"{flag} must be comma-separated whole numbers, got {text!r}") from None
+    if not values or values[0] < 1:
+        raise ValueError(f"{flag} must be positive whole numbers, got {text!r}")
+    return values
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        sizes = _sizes(args.batch_sizes, "--batch-sizes")
+        if len(sizes) < 2:
+            raise ValueError("--batch-sizes needs at least two sizes (a profile's curve needs two points)")
+        if args.repeats < 1 or args.cold_starts < 0:
+            raise ValueError("--repeats must be at least 1 and --cold-starts not negative")
+        needed = {"worker": ("model",), "upstream": ("url", "model_name"), "faas": ("function",)}[args.target]
+        missing = [f"--{n.replace('_', '-')}" for n in needed if not getattr(args, n)]
+        if missing:
+            raise ValueError(f"--target {args.target} needs {' and '.join(missing)}")
+        memories = _sizes(args.memory_mb, "--memory-mb") if args.memory_mb else []
+        profile = asyncio.run(_measure(args, sizes, memories))
+    except (ValueError, OSError, RuntimeError, BackendError) as exc:
+        print(f"sluice profile: {exc}", file=sys.stderr)
+        return 2
+    text = json.dumps(profile, indent=None if args.json else 2)
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(text + "\n")
+    if args.json:
+        print(text)
+    elif not args.output:
+        print(text)
+    else:
+        print(f"wrote {args.output}")
+    return 0
+
+
+async def _measure(args: argparse.Namespace, sizes: list[int], memories: list[int]) -> dict[str, Any]:
+    if args.target == "faas":
+        return await _measure_faas(args, sizes, memories)
+    if args.target == "worker":
+        pool = LocalWorkerPool(args.model, "profiled", 1, threads=args.threads)
+        await pool.start()
+        try:
+            if not pool.instances or not pool.instances[0].healthy:
+                raise RuntimeError(f"the worker for {args.model} did not start")
+            startup_s = pool.startup_seconds[0] if pool.startup_seconds else 0.0
+            batch_ms = await _warm_times(pool.instances[0].backend, sizes, args.repeats)
+        finally:
+            await pool.stop()
+        name = args.name or args.model.rsplit("/", 1)[-1].removesuffix(".onnx")
+    else:
+        session = new_session()
+        try:
+            backend = HttpV2Backend(AiohttpTransport(args.url, session, 60.0), args.model_name, name=args.url)
+            startup_s = 60.0  # an upstream's startup is not ours to see
+            batch_ms = await _warm_times(backend, sizes, args.repeats)
+        finally:
+            await session.close()
+        name = args.name or args.model_name
+    iaas = {"batch_ms": batch_ms, "max_batch_size": max(sizes), "price_per_hour": args.price_per_hour,
+            "startup_s": round(startup_s, 3)}  # fmt: skip
+    return {"name": name, "iaas": iaas}
+
+
+async def _warm_times(backend: Any, sizes: list[int], repeats: int) -> dict[str, float]:
+    """Median ms per batch size through the backend, after one warm-up call each."""
+    metadata = await backend.metadata()
+    result = {}
+    for size in sizes:
+        inputs = synthetic_inputs(metadata, size)
+        await backend.infer(inputs)
+        samples = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            await backend.infer(inputs)
+            samples.append(time.perf_counter() - started)
+        result[str(size)] = round(statistics.median(samples) * 1e3, 4)
+    return result
+
+
+async def _measure_faas(args: argparse.Namespace, sizes: list[int], memories: list[int]) -> dict[str, Any]:
+    reports: list[InvocationReport] = []
+    backend = LambdaBackend(args.function, region=args.region, endpoint_url=args.endpoint_url, on_report=reports.append)
+    try:
+        metadata = await backend.metadata()
+        curves: dict[str, dict[str, Any]] = {}
+        overheads: list[float] = []
+        colds: list[float] = []
+        for memory in memories or [None]:
+            if memory is not None:
+                await _configure(backend, {"MemorySize": memory})
+            current = memory or await _memory_of(backend)
+            one = synthetic_inputs(metadata, 1)
+            for _ in range(args.cold_starts):  # a new configuration retires every warm environment
+                await _configure(backend, {"Environment": {"Variables": {"SLUICE_PROFILE_NONCE": uuid.uuid4().hex}}})
+                reports.clear()
+                await backend.infer(one)
+                cold = reports[-1]
+                warm_round_trips = []
+                for _ in range(3):
+                    reports.clear()
+                    await backend.infer(one)
+                    warm_round_trips.append(reports[-1].duration_s)
+                colds.append(cold.duration_s - statistics.median(warm_round_trips))
+            batch_ms = {}
+            for size in sizes:
+                inputs = synthetic_inputs(metadata, size)
+                await backend.infer(inputs)
+                inside, overhead = [], []
+                for _ in range(args.repeats):
+                    reports.clear()
+                    await backend.infer(inputs)
+                    report = reports[-1]
+                    if report.report is None:
+                        raise RuntimeError("the function sent no REPORT line in its log tail (LogType=Tail)")
+                    inside.append(report.report.duration_ms)
+                    overhead.append(report.duration_s * 1e3 - report.report.duration_ms)
+                batch_ms[str(size)] = round(statistics.median(inside), 4)
+                overheads.extend(overhead)
+            curves[str(current)] = {"batch_ms": batch_ms}
+    finally:
+        await backend.close()
+    return {
+        "name": args.name or args.function,
+        "faas": {
+            "memory_mb": curves,
+            "invoke_overhead_ms": round(statistics.median(overheads), 4),
+            "cold_start_ms": round(statistics.median(colds) * 1e3, 3) if colds else 0.0,
+            "price_per_gb_s": args.price_per_gb_s,
+            "price_per_request": args.price_per_request,
+        },
+    }
+
+
+async def _configure(backend: LambdaBackend, changes: dict[str, Any]) -> None:
+    """UpdateFunctionConfiguration, then wait until the function has taken it."""
+    client = backend.client
+    loop = asyncio.get_running_loop()
+    if "Environment" in changes:
+        current = await loop.run_in_executor(None, lambda: client.get_function_configuration(FunctionName=backend.function))
+        variables = {**current.get("Environment", {}).get("Variables", {}), **changes["Environment"]["Variables"]}
+        changes = {**changes, "Environment": {"Variables": variables}}
+    await loop.run_in_executor(None, lambda: client.update_function_configuration(FunctionName=backend.function, **changes))
+    for _ in range(120):
+        state = await loop.run_in_executor(None, lambda: client.get_function_configuration(FunctionName=backend.function))
+        if state.get("LastUpdateStatus", "Successful") == "Successful":
+            return
+        await asyncio.sleep(0.5)
+    raise RuntimeError(f"function {backend.function} did not finish updating its configuration")
+
+
+async def _memory_of(backend: LambdaBackend) -> int:
+    loop = asyncio.get_running_loop()
+    state = await loop.run_in_executor(None, lambda: backend.client.get_function_configuration(FunctionName=backend.function))
+    return int(state["MemorySize"])

@@ -1,0 +1,121 @@
+"""The Lambda backend through real boto3 against `sluice faas-emulator`, in process and behind
+the gateway: batches formed, outputs equal to onnxruntime, throttling absorbed, nothing lost."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+
+import aiohttp
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from backends import BackendError
+from backends.lambda_backend import PAYLOAD_LIMIT, InvocationReport, LambdaBackend, parse_report
+
+from .conftest import start_gateway, v2_body
+from .test_adaptive_serve import scrape
+from .test_faas_emulator import start_emulator
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(autouse=True)
+def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """boto3's chain finds these, in this process and in the gateway it starts."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+def test_the_report_line_says_what_was_billed_and_whether_it_was_cold() -> None:
+    tail = ("START RequestId: r Version: $LATEST\nEND RequestId: r\nREPORT RequestId: r\tDuration: 12.34 ms\t"
+            "Billed Duration: 13 ms\tMemory Size: 1024 MB\tMax Memory Used: 80 MB\tInit Duration: 456.78 ms\t\n")  # fmt: skip
+    report = parse_report(tail)
+    assert report is not None and (report.duration_ms, report.billed_ms, report.memory_mb) == (12.34, 13.0, 1024)
+    assert report.init_ms == 456.78
+    warm = parse_report(tail.replace("Init Duration: 456.78 ms\t", ""))
+    assert warm is not None and warm.init_ms is None
+    assert parse_report("no report here") is None
+
+
+async def test_a_batch_over_6_mb_is_split_and_a_bad_one_fails_alone(demo_path, reference) -> None:
+    emulator = start_emulator("--function", f"demo={demo_path}", "--max-concurrency", "4")
+    reports: list[InvocationReport] = []
+    backend = LambdaBackend("demo", region="us-east-1", endpoint_url=f"http://127.0.0.1:{emulator.port}", on_report=reports.append)
+    try:
+        x = np.random.default_rng(1).standard_normal((3000, 256)).astype(np.float32)  # about 9 MB of JSON
+        outputs = await backend.infer({"x": x})
+        np.testing.assert_allclose(outputs["y"], reference(x), rtol=1e-5, atol=1e-6)
+        assert len(reports) >= 2 and all(r.ok for r in reports), "the batch should have gone out in parts"
+        assert reports[0].report is not None and reports[0].report.billed_ms >= 1
+        with pytest.raises(BackendError, match="unknown input 'z'"):
+            await backend.infer({"z": x[:2]})
+        metadata = await backend.metadata()
+        assert [t.name for t in metadata.inputs] == ["x"] and metadata.batchable
+        assert await backend.ready()
+        assert not await LambdaBackend("missing", region="us-east-1", endpoint_url=f"http://127.0.0.1:{emulator.port}").ready()
+    finally:
+        await backend.close()
+        assert emulator.stop() == 0
+    assert PAYLOAD_LIMIT == 6 * 1024 * 1024
+
+
+async def post(session: aiohttp.ClientSession, url: str, x: np.ndarray) -> tuple[int, dict]:
+    async with session.post(f"{url}/v2/models/demo/infer", json=v2_body(x)) as resp:
+        return resp.status, await resp.json()
+
+
+async def test_the_gateway_batches_onto_the_function_and_absorbs_throttling(tmp_path, demo_path, reference) -> None:
+    """The function allows 1 invocation at a time, the gateway tries 3: throttled
+    invocations are retried until they run, and every request gets its right answer."""
+    emulator = start_emulator("--function", f"demo={demo_path}", "--max-concurrency", "1")
+    config = tmp_path / "sluice.toml"
+    config.write_text(textwrap.dedent(f"""
+        [models.demo]
+        batch_size = 8
+        timeout_ms = 20
+        [models.demo.faas]
+        function = "demo"
+        region = "us-east-1"
+        endpoint_url = "http://127.0.0.1:{emulator.port}"
+        memory_mb = 1024
+        concurrency = 3
+    """))
+    gw = None
+    try:
+        gw = start_gateway(tmp_path, "--config", str(config))
+        rng = np.random.default_rng(5)
+        xs = [rng.standard_normal((1, 256)).astype(np.float32) for _ in range(150)]
+        async with aiohttp.ClientSession() as session:
+            answers = await asyncio.gather(*(post(session, gw.url, x) for x in xs))
+            async with session.get(f"{gw.url}/metrics") as resp:
+                text = await resp.text()
+        metrics = await scrape(gw.url)
+    finally:
+        if gw is not None:
+            assert gw.stop() == 0
+        assert emulator.stop() == 0
+    for x, (status, body) in zip(xs, answers):
+        assert status == 200, body
+        np.testing.assert_allclose(np.array(body["outputs"][0]["data"]).reshape(1, 10), reference(x), rtol=1e-5, atol=1e-6)
+    batches = metrics[("sluice_batch_size_count", None)]
+    assert metrics[("sluice_batch_size_sum", None)] == 150 and batches < 150 / 2, "requests should share invocations"
+    # Every batch ran once, plus the startup call that asked the function for its metadata.
+    assert total(text, "sluice_faas_invocations_total", outcome="ok") == batches + 1
+    assert total(text, "sluice_faas_invocations_total", outcome="error") == 0
+    assert total(text, "sluice_faas_throttles_total") > 0
+    assert total(text, "sluice_faas_cold_starts_total") == 1  # one environment, reused
+    billed = total(text, "sluice_faas_billed_seconds_total")
+    assert total(text, "sluice_cost_usd_total", backend="faas") == pytest.approx(billed * 0.0000166667 + (batches + 1) * 0.0000002)
+
+
+def total(text: str, name: str, **labels: str) -> float:
+    """The sum of a metric's samples whose labels include `labels`."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from batching import BatchPolicy, FixedPolicy, NoBatchingPolicy
+from scheduler.keepwarm import KeepWarmPolicy
 
 from . import report
 from .profiles import ServiceProfile
@@ -39,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--instances", type=int, default=1, help="pool instances (default 1)")
     parser.add_argument("--concurrency-limit", type=int, help="FaaS: most invocations at once; more wait (default unlimited)")
     parser.add_argument("--keep-alive-s", type=float, default=600.0, help="FaaS: idle seconds before an environment is reclaimed (default 600)")
+    parser.add_argument("--keep-warm", action="store_true", help="FaaS: ping environments warm when the idle-time histogram says a batch is likely (scheduler.keepwarm)")
     parser.add_argument("--jitter", type=float, default=0.0, help="service-time noise: log-sd of a mean-1 lognormal factor (default 0)")
     parser.add_argument("--seed", type=int, default=0, help="seed for synthetic arrivals and jitter (default 0)")
     parser.add_argument("--json", action="store_true", help="print one JSON object: the summary and the settings used")
@@ -54,9 +56,14 @@ def run(args: argparse.Namespace, policy_factory: PolicyFactory | None = None) -
         profile = ServiceProfile.load(args.profile)
         arrivals = load_arrivals(args)
         policy = _policy(args, profile, policy_factory)
+        keep_warm = None
+        if args.keep_warm:
+            if args.target != "faas" or profile.faas is None:
+                raise ValueError("--keep-warm needs the faas target and a profile with a 'faas' section")
+            keep_warm = KeepWarmPolicy(args.keep_alive_s, profile.faas.cold_start_ms / 1000.0)
         result = simulate(
             arrivals, policy, profile, target=args.target, memory_mb=args.memory_mb, instances=args.instances,
-            concurrency_limit=args.concurrency_limit, keep_alive_s=args.keep_alive_s, jitter=args.jitter,
+            concurrency_limit=args.concurrency_limit, keep_alive_s=args.keep_alive_s, keep_warm=keep_warm, jitter=args.jitter,
             seed=args.seed, slo_s=args.slo_ms / 1000.0, progress=_progress_line() if sys.stderr.isatty() else None,
         )  # fmt: skip
     except (ValueError, OSError) as exc:
@@ -138,6 +145,7 @@ def _settings(args: argparse.Namespace, policy: BatchPolicy, memory: int | None,
         "instances": args.instances if args.target == "pool" else None,
         "concurrency_limit": args.concurrency_limit if args.target == "faas" else None,
         "keep_alive_s": args.keep_alive_s if args.target == "faas" else None,
+        "keep_warm": bool(args.keep_warm),
         "jitter": args.jitter,
         "seed": args.seed,
         "slo_ms": args.slo_ms,

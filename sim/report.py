@@ -40,6 +40,7 @@ def format_table(report: dict[str, Any]) -> str:
     lines.append(
         f"batches      {report['batches']:,}" + (f" (mean size {mean_size:.2f})" if mean_size else "")
         + f", cold starts {report['cold_starts']:,}"
+        + (f", keep-warm pings {report['keep_warm_pings']:,}" if report.get("keep_warm_pings") else "")
     )
     lines.append(f"simulated in {report['wall_s']:.2f} s ({s['path']} path)")
     return "\n".join(lines)

@@ -33,6 +33,7 @@ class SimResult:
     memory_mb: int | None  # the FaaS memory size used
     path: str  # "fast" (vectorized formation) or "event" (event-by-event)
     slo_s: float | None = None
+    pings: int = 0  # keep-warm invocations (FaaS), paid for in cost_usd
 
     @property
     def requests(self) -> int:
@@ -74,5 +75,6 @@ class SimResult:
             "batches": self.batches,
             "mean_batch_size": requests / self.batches if self.batches else None,
             "cold_starts": int(np.count_nonzero(self.cold)),
+            "keep_warm_pings": self.pings,
             "wall_s": self.wall_s,
         }

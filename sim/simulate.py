@@ -24,6 +24,8 @@ import numpy as np
 from batching import BatchPolicy, BatchQueue, FixedPolicy, NoBatchingPolicy, Request
 from batching.formation import REASONS, form_batches
 
+from scheduler.keepwarm import KeepWarmPolicy
+
 from .engine import Engine
 from .profiles import ServiceProfile
 from .results import SimResult
@@ -41,14 +43,27 @@ class WarmEnvironments:
     """FaaS execution environments. A batch reuses an environment that has been idle for
     less than keep_alive_s, else starts a new one (a cold start). Of several idle ones it
     takes the one idle longest: every reuse then refreshes the environment closest to
-    being reclaimed, which keeps as many warm as the traffic can."""
+    being reclaimed, which keeps as many warm as the traffic can.
 
-    def __init__(self, keep_alive_s: float) -> None:
+    With a `KeepWarmPolicy`, the policy hears of every invocation and its pings run as
+    short invocations (`ping_s` each) at the times it asks for; they are counted apart
+    (`pings`, and `ping_cold_starts` for the pings that started an environment)."""
+
+    def __init__(self, keep_alive_s: float, keep_warm: KeepWarmPolicy | None = None, ping_s: float = 0.001) -> None:
         self.keep_alive_s = keep_alive_s
+        self.keep_warm, self.ping_s = keep_warm, ping_s
+        self.pings = self.ping_cold_starts = 0
         self._free_at: list[float] = []  # heap: when each live environment is (or was) free
+        self._ends: list[float] = []  # heap: batch invocations' ends, not yet told to the policy
 
     def acquire(self, now: float) -> bool:
         """Take an environment at `now`; True if it had to be started cold."""
+        if self.keep_warm is not None:
+            self.advance(now)
+            self.keep_warm.started(now)
+        return self._take(now)
+
+    def _take(self, now: float) -> bool:
         free_at = self._free_at
         while free_at and now - free_at[0] >= self.keep_alive_s:
             heapq.heappop(free_at)  # idle too long: reclaimed by the provider
@@ -59,6 +74,31 @@ class WarmEnvironments:
 
     def release_at(self, free_time: float) -> None:
         heapq.heappush(self._free_at, free_time)
+        if self.keep_warm is not None:
+            heapq.heappush(self._ends, free_time)
+
+    def advance(self, until: float) -> None:
+        """Tell the policy of the invocations that ended, and run its pings, in time order up to `until`."""
+        policy = self.keep_warm
+        if policy is None:
+            return
+        while True:
+            end = self._ends[0] if self._ends else math.inf
+            ping = policy.next_wakeup()
+            ping = math.inf if ping is None else ping
+            if min(end, ping) > until or min(end, ping) == math.inf:
+                return
+            if end <= ping:
+                policy.ended(heapq.heappop(self._ends))
+                continue
+            count = policy.due(ping)
+            if count == 0 and policy.next_wakeup() == ping:
+                return  # nothing more will change before another invocation
+            taken = [self._take(ping) for _ in range(count)]
+            for _ in range(count):
+                heapq.heappush(self._free_at, ping + self.ping_s)
+            self.pings += count
+            self.ping_cold_starts += sum(taken)
 
 
 @dataclass
@@ -107,6 +147,7 @@ def simulate(
     instances: int = 1,
     concurrency_limit: int | None = None,
     keep_alive_s: float = 600.0,
+    keep_warm: KeepWarmPolicy | None = None,
     jitter: float = 0.0,
     seed: int = 0,
     slo_s: float | None = None,
@@ -127,7 +168,9 @@ def simulate(
         raise ValueError(f"path must be one of {PATHS}, got {path!r}")
     if not jitter >= 0:
         raise ValueError(f"jitter must be non-negative, got {jitter!r}")
-    resolved = _resolve_target(profile, target, memory_mb, instances, concurrency_limit, keep_alive_s)
+    if keep_warm is not None and target != "faas":
+        raise ValueError("keeping environments warm applies to the faas target")
+    resolved = _resolve_target(profile, target, memory_mb, instances, concurrency_limit, keep_alive_s, keep_warm)
     # Deadline-aware closing needs the queue itself: only plain fixed limits have a fast path.
     fixed = type(policy) in (FixedPolicy, NoBatchingPolicy) and not policy.limits(0.0).service_s
     if fixed and target == "pool" and profile.iaas and profile.iaas.max_batch_size is not None:
@@ -151,8 +194,14 @@ def simulate(
     if len(batch) != len(times) or (len(first) and not np.array_equal(first, np.cumsum(size) - size)):
         raise RuntimeError("batches do not cover the requests once each, in order")
     latency = (start[batch] - times) + delay[batch]
+    pings = 0
     if target == "faas":
         cost = float(np.sum(profile.faas_batch_cost(service, resolved.memory_mb))) if len(size) else 0.0
+        environments = resolved.environments
+        if environments is not None and environments.keep_warm is not None:
+            environments.advance(math.inf)  # the pings after the last batch are paid for too
+            pings = environments.pings
+            cost += pings * float(profile.faas_batch_cost(np.array([environments.ping_s]), resolved.memory_mb)[0])
     else:
         span = float(np.max(start + delay) - times[0]) if len(times) else 0.0
         cost = instances * span * profile.iaas.price_per_hour / 3600.0  # type: ignore[union-attr]
@@ -160,7 +209,7 @@ def simulate(
         arrival=times, latency_s=latency, batch=batch, close_time=close, start_time=start,
         size=size, reason=reason, cold=cold, service_s=service, cost_usd=cost,
         wall_s=time.perf_counter() - began, target=target, memory_mb=resolved.memory_mb,
-        path="fast" if use_fast else "event", slo_s=slo_s,
+        path="fast" if use_fast else "event", slo_s=slo_s, pings=pings,
     )  # fmt: skip
 
 
@@ -193,7 +242,7 @@ def resolved_memory(profile: ServiceProfile, memory_mb: int | None) -> int:
 
 def _resolve_target(
     profile: ServiceProfile, target: str, memory_mb: int | None, instances: int,
-    concurrency_limit: int | None, keep_alive_s: float,
+    concurrency_limit: int | None, keep_alive_s: float, keep_warm: KeepWarmPolicy | None = None,
 ) -> _Target:  # fmt: skip
     if target == "faas":
         if profile.faas is None:
@@ -205,7 +254,7 @@ def _resolve_target(
         memory = resolved_memory(profile, memory_mb)
         return _Target(
             "faas", lambda b: profile.faas_service_s(b, memory), profile.faas.invoke_overhead_ms / 1000.0,
-            profile.faas.cold_start_ms / 1000.0, concurrency_limit, WarmEnvironments(keep_alive_s), memory,
+            profile.faas.cold_start_ms / 1000.0, concurrency_limit, WarmEnvironments(keep_alive_s, keep_warm), memory,
         )  # fmt: skip
     if target == "pool":
         if profile.iaas is None:

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import boto3
 import numpy as np
@@ -50,6 +50,17 @@ _THROTTLED = {"TooManyRequestsException", "ThrottlingException", "EC2ThrottledEx
 _UNAVAILABLE = {"ServiceException", "ResourceNotReadyException", "ResourceConflictException", "SnapStartNotReadyException"}
 
 
+class InvocationObserver(Protocol):
+    """Hears when each batch's invocation starts and ends (on time.monotonic()), and
+    learns the cold start time: what `scheduler.keepwarm.KeepWarmPolicy` needs."""
+
+    cold_start_s: float
+
+    def started(self, now: float) -> None: ...
+
+    def ended(self, now: float) -> None: ...
+
+
 class FaasThrottled(BackendUnavailable):
     """The function kept refusing for lack of concurrency; `retry_after` suggests when to try again."""
 
@@ -67,6 +78,7 @@ class InvocationReport:
     report: Report | None  # None when no log tail came back
     throttles: int  # 429s before this invocation ran
     ok: bool
+    ping: bool = False  # a keep-warm invocation, not a batch
 
     @property
     def billed_ms(self) -> float | None:
@@ -120,12 +132,14 @@ class LambdaBackend:
         max_concurrency: int = 32,
         throttle_retry_s: float = 2.0,
         on_report: Callable[[InvocationReport], None] | None = None,
+        keep_warm: InvocationObserver | None = None,
         session: boto3.session.Session | None = None,
     ) -> None:
         self.function, self.name = function, f"lambda:{function}"
         self.qualifier = qualifier
         self.throttle_retry_s = throttle_retry_s
         self.on_report = on_report
+        self.keep_warm = keep_warm  # told when each batch's invocation starts and ends
         config = Config(
             connect_timeout=connect_timeout_s, read_timeout=timeout_s, retries={"total_max_attempts": 1},
             max_pool_connections=max_concurrency, tcp_keepalive=True,
@@ -147,7 +161,7 @@ class LambdaBackend:
             first, second = _split(inputs)
             parts = await asyncio.gather(self.infer(first, outputs, deadline), self.infer(second, outputs, deadline))
             return {name: np.concatenate([parts[0][name], parts[1][name]]) for name in parts[0]}
-        body = await self._invoke_until_run(payload, deadline)
+        body = await self._invoke_until_run(payload, deadline, batch=True)
         try:
             return decode_response(body)
         except (ProtocolError, ValueError) as exc:
@@ -161,6 +175,19 @@ class LambdaBackend:
         except (ValueError, KeyError, TypeError) as exc:
             raise BackendError(f"{self.name} sent bad metadata: {exc}") from exc
 
+    async def ping(self, count: int) -> None:
+        """`count` keep-warm invocations at once (so that many environments stay warm);
+        failures only lose the warmth."""
+        payload = json.dumps({"sluice": "ping"}).encode()
+
+        async def one() -> None:
+            try:
+                await self._invoke_until_run(payload, time.monotonic() + 1.0, ping=True)
+            except BackendError:
+                pass
+
+        await asyncio.gather(*(one() for _ in range(count)))
+
     async def ready(self) -> bool:
         """A DryRun invocation: the function exists and may be invoked."""
         try:
@@ -172,20 +199,25 @@ class LambdaBackend:
     async def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def _invoke_until_run(self, payload: bytes, deadline: float | None) -> bytes:
+    async def _invoke_until_run(self, payload: bytes, deadline: float | None, batch: bool = False, ping: bool = False) -> bytes:
         throttles, delay = 0, 0.02
         give_up = deadline if deadline is not None else time.monotonic() + self.throttle_retry_s
         while True:
             started = time.monotonic()
+            watched = batch and self.keep_warm is not None
+            if watched:
+                self.keep_warm.started(started)  # type: ignore[union-attr]
             try:
                 response = await self._call(InvocationType="RequestResponse", LogType="Tail", Payload=payload)
             except ClientError as exc:
+                if watched:
+                    self.keep_warm.ended(time.monotonic())  # type: ignore[union-attr]
                 code = exc.response.get("Error", {}).get("Code", "")
                 if code in _THROTTLED:
                     throttles += 1
                     wait = delay * (0.5 + random.random())
                     if time.monotonic() + wait >= give_up:
-                        self._report(started, None, throttles, ok=False)
+                        self._report(started, None, throttles, ok=False, ping=ping)
                         raise FaasThrottled(f"{self.name} throttled {throttles} times", retry_after=1.0) from exc
                     await asyncio.sleep(wait)
                     delay = min(delay * 2, 1.0)
@@ -193,11 +225,17 @@ class LambdaBackend:
                 if code in _UNAVAILABLE or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500:
                     raise BackendUnavailable(f"{self.name}: {code or 'error'}: {exc}") from exc
                 raise BackendError(f"{self.name}: {code or 'error'}: {exc}") from exc
+            except BaseException:
+                if watched:
+                    self.keep_warm.ended(time.monotonic())  # type: ignore[union-attr]
+                raise
+            if watched:
+                self.keep_warm.ended(time.monotonic())  # type: ignore[union-attr]
             body = response["Payload"].read()
             if response.get("FunctionError"):
-                self._report(started, response, throttles, ok=False)
+                self._report(started, response, throttles, ok=False, ping=ping)
                 raise BackendError(f"{self.name} failed ({response['FunctionError']}): {_error_message(body)}")
-            self._report(started, response, throttles, ok=True)
+            self._report(started, response, throttles, ok=True, ping=ping)
             return body
 
     async def _call(self, **kwargs: Any) -> dict[str, Any]:
@@ -211,13 +249,14 @@ class LambdaBackend:
         except RuntimeError as exc:  # the executor was shut down: the gateway is stopping
             raise BackendUnavailable(f"{self.name}: {exc}") from exc
 
-    def _report(self, started: float, response: dict[str, Any] | None, throttles: int, ok: bool) -> None:
-        if self.on_report is None:
-            return
+    def _report(self, started: float, response: dict[str, Any] | None, throttles: int, ok: bool, ping: bool) -> None:
         report = None
         if response is not None and response.get("LogResult"):
             report = parse_report(base64.b64decode(response["LogResult"]).decode("utf-8", "replace"))
-        self.on_report(InvocationReport(self.function, time.monotonic() - started, report, throttles, ok))
+        if report is not None and report.init_ms is not None and self.keep_warm is not None:
+            self.keep_warm.cold_start_s = report.init_ms / 1000.0  # learn the cold start from the function itself
+        if self.on_report is not None:
+            self.on_report(InvocationReport(self.function, time.monotonic() - started, report, throttles, ok, ping))
 
 
 def _error_message(body: bytes) -> str:

@@ -71,7 +71,8 @@ class Gateway:
         log.info("drained")
 
     async def cleanup(self, app: web.Application) -> None:
-        await asyncio.gather(*(m.retune.stop() for m in self.models.values() if m.retune), return_exceptions=True)
+        loops = [loop for m in self.models.values() for loop in (m.retune, m.keep_warm) if loop is not None]
+        await asyncio.gather(*(loop.stop() for loop in loops), return_exceptions=True)
         await asyncio.gather(*(m.pool.stop() for m in self.models.values()), return_exceptions=True)
 
     # -- helpers --------------------------------------------------------------

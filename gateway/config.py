@@ -62,6 +62,8 @@ class FaasConfig:
     timeout_s: float = 60.0
     price_per_gb_s: float = 0.0000166667  # AWS Lambda, x86, us-east-1
     price_per_request: float = 0.0000002
+    keep_warm: bool = False  # ping environments warm when the idle-time histogram expects a batch
+    keep_alive_s: float = 600.0  # how long the provider keeps an idle environment (AWS: unpublished, minutes)
 
     def check(self, model: str) -> None:
         if not self.function:

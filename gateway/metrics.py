@@ -58,7 +58,7 @@ class Metrics:
             ["model", "function", "outcome"], registry=r,
         )  # fmt: skip
         self.faas_cold_starts = Counter(
-            "sluice_faas_cold_starts", "Invocations that started a new execution environment.", ["model", "function"],
+            "sluice_faas_cold_starts", "Batch invocations that waited for a new execution environment.", ["model", "function"],
             registry=r,
         )  # fmt: skip
         self.faas_throttles = Counter(
@@ -166,7 +166,7 @@ class ModelMetrics:
         m.faas_invocations.labels(self.model, function, outcome).inc()
         if throttles:
             m.faas_throttles.labels(self.model, function).inc(throttles)
-        if cold:
+        if cold and outcome != "ping":  # a ping's cold start is the pre-warming itself
             m.faas_cold_starts.labels(self.model, function).inc()
         if billed_ms is not None:
             m.faas_billed.labels(self.model, function).inc(billed_ms / 1000.0)

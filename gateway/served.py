@@ -15,7 +15,10 @@ from batching import BatchPolicy, FixedPolicy, NoBatchingPolicy
 from batching.adaptive import AdaptivePolicy
 from batching.tuner import MAX_BATCH, Target
 
+from scheduler.keepwarm import KeepWarmPolicy
+
 from .config import FaasConfig, ModelConfig
+from .keepwarm import KeepWarmLoop
 from .metrics import Metrics, ModelMetrics
 from .retune import RetuneLoop
 from .runner import ModelRunner
@@ -33,6 +36,7 @@ class ServedModel:
     metadata: ModelMetadata
     runner: ModelRunner
     retune: RetuneLoop | None = None
+    keep_warm: KeepWarmLoop | None = None
 
     @property
     def name(self) -> str:
@@ -66,13 +70,14 @@ def make_lambda_backend(faas: FaasConfig, metrics: ModelMetrics | None) -> Lambd
     def report(r: InvocationReport) -> None:
         if metrics is None:
             return
-        outcome = "ok" if r.ok else ("throttled" if r.billed_ms is None and r.throttles else "error")
+        outcome = "ping" if r.ping else "ok" if r.ok else ("throttled" if r.billed_ms is None and r.throttles else "error")
         cost = faas.batch_cost(r.billed_ms) if r.billed_ms is not None else 0.0
         metrics.faas_invocation(r.function, outcome, r.throttles, r.billed_ms, r.cold, cost)
 
+    keep_warm = KeepWarmPolicy(faas.keep_alive_s, cold_start_s=1.0) if faas.keep_warm else None
     return LambdaBackend(
         faas.function, region=faas.region, endpoint_url=faas.endpoint_url, qualifier=faas.qualifier,
-        timeout_s=faas.timeout_s, max_concurrency=faas.concurrency, on_report=report,
+        timeout_s=faas.timeout_s, max_concurrency=faas.concurrency, on_report=report, keep_warm=keep_warm,
     )  # fmt: skip
 
 
@@ -145,6 +150,9 @@ async def start_model(config: ModelConfig, metrics: Metrics) -> ServedModel:
         },
     )  # fmt: skip
     served = ServedModel(config, pool, metadata, runner)
+    if isinstance(pool, FaasPool) and isinstance(pool.backend.keep_warm, KeepWarmPolicy):
+        served.keep_warm = KeepWarmLoop(pool.backend.keep_warm, pool.backend)
+        served.keep_warm.start()
     if isinstance(policy, AdaptivePolicy):
         served.retune = RetuneLoop(config.name, policy)
         served.retune.start()

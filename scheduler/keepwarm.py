@@ -96,8 +96,9 @@ class KeepWarmPolicy:
             self._next_check = None
             if len(self.idle) >= self.min_samples:
                 head = self.idle.percentile(self.head)
-                if head > self.keep_alive_s + self.cold_start_s:
-                    self._next_check = now + head - self.cold_start_s  # let it go; warm it again in time
+                lead = self.cold_start_s + self.margin * self.keep_alive_s
+                if head > self.keep_alive_s + lead:
+                    self._next_check = now + head - lead  # let it go; warm it again in time
                 else:
                     self._next_check = now + self._refresh
 

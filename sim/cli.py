@@ -40,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--instances", type=int, default=1, help="pool instances (default 1)")
     parser.add_argument("--concurrency-limit", type=int, help="FaaS: most invocations at once; more wait (default unlimited)")
     parser.add_argument("--keep-alive-s", type=float, default=600.0, help="FaaS: idle seconds before an environment is reclaimed (default 600)")
+    parser.add_argument("--warm-environments", type=int, default=0, help="FaaS: environments already warm at the start (the gateway warms one at startup; default 0)")
     parser.add_argument("--keep-warm", action="store_true", help="FaaS: ping environments warm when the idle-time histogram says a batch is likely (scheduler.keepwarm)")
     parser.add_argument("--jitter", type=float, default=0.0, help="service-time noise: log-sd of a mean-1 lognormal factor (default 0)")
     parser.add_argument("--seed", type=int, default=0, help="seed for synthetic arrivals and jitter (default 0)")
@@ -63,7 +64,8 @@ def run(args: argparse.Namespace, policy_factory: PolicyFactory | None = None) -
             keep_warm = KeepWarmPolicy(args.keep_alive_s, profile.faas.cold_start_ms / 1000.0)
         result = simulate(
             arrivals, policy, profile, target=args.target, memory_mb=args.memory_mb, instances=args.instances,
-            concurrency_limit=args.concurrency_limit, keep_alive_s=args.keep_alive_s, keep_warm=keep_warm, jitter=args.jitter,
+            concurrency_limit=args.concurrency_limit, keep_alive_s=args.keep_alive_s, keep_warm=keep_warm,
+            warm_environments=args.warm_environments, jitter=args.jitter,
             seed=args.seed, slo_s=args.slo_ms / 1000.0, progress=_progress_line() if sys.stderr.isatty() else None,
         )  # fmt: skip
     except (ValueError, OSError) as exc:

@@ -56,6 +56,11 @@ class WarmEnvironments:
         self._free_at: list[float] = []  # heap: when each live environment is (or was) free
         self._ends: list[float] = []  # heap: batch invocations' ends, not yet told to the policy
 
+    def preload(self, count: int, at: float) -> None:
+        """`count` environments already warm and idle at `at` (a gateway warms one at startup)."""
+        for _ in range(count):
+            heapq.heappush(self._free_at, at)
+
     def acquire(self, now: float) -> bool:
         """Take an environment at `now`; True if it had to be started cold."""
         if self.keep_warm is not None:
@@ -148,6 +153,7 @@ def simulate(
     concurrency_limit: int | None = None,
     keep_alive_s: float = 600.0,
     keep_warm: KeepWarmPolicy | None = None,
+    warm_environments: int = 0,
     jitter: float = 0.0,
     seed: int = 0,
     slo_s: float | None = None,
@@ -157,6 +163,7 @@ def simulate(
     """Simulate `policy` batching sorted `arrivals` (seconds) and serving them on `target`:
     "faas" (functions with `memory_mb`, optionally at most `concurrency_limit` at once) or
     "pool" (`instances` servers, one batch each at a time). `path` forces "fast" or "event".
+    On FaaS, `warm_environments` are warm when the first request arrives.
     `progress(fraction)` is called now and then on the event path."""
     began = time.perf_counter()
     times = np.asarray(arrivals, dtype=float)
@@ -171,6 +178,8 @@ def simulate(
     if keep_warm is not None and target != "faas":
         raise ValueError("keeping environments warm applies to the faas target")
     resolved = _resolve_target(profile, target, memory_mb, instances, concurrency_limit, keep_alive_s, keep_warm)
+    if resolved.environments is not None and len(times):
+        resolved.environments.preload(warm_environments, float(times[0]))
     # Deadline-aware closing needs the queue itself: only plain fixed limits have a fast path.
     fixed = type(policy) in (FixedPolicy, NoBatchingPolicy) and not policy.limits(0.0).service_s
     if fixed and target == "pool" and profile.iaas and profile.iaas.max_batch_size is not None:

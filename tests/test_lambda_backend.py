@@ -119,3 +119,42 @@ def total(text: str, name: str, **labels: str) -> float:
         for sample in family.samples
         if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
     )
+
+
+async def test_keep_warm_pings_bridge_gaps_longer_than_the_keep_alive(tmp_path, demo_path) -> None:
+    """Requests every 1.1 s, the emulator keeps an idle environment 1 s: every request is a
+    cold start until the gateway's histogram has 10 gaps, then pings keep it warm."""
+    emulator = start_emulator("--function", f"demo={demo_path}", "--keep-alive-s", "1")
+    config = tmp_path / "sluice.toml"
+    config.write_text(textwrap.dedent(f"""
+        [models.demo]
+        policy = "none"
+        [models.demo.faas]
+        function = "demo"
+        region = "us-east-1"
+        endpoint_url = "http://127.0.0.1:{emulator.port}"
+        keep_warm = true
+        keep_alive_s = 1.0
+    """))
+    gw = None
+    colds = []
+    try:
+        gw = start_gateway(tmp_path, "--config", str(config))
+        x = np.zeros((1, 256), dtype=np.float32)
+        async with aiohttp.ClientSession() as session:
+            for _ in range(16):
+                status, _ = await post(session, gw.url, x)
+                assert status == 200
+                colds.append(emulator.metric("sluice_faas_emulator_cold_starts_total", function="demo"))
+                await asyncio.sleep(1.1)
+            async with session.get(f"{gw.url}/metrics") as resp:
+                text = await resp.text()
+    finally:
+        if gw is not None:
+            assert gw.stop() == 0
+        assert emulator.stop() == 0
+    learning, warm = np.diff(colds[:12]), np.diff(colds[12:])
+    assert learning.sum() >= 8, f"gaps past the keep-alive should start cold while the policy learns: {colds}"
+    assert warm.sum() == 0, f"once learned, pings should keep it warm: {colds}"
+    assert total(text, "sluice_faas_invocations_total", outcome="ping") >= 3
+    assert total(text, "sluice_faas_cold_starts_total") == colds[-1]  # no ping started one

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from dataclasses import dataclass
+
+import numpy as np
 
 from backends import BackendError, LocalWorkerPool, ModelMetadata, Pool, UpstreamPool
 from backends.faas_pool import FaasPool
@@ -104,8 +107,14 @@ async def make_adaptive_policy(config: ModelConfig, metadata: ModelMetadata, poo
         extra={"model": config.name, "ms": {str(b): round(s * 1e3, 3) for b, s in measured.items()}},
     )
     # The model covers the wait and the measured batch time (which includes the hop to
-    # the worker); the gateway's own handling of the client's request is on top.
-    target = Target("pool", service, service.copy(), overhead_s=EDGE_ALLOWANCE_S)
+    # the worker, or the invocation); the gateway's own handling of the request is on top.
+    if config.faas is not None:
+        # A function bills each batch (its duration, at most the round trip measured here).
+        cost = np.array([config.faas.batch_cost(math.ceil(s * 1e3)) for s in service])
+        target = Target(f"faas-{config.faas.memory_mb}mb", service, cost, overhead_s=EDGE_ALLOWANCE_S,
+                        memory_mb=config.faas.memory_mb)  # fmt: skip
+    else:
+        target = Target("pool", service, service.copy(), overhead_s=EDGE_ALLOWANCE_S)
     return AdaptivePolicy([target], config.slo_ms / 1e3, config.percentile / 100.0, inline=False)
 
 

@@ -158,3 +158,35 @@ async def test_keep_warm_pings_bridge_gaps_longer_than_the_keep_alive(tmp_path, 
     assert warm.sum() == 0, f"once learned, pings should keep it warm: {colds}"
     assert total(text, "sluice_faas_invocations_total", outcome="ping") >= 3
     assert total(text, "sluice_faas_cold_starts_total") == colds[-1]  # no ping started one
+
+
+async def test_an_slo_on_a_function_only_model_tunes_against_the_function(tmp_path, demo_path, reference) -> None:
+    emulator = start_emulator("--function", f"demo={demo_path}")
+    config = tmp_path / "sluice.toml"
+    config.write_text(textwrap.dedent(f"""
+        [models.demo]
+        slo_ms = 150
+        [models.demo.faas]
+        function = "demo"
+        region = "us-east-1"
+        endpoint_url = "http://127.0.0.1:{emulator.port}"
+    """))
+    gw = None
+    try:
+        gw = start_gateway(tmp_path, "--config", str(config))
+        rng = np.random.default_rng(3)
+        xs = [rng.standard_normal((1, 256)).astype(np.float32) for _ in range(40)]
+        async with aiohttp.ClientSession() as session:
+            answers = await asyncio.gather(*(post(session, gw.url, x) for x in xs))
+        logs = gw.logs()
+    finally:
+        if gw is not None:
+            assert gw.stop() == 0
+        assert emulator.stop() == 0
+    for x, (status, body) in zip(xs, answers):
+        assert status == 200, body
+        np.testing.assert_allclose(np.array(body["outputs"][0]["data"]).reshape(1, 10), reference(x), rtol=1e-5, atol=1e-6)
+    measured = next(e for e in logs if e.get("msg") == "measured service times")
+    assert set(measured["ms"]) >= {"1", "8", "64"}
+    ready = next(e for e in logs if e.get("msg") == "model ready")
+    assert "AdaptivePolicy" in ready["policy"]

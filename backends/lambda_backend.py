@@ -34,7 +34,7 @@ from typing import Any, Protocol
 import boto3
 import numpy as np
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, ConnectionError as BotoConnectionError, ReadTimeoutError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from .base import BackendError, BackendUnavailable
 from .metadata import ModelMetadata
@@ -231,7 +231,7 @@ class LambdaBackend:
                 raise
             if watched:
                 self.keep_warm.ended(time.monotonic())  # type: ignore[union-attr]
-            body = response["Payload"].read()
+            body = response["Payload"]
             if response.get("FunctionError"):
                 self._report(started, response, throttles, ok=False, ping=ping)
                 raise BackendError(f"{self.name} failed ({response['FunctionError']}): {_error_message(body)}")
@@ -242,9 +242,16 @@ class LambdaBackend:
         if self.qualifier:
             kwargs["Qualifier"] = self.qualifier
         loop = asyncio.get_running_loop()
+
+        def invoke() -> dict[str, Any]:
+            response = self.client.invoke(FunctionName=self.function, **kwargs)
+            if "Payload" in response:  # a stream: read it here, off the event loop
+                response["Payload"] = response["Payload"].read()
+            return response
+
         try:
-            return await loop.run_in_executor(self._executor, lambda: self.client.invoke(FunctionName=self.function, **kwargs))
-        except (BotoConnectionError, ReadTimeoutError) as exc:
+            return await loop.run_in_executor(self._executor, invoke)
+        except BotoCoreError as exc:  # connection refused or lost, timeouts, a broken stream
             raise BackendUnavailable(f"{self.name}: {exc}") from exc
         except RuntimeError as exc:  # the executor was shut down: the gateway is stopping
             raise BackendUnavailable(f"{self.name}: {exc}") from exc

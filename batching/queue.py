@@ -37,7 +37,7 @@ class BatchQueue:
         self._pending: deque[Request] = deque()
         self._rows = 0
         self._due: float | None = None  # when the open batch times out
-        self._deadline = math.inf  # the earliest deadline among pending requests
+        self._own_deadline = math.inf  # the earliest deadline pending requests brought themselves
         self._limits = BatchLimits(1, 0.0)  # the limits in force at the last push or poll
 
     def __len__(self) -> int:
@@ -58,21 +58,22 @@ class BatchQueue:
         self.policy.observe_arrival(now)
         closed = self.poll(now)
         limits = self._limits = self.policy.limits(now)
-        deadline = _deadline_of(request, limits) if limits.service_s else math.inf
+        own = math.inf if request.deadline is None else request.deadline
         # A request that would overflow the open batch closes it first, so that no
         # batch exceeds B unless a single request is itself larger than B; one that
         # would make it late (its rows add service time) closes it first too.
         if self._pending and self._rows + request.size > limits.max_size:
             closed += self._release(now, "size", limits.max_size)
         elif self._pending and limits.service_s:
-            if now >= min(self._deadline, deadline) - limits.predicted_service(self._rows + request.size):
+            deadline = min(self._earliest_deadline(limits), own)
+            if now >= deadline - limits.predicted_service(self._rows + request.size):
                 closed += self._release(now, "deadline", limits.max_size)
         if not self._pending:
             # The timer is fixed when the batch opens, with the T in force then.
             self._due = request.arrival + limits.max_wait
         self._pending.append(request)
         self._rows += request.size
-        self._deadline = min(self._deadline, deadline)
+        self._own_deadline = min(self._own_deadline, own)
         if self._rows >= limits.max_size:
             closed.append(self._close(len(self._pending), now, "size"))
         elif self._slack_gone(now, limits):
@@ -98,11 +99,18 @@ class BatchQueue:
         closing = self._closing_time(self._limits)
         return self._due if closing is None else min(self._due, closing)  # type: ignore[type-var]
 
+    def _earliest_deadline(self, limits: BatchLimits) -> float:
+        """The pending requests' earliest deadline: their own, or the policy's budget after
+        the oldest one's arrival (the queue is in arrival order), under the limits in force."""
+        budget = math.inf if limits.deadline_s is None else self._pending[0].arrival + limits.deadline_s
+        return min(self._own_deadline, budget)
+
     def _closing_time(self, limits: BatchLimits) -> float | None:
         """When deadline-aware closing releases the open batch as it stands; None if it never does."""
-        if not limits.service_s or self._deadline == math.inf:
+        if not limits.service_s or not self._pending:
             return None
-        return self._deadline - limits.predicted_service(self._rows)
+        deadline = self._earliest_deadline(limits)
+        return None if deadline == math.inf else deadline - limits.predicted_service(self._rows)
 
     def _slack_gone(self, now: float, limits: BatchLimits) -> bool:
         """Is the earliest deadline nearer than the predicted time to answer the open batch?
@@ -133,13 +141,6 @@ class BatchQueue:
         taken = [self._pending.popleft() for _ in range(count)]
         self._rows -= sum(r.size for r in taken)
         if not self._pending:
-            self._deadline = math.inf
+            self._own_deadline = math.inf
         return Batch(requests=taken, closed_at=now, reason=reason)
 
-
-def _deadline_of(request: Request, limits: BatchLimits) -> float:
-    """The request's own deadline, or the policy's budget after its arrival, whichever is sooner."""
-    deadline = math.inf if request.deadline is None else request.deadline
-    if limits.deadline_s is not None:
-        deadline = min(deadline, request.arrival + limits.deadline_s)
-    return deadline

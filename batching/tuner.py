@@ -93,7 +93,7 @@ class _Search:
             capped = targets.capped(tables, deadline_s) if targets is not None and deadline_s is not None else {}
             for b in self.batch_sizes:
                 if b > 1:
-                    own = [(k, capped_wait_distribution(c, b)) for k, c in capped.items() if c.is_binding(b)]
+                    own = [(k, capped_wait_distribution(c, b)) for k, c in capped.items() if b <= len(c.k) and c.is_binding(b)]
                     yield b, timeout, wait_distribution(tables, b), own
 
     def judge(self, law: WaitDistribution, targets: _Targets, slo_s: float, rows: slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
@@ -126,6 +126,7 @@ class _Targets:
             span = min(max_batch, len(target.service_s))
             self.shift[k, :span] = np.asarray(target.service_s[:span]) + target.overhead_s
             self.batch_cost[k, :span] = target.batch_cost[:span]
+        self.span = [min(max_batch, len(t.service_s)) for t in self.items]
         self.cold_probability = np.array([t.cold_probability for t in self.items])
         self.cold_start_s = np.array([t.cold_start_s for t in self.items])
 
@@ -134,8 +135,13 @@ class _Targets:
         Caps as the queue computes them (`BatchLimits.closing_caps`): the predicted time
         to answer a batch of b is the target's s(b) plus its overhead."""
         sizes = min(self.shift.shape[1], tables.counting.max_count + 1)
-        caps = np.minimum(tables.timeout_s, np.maximum(0.0, deadline_s - self.shift[:, :sizes]))
-        return {k: CappedTables(tables, caps[k]) for k in range(len(self.items)) if caps[k].min() < tables.timeout_s}
+        capped = {}
+        for k in range(len(self.items)):
+            span = min(sizes, self.span[k])  # a target's caps stop where its service curve does
+            caps = np.minimum(tables.timeout_s, np.maximum(0.0, deadline_s - self.shift[k, :span]))
+            if caps.min() < tables.timeout_s:
+                capped[k] = CappedTables(tables, caps)
+        return capped
 
 
 def _choice(law: WaitDistribution, timeout: float, target: Target, percentile: float, cost: float) -> Choice:

@@ -68,8 +68,12 @@ class FaasConfig:
     def check(self, model: str) -> None:
         if not self.function:
             raise ConfigError(f"model {model!r}: [faas] needs a function name")
-        if self.memory_mb < 128 or self.concurrency < 1 or self.timeout_s <= 0:
-            raise ConfigError(f"model {model!r}: [faas] memory_mb >= 128, concurrency >= 1 and timeout_s > 0")
+        if self.memory_mb < 128 or self.concurrency < 1 or self.timeout_s <= 0 or self.keep_alive_s <= 0:
+            raise ConfigError(
+                f"model {model!r}: [faas] memory_mb >= 128, concurrency >= 1, timeout_s > 0 and keep_alive_s > 0"
+            )
+        if self.price_per_gb_s < 0 or self.price_per_request < 0:
+            raise ConfigError(f"model {model!r}: [faas] prices must not be negative")
         if self.endpoint_url is not None and not self.endpoint_url.startswith(("http://", "https://")):
             raise ConfigError(f"model {model!r}: [faas] endpoint_url {self.endpoint_url!r} is not an http(s) URL")
 

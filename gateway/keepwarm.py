@@ -43,4 +43,7 @@ class KeepWarmLoop:
             count = self.policy.due(time.monotonic())
             if count:
                 log.debug("keep-warm pings", extra={"backend": self.backend.name, "count": count})
-                await self.backend.ping(count)
+                try:
+                    await self.backend.ping(count)
+                except Exception:  # a lost ping only costs warmth; the loop must live on
+                    log.exception("keep-warm ping failed", extra={"backend": self.backend.name})

@@ -24,6 +24,8 @@ import time
 import uuid
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from backends import AiohttpTransport, BackendError, HttpV2Backend, LocalWorkerPool
 from backends.lambda_backend import InvocationReport, LambdaBackend
 from backends.pool import new_session
@@ -76,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--target {args.target} needs {' and '.join(missing)}")
         memories = _sizes(args.memory_mb, "--memory-mb") if args.memory_mb else []
         profile = asyncio.run(_measure(args, sizes, memories))
-    except (ValueError, OSError, RuntimeError, BackendError) as exc:
+    except (ValueError, OSError, RuntimeError, BackendError, ClientError, BotoCoreError) as exc:
         print(f"sluice profile: {exc}", file=sys.stderr)
         return 2
     text = json.dumps(profile, indent=None if args.json else 2)
@@ -139,6 +141,8 @@ async def _warm_times(backend: Any, sizes: list[int], repeats: int) -> dict[str,
 async def _measure_faas(args: argparse.Namespace, sizes: list[int], memories: list[int]) -> dict[str, Any]:
     reports: list[InvocationReport] = []
     backend = LambdaBackend(args.function, region=args.region, endpoint_url=args.endpoint_url, on_report=reports.append)
+    loop = asyncio.get_running_loop()
+    original = await loop.run_in_executor(None, lambda: backend.client.get_function_configuration(FunctionName=backend.function))
     try:
         metadata = await backend.metadata()
         curves: dict[str, dict[str, Any]] = {}
@@ -154,6 +158,8 @@ async def _measure_faas(args: argparse.Namespace, sizes: list[int], memories: li
                 reports.clear()
                 await backend.infer(one)
                 cold = reports[-1]
+                if not cold.cold:
+                    raise RuntimeError("a configuration update did not start a new environment: cannot time a cold start")
                 warm_round_trips = []
                 for _ in range(3):
                     reports.clear()
@@ -177,7 +183,12 @@ async def _measure_faas(args: argparse.Namespace, sizes: list[int], memories: li
                 overheads.extend(overhead)
             curves[str(current)] = {"batch_ms": batch_ms}
     finally:
-        await backend.close()
+        try:  # leave the function as it was found
+            await _configure(backend, {"MemorySize": original["MemorySize"],
+                                       "Environment": {"Variables": original.get("Environment", {}).get("Variables", {})}},
+                             merge=False)  # fmt: skip
+        finally:
+            await backend.close()
     return {
         "name": args.name or args.function,
         "faas": {
@@ -190,19 +201,23 @@ async def _measure_faas(args: argparse.Namespace, sizes: list[int], memories: li
     }
 
 
-async def _configure(backend: LambdaBackend, changes: dict[str, Any]) -> None:
-    """UpdateFunctionConfiguration, then wait until the function has taken it."""
+async def _configure(backend: LambdaBackend, changes: dict[str, Any], merge: bool = True) -> None:
+    """UpdateFunctionConfiguration (environment variables merged into the current ones
+    unless `merge` is off), then wait until the function has taken it."""
     client = backend.client
     loop = asyncio.get_running_loop()
-    if "Environment" in changes:
+    if "Environment" in changes and merge:
         current = await loop.run_in_executor(None, lambda: client.get_function_configuration(FunctionName=backend.function))
         variables = {**current.get("Environment", {}).get("Variables", {}), **changes["Environment"]["Variables"]}
         changes = {**changes, "Environment": {"Variables": variables}}
     await loop.run_in_executor(None, lambda: client.update_function_configuration(FunctionName=backend.function, **changes))
     for _ in range(120):
         state = await loop.run_in_executor(None, lambda: client.get_function_configuration(FunctionName=backend.function))
-        if state.get("LastUpdateStatus", "Successful") == "Successful":
+        status = state.get("LastUpdateStatus", "Successful")
+        if status == "Successful":
             return
+        if status == "Failed":
+            raise RuntimeError(f"function {backend.function} failed to update: {state.get('LastUpdateStatusReason', '')}")
         await asyncio.sleep(0.5)
     raise RuntimeError(f"function {backend.function} did not finish updating its configuration")
 

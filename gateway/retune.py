@@ -17,6 +17,7 @@ import logging
 import multiprocessing
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 
 from batching.adaptive import AdaptivePolicy
@@ -35,8 +36,11 @@ def _lower_priority() -> None:
 
 
 class RetuneLoop:
-    def __init__(self, model: str, policy: AdaptivePolicy, interval_s: float = 1.0) -> None:
+    def __init__(
+        self, model: str, policy: AdaptivePolicy, interval_s: float = 1.0, on_change: Callable[[], None] | None = None
+    ) -> None:
         self.model, self.policy, self.interval_s = model, policy, interval_s
+        self.on_change = on_change  # told when new limits are in force (the runner re-arms its timer)
         self._task: asyncio.Task | None = None
         self._solver: ProcessPoolExecutor | None = None
 
@@ -71,6 +75,8 @@ class RetuneLoop:
                 log.exception("re-tune failed", extra={"model": self.model})
                 continue
             self.policy.apply(result, time.monotonic(), model)
+            if self.on_change is not None:
+                self.on_change()
             choice = self.policy.choice
             log.info(
                 "re-tuned",

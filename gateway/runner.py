@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from backends import BackendError, BackendUnavailable, Instance, Pool
+from backends import BackendError, BackendUnavailable, FaasPool, Instance, Pool
 from batching import Batch, BatchPolicy, BatchQueue, Request, concat_inputs, split_outputs
 from batching.overrun import OverrunTracker
 from scheduler import pick_instance
@@ -74,7 +74,8 @@ class ModelRunner:
         self._idle = asyncio.Event()
         self._idle.set()
         # Deadline-aware closing allows for how late batches really are (`OverrunTracker`).
-        self._overruns = OverrunTracker() if hasattr(policy, "allow") else None
+        # Not on a function: its cold starts are a probability the tuner weighs, not lateness.
+        self._overruns = OverrunTracker() if hasattr(policy, "allow") and not isinstance(pool, FaasPool) else None
         self._recorded = 0
         pool.on_capacity(self._dispatch)
         # Computed when Prometheus scrapes, not on every request.
@@ -210,10 +211,19 @@ class ModelRunner:
             instance.inflight -= 1
             self._loop.call_soon(self._dispatch)
 
+    def limits_changed(self) -> None:
+        """The policy's limits moved (a re-tune, a new allowance): the open batch may be due
+        sooner or later than the timer says."""
+        self._accept(self.queue.poll(time.monotonic()))
+        self._arm_timer()
+
     def _record_overrun(self, batch: Batch, rows: int, started: float) -> None:
         """Answered later than predicted by: the timer's lateness plus the service time
-        beyond s(b). Waiting for a free instance is not counted: that is load, not noise."""
+        beyond s(b). Waiting for a free instance is not counted: that is load, not noise.
+        Nothing to measure against until the policy has made its first choice."""
         policy = self.queue.policy
+        if getattr(policy, "choice", None) is None:
+            return
         planned = batch.tags.get("planned", batch.closed_at)
         overrun = (batch.closed_at - planned) + (time.monotonic() - started - policy.base_service(rows))  # type: ignore[attr-defined]
         tracker = self._overruns
@@ -221,6 +231,7 @@ class ModelRunner:
         self._recorded += 1
         if self._recorded % 32 == 0:
             policy.allow(tracker.allowance())  # type: ignore[union-attr, attr-defined]
+            self.limits_changed()
 
     @staticmethod
     def _fail(requests: list[Request], error: RequestFailed) -> None:

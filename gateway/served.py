@@ -163,7 +163,7 @@ async def start_model(config: ModelConfig, metrics: Metrics) -> ServedModel:
         served.keep_warm = KeepWarmLoop(pool.backend.keep_warm, pool.backend)
         served.keep_warm.start()
     if isinstance(policy, AdaptivePolicy):
-        served.retune = RetuneLoop(config.name, policy)
+        served.retune = RetuneLoop(config.name, policy, on_change=runner.limits_changed)
         served.retune.start()
         metrics.watch_policy(config.name, policy)
     else:

@@ -79,6 +79,10 @@ class KeepWarmPolicy:
     _peak: int = 0
     _next_check: float | None = None
 
+    def __post_init__(self) -> None:
+        if not self.keep_alive_s > 0 or not self.cold_start_s >= 0 or not 0 < self.margin < 1:
+            raise ValueError("need keep_alive_s > 0, cold_start_s >= 0 and 0 < margin < 1")
+
     def started(self, now: float) -> None:
         """A batch's invocation began."""
         if self.in_flight == 0:

@@ -49,9 +49,11 @@ class WarmEnvironments:
     short invocations (`ping_s` each) at the times it asks for; they are counted apart
     (`pings`, and `ping_cold_starts` for the pings that started an environment)."""
 
-    def __init__(self, keep_alive_s: float, keep_warm: KeepWarmPolicy | None = None, ping_s: float = 0.001) -> None:
+    def __init__(
+        self, keep_alive_s: float, keep_warm: KeepWarmPolicy | None = None, ping_s: float = 0.001, cold_start_s: float = 0.0
+    ) -> None:
         self.keep_alive_s = keep_alive_s
-        self.keep_warm, self.ping_s = keep_warm, ping_s
+        self.keep_warm, self.ping_s, self.cold_start_s = keep_warm, ping_s, cold_start_s
         self.pings = self.ping_cold_starts = 0
         self._free_at: list[float] = []  # heap: when each live environment is (or was) free
         self._ends: list[float] = []  # heap: batch invocations' ends, not yet told to the policy
@@ -100,8 +102,8 @@ class WarmEnvironments:
             if count == 0 and policy.next_wakeup() == ping:
                 return  # nothing more will change before another invocation
             taken = [self._take(ping) for _ in range(count)]
-            for _ in range(count):
-                heapq.heappush(self._free_at, ping + self.ping_s)
+            for cold in taken:  # a ping that starts an environment holds it through the cold start
+                heapq.heappush(self._free_at, ping + self.ping_s + (self.cold_start_s if cold else 0.0))
             self.pings += count
             self.ping_cold_starts += sum(taken)
 
@@ -180,9 +182,10 @@ def simulate(
     resolved = _resolve_target(profile, target, memory_mb, instances, concurrency_limit, keep_alive_s, keep_warm)
     if resolved.environments is not None and len(times):
         resolved.environments.preload(warm_environments, float(times[0]))
+    constant = type(policy) in (FixedPolicy, NoBatchingPolicy)
     # Deadline-aware closing needs the queue itself: only plain fixed limits have a fast path.
-    fixed = type(policy) in (FixedPolicy, NoBatchingPolicy) and not policy.limits(0.0).service_s
-    if fixed and target == "pool" and profile.iaas and profile.iaas.max_batch_size is not None:
+    fixed = constant and not policy.limits(0.0).service_s
+    if constant and target == "pool" and profile.iaas and profile.iaas.max_batch_size is not None:
         if policy.limits(0.0).max_size > profile.iaas.max_batch_size:
             raise ValueError(f"batch size {policy.limits(0.0).max_size} exceeds the pool's max_batch_size {profile.iaas.max_batch_size}")
     fast_ok = fixed and target == "faas" and concurrency_limit is None
@@ -263,7 +266,8 @@ def _resolve_target(
         memory = resolved_memory(profile, memory_mb)
         return _Target(
             "faas", lambda b: profile.faas_service_s(b, memory), profile.faas.invoke_overhead_ms / 1000.0,
-            profile.faas.cold_start_ms / 1000.0, concurrency_limit, WarmEnvironments(keep_alive_s, keep_warm), memory,
+            profile.faas.cold_start_ms / 1000.0, concurrency_limit,
+            WarmEnvironments(keep_alive_s, keep_warm, cold_start_s=profile.faas.cold_start_ms / 1000.0), memory,
         )  # fmt: skip
     if target == "pool":
         if profile.iaas is None:

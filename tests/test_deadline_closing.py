@@ -179,3 +179,31 @@ def test_deadline_aware_tuning_is_never_costlier_and_holds_in_the_queue() -> Non
     latencies, sizes = queue_latencies(times, limits, service)
     assert np.mean(latencies <= slo_s + 1e-9) >= percentile
     assert sizes.mean() == pytest.approx(aware.mean_batch_size, rel=0.02)
+
+
+class SwitchingPolicy:
+    """Limits that change between calls, as an adaptive policy's do after its first tune."""
+
+    name = "switching"
+
+    def __init__(self, limits: BatchLimits) -> None:
+        self.current = limits
+
+    def limits(self, now: float) -> BatchLimits:
+        return self.current
+
+    def observe_arrival(self, now: float) -> None:
+        pass
+
+
+def test_deadlines_follow_the_limits_in_force_not_those_at_arrival() -> None:
+    policy = SwitchingPolicy(BatchLimits(4, 1.0))  # no predicted service times yet
+    queue = BatchQueue(policy)
+    queue.push(Request("a", 0.0, deadline=0.3), 0.0)
+    assert queue.next_wakeup() == 1.0
+    policy.current = BatchLimits(4, 1.0, SERVICE, 0.5)  # the first tune
+    assert queue.poll(0.01) == []
+    # "a" brought its own deadline (0.3): with 10 ms to answer one row it closes at 0.29.
+    assert queue.next_wakeup() == pytest.approx(0.29)
+    [batch] = queue.poll(0.29)
+    assert batch.reason == "deadline"

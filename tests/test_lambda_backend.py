@@ -190,3 +190,33 @@ async def test_an_slo_on_a_function_only_model_tunes_against_the_function(tmp_pa
     assert set(measured["ms"]) >= {"1", "8", "64"}
     ready = next(e for e in logs if e.get("msg") == "model ready")
     assert "AdaptivePolicy" in ready["policy"]
+
+
+def test_profile_measures_each_memory_size_and_leaves_the_function_as_it_was(tmp_path, demo_path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    import boto3
+
+    emulator = start_emulator("--function", f"demo={demo_path}", "--memory-mb", "1024")
+    endpoint = f"http://127.0.0.1:{emulator.port}"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway", "profile", "--target", "faas", "--function", "demo", "--endpoint-url",
+             endpoint, "--region", "us-east-1", "--memory-mb", "512,2048", "--batch-sizes", "1,16", "--repeats", "3",
+             "--cold-starts", "1", "--json"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        client = boto3.client("lambda", endpoint_url=endpoint, region_name="us-east-1")
+        after = client.get_function_configuration(FunctionName="demo")
+    finally:
+        assert emulator.stop() == 0
+    assert done.returncode == 0, done.stderr
+    faas = json.loads(done.stdout)["faas"]
+    curves = faas["memory_mb"]
+    assert set(curves) == {"512", "2048"}
+    # Below one vCPU (1769 MB) a function runs only part of the time: 512 MB is slower.
+    assert curves["512"]["batch_ms"]["16"] > 1.5 * curves["2048"]["batch_ms"]["16"]
+    assert faas["cold_start_ms"] > 0 and faas["invoke_overhead_ms"] > 0
+    assert after["MemorySize"] == 1024 and "SLUICE_PROFILE_NONCE" not in after["Environment"]["Variables"]

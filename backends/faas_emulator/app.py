@@ -111,7 +111,7 @@ def make_app(emulator: FaasEmulator) -> web.Application:
         try:
             changes = await request.json()
             config = aws.updated(pool.config, changes)
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
             return aws.invalid_parameter(str(exc), request_id)
         pool.reconfigure(config)
         return web.json_response(aws.configuration(config), headers={"x-amzn-RequestId": request_id})

@@ -148,10 +148,13 @@ def simulated(profile: ServiceProfile, times: np.ndarray, keep_warm: bool, keep_
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter replays (2 min of each trace)")
+    parser.add_argument("--traces", default="conv,code", help="which traces (default conv,code)")
+    parser.add_argument("--code-speed", type=float, default=20.0, help="time compression of the code trace (default 20)")
     args = parser.parse_args()
     minutes = 2 if args.quick else 10
-    # (trace, real minutes replayed, speed-up, the emulator's keep-alive in replayed seconds)
-    scenarios = [("conv", minutes, 10.0, 60.0), ("code", 2 * minutes, 20.0, 3.0)]
+    # (trace, real minutes replayed, speed-up, the emulator's keep-alive in replayed seconds: 60 s real)
+    scenarios = [("conv", minutes, 10.0, 60.0), ("code", 2 * minutes, args.code_speed, 60.0 / args.code_speed)]
+    scenarios = [s for s in scenarios if s[0] in args.traces.split(",")]
     folder = Path(tempfile.mkdtemp(prefix="sluice-faas-live-"))
     note("profiling the emulated function")
     emulator, port = start_emulator(600.0)

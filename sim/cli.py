@@ -14,7 +14,7 @@ import numpy as np
 from batching import BatchPolicy, FixedPolicy, NoBatchingPolicy
 from scheduler.keepwarm import KeepWarmPolicy
 
-from . import report
+from . import compare, report
 from .profiles import ServiceProfile
 from .simulate import TARGETS, simulate
 from .sources import parse_arrivals, read_trace
@@ -42,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-alive-s", type=float, default=600.0, help="FaaS: idle seconds before an environment is reclaimed (default 600)")
     parser.add_argument("--warm-environments", type=int, default=0, help="FaaS: environments already warm at the start (the gateway warms one at startup; default 0)")
     parser.add_argument("--keep-warm", action="store_true", help="FaaS: ping environments warm when the idle-time histogram says a batch is likely (scheduler.keepwarm)")
+    parser.add_argument("--scheduler", metavar="NAME", help="place batches on the profile's pool and FaaS with a scheduler: hybrid, faas-only, pool-only, mark, or module:Class")
+    parser.add_argument("--compare", metavar="A,B,...", help="run several schedulers on the same arrivals and print one table (with --json: an object keyed by scheduler)")
     parser.add_argument("--jitter", type=float, default=0.0, help="service-time noise: log-sd of a mean-1 lognormal factor (default 0)")
     parser.add_argument("--seed", type=int, default=0, help="seed for synthetic arrivals and jitter (default 0)")
     parser.add_argument("--json", action="store_true", help="print one JSON object: the summary and the settings used")
@@ -57,6 +59,10 @@ def run(args: argparse.Namespace, policy_factory: PolicyFactory | None = None) -
         profile = ServiceProfile.load(args.profile)
         arrivals = load_arrivals(args)
         policy = _policy(args, profile, policy_factory)
+        if args.scheduler or args.compare:
+            results = compare.run_schedulers(args, profile, arrivals, lambda: _policy(args, profile, policy_factory))
+            compare.print_results(results, args)
+            return 0
         keep_warm = None
         if args.keep_warm:
             if args.target != "faas" or profile.faas is None:

@@ -34,6 +34,11 @@ class SimResult:
     path: str  # "fast" (vectorized formation) or "event" (event-by-event)
     slo_s: float | None = None
     pings: int = 0  # keep-warm invocations (FaaS), paid for in cost_usd
+    # With a scheduler (sim.scheduled): the pool's billed hours, and where batches went.
+    instance_hours: float | None = None
+    faas_batches: int | None = None
+    rejected_batches: int | None = None
+    instances_started: int | None = None
 
     @property
     def requests(self) -> int:
@@ -77,4 +82,13 @@ class SimResult:
             "cold_starts": int(np.count_nonzero(self.cold)),
             "keep_warm_pings": self.pings,
             "wall_s": self.wall_s,
-        }
+        } | self._scheduled()
+
+    def _scheduled(self) -> dict[str, Any]:
+        if self.instance_hours is None:
+            return {}
+        return {
+            "instance_hours": self.instance_hours,
+            "faas_share": (self.faas_batches or 0) / self.batches if self.batches else 0.0,
+            "rejected_batches": self.rejected_batches, "instances_started": self.instances_started,
+        }  # fmt: skip

@@ -18,6 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -62,6 +63,10 @@ class WarmEnvironments:
         """`count` environments already warm and idle at `at` (a gateway warms one at startup)."""
         for _ in range(count):
             heapq.heappush(self._free_at, at)
+
+    def idle_count(self, now: float) -> int:
+        """Environments warm and idle at `now`."""
+        return sum(1 for t in self._free_at if t <= now and now - t < self.keep_alive_s)
 
     def acquire(self, now: float) -> bool:
         """Take an environment at `now`; True if it had to be started cold."""
@@ -278,7 +283,34 @@ def _resolve_target(
     raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
 
 
-class _EventRun:
+class QueueTimer:
+    """Keeps exactly one engine timer at the queue's next wakeup, and hands what it
+    closes to `batches_closed`: the part of an event run that drives a BatchQueue."""
+
+    engine: Engine
+    queue: BatchQueue
+    timer: Any
+
+    def batches_closed(self, batches: list) -> None:
+        raise NotImplementedError
+
+    def timer_due(self) -> None:
+        self.timer = None
+        self.batches_closed(self.queue.poll(self.engine.now))
+        self.rearm()
+
+    def rearm(self) -> None:
+        due = self.queue.next_wakeup()
+        if self.timer is not None:
+            if self.timer.time == due:
+                return
+            self.timer.cancel()
+            self.timer = None
+        if due is not None and math.isfinite(due):
+            self.timer = self.engine.schedule(max(due, self.engine.now), self.timer_due, priority=TIMER)
+
+
+class _EventRun(QueueTimer):
     """The event path: arrivals, batch timers and completions on the engine, with the
     gateway's own BatchQueue deciding when batches close."""
 
@@ -327,22 +359,6 @@ class _EventRun:
             # No timer will ever close the last batch: release it with the last arrival.
             self.batches_closed(self.queue.drain(now))
         self.rearm()
-
-    def timer_due(self) -> None:
-        self.timer = None
-        self.batches_closed(self.queue.poll(self.engine.now))
-        self.rearm()
-
-    def rearm(self) -> None:
-        """Keep exactly one timer, at the queue's next wakeup."""
-        due = self.queue.next_wakeup()
-        if self.timer is not None:
-            if self.timer.time == due:
-                return
-            self.timer.cancel()
-            self.timer = None
-        if due is not None and math.isfinite(due):
-            self.timer = self.engine.schedule(max(due, self.engine.now), self.timer_due, priority=TIMER)
 
     def batches_closed(self, batches: list) -> None:
         for batch in batches:

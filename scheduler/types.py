@@ -1,0 +1,140 @@
+"""What a scheduler sees and what it decides: the `Scheduler` interface.
+
+A scheduler answers two questions, as pure functions of a `View` and `now`:
+- `place(batch, view, now)`: where does this closed batch run: a pool instance,
+  FaaS, or nowhere (a rejection, with a reason)?
+- `plan(view, now)`: how many pool instances should run, and which to start or stop?
+
+The gateway and the simulator build the view from their own state and carry the
+decisions out; a scheduler never does I/O. Write your own by implementing these two
+methods (see `scheduler.baselines` for small examples) and load it with
+`--scheduler module:Class`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from batching import Batch
+
+ServiceTime = Callable[[int], float]  # batch size -> seconds
+
+
+@dataclass(frozen=True)
+class Prices:
+    """What capacity costs: instances by the second with a minimum, functions by the GB-second."""
+
+    instance_per_hour: float = 0.085
+    instance_min_billed_s: float = 60.0
+    faas_per_gb_s: float = 0.0000166667
+    faas_per_request: float = 0.0000002
+    faas_memory_mb: int = 1024
+
+    def faas_batch_cost(self, service_s: float) -> float:
+        """One invocation: billed duration (whole ms) x memory, plus the request."""
+        billed_s = max(1, math.ceil(service_s * 1000.0 - 1e-9)) / 1000.0
+        return billed_s * self.faas_memory_mb / 1024.0 * self.faas_per_gb_s + self.faas_per_request
+
+    @property
+    def instance_per_s(self) -> float:
+        return self.instance_per_hour / 3600.0
+
+
+@dataclass(frozen=True)
+class InstanceView:
+    """One pool instance. `busy_until`: when the work already given to it is done (at
+    most `now` when idle). `ready_at`: when a starting instance can take batches."""
+
+    id: str
+    state: str  # "starting" | "ready" | "stopping"
+    busy_until: float
+    queued: int  # batches given to it and not finished, the running one included
+    ready_at: float
+    billed_since: float  # billing started (instances bill from their start request)
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+
+@dataclass(frozen=True)
+class FaasView:
+    in_flight: int
+    concurrency_limit: int | None  # None: unlimited
+    warm_idle: int  # environments believed warm and idle
+    overhead_s: float  # invocation overhead
+    cold_start_s: float
+
+    @property
+    def has_room(self) -> bool:
+        return self.concurrency_limit is None or self.in_flight < self.concurrency_limit
+
+
+@dataclass(frozen=True)
+class ArrivalView:
+    """Recent traffic: the observed rate (requests/s) and what the forecaster expects."""
+
+    rate: float
+    forecast: Callable[[float], float]  # horizon seconds -> expected rate then
+    spread: float = 0.0  # the forecaster's recent error (requests/s, one standard deviation)
+
+
+@dataclass(frozen=True)
+class View:
+    instances: Sequence[InstanceView]
+    faas: FaasView | None
+    arrivals: ArrivalView
+    prices: Prices
+    pool_service: ServiceTime | None  # s(b) on an instance; None without a pool
+    faas_service: ServiceTime | None  # s(b) on a function; None without FaaS
+    batch_size: int  # the batching policy's B now (what a busy instance serves at)
+    slo_s: float
+    startup_s: float  # how long an instance takes to become ready
+    max_instances: int = 64
+
+
+@dataclass(frozen=True)
+class Placement:
+    """`kind`: "instance" (with `instance`), "faas", or "reject" (with `reason`)."""
+
+    kind: str
+    instance: str | None = None
+    predicted_done: float = math.inf
+    cost: float = 0.0
+    reason: str = ""
+
+    @classmethod
+    def reject(cls, reason: str) -> Placement:
+        return cls("reject", reason=reason)
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    """The instance count wanted, and what to do now to get there."""
+
+    target: int
+    start: int = 0
+    stop: tuple[str, ...] = field(default_factory=tuple)
+
+
+class Scheduler(Protocol):
+    name: str
+    plan_interval_s: float  # how often `plan` wants to be asked
+
+    def place(self, batch: Batch, view: View, now: float) -> Placement: ...
+
+    def plan(self, view: View, now: float) -> PoolPlan: ...
+
+    def observe(self, arrivals: int, now: float) -> None:
+        """Told how many requests arrived since the last call (forecasters learn from it)."""
+        ...
+
+
+def batch_deadline(batch: Batch, slo_s: float) -> float:
+    """The batch's earliest deadline: a request's own, or its arrival plus the SLO."""
+    own = batch.earliest_deadline
+    budget = batch.oldest_arrival + slo_s
+    return budget if own is None else min(own, budget)

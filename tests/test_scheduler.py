@@ -1,0 +1,144 @@
+"""Schedulers: placement as a pure decision (hypothesis), forecasters, and whole runs in simulation."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from batching import Batch, FixedPolicy, Request
+from scheduler import (
+    ArrivalView, FaasView, Holt, HybridScheduler, InstanceView, Prices, Seasonal, View, batch_deadline, load_scheduler,
+)
+from scheduler.hybrid import options
+from sim import ServiceProfile
+from sim.scheduled import simulate_scheduled
+
+REPO = Path(__file__).resolve().parents[1]
+PROFILE_PATH = REPO / "bench" / "profiles" / "demo_faas.json"
+PROFILE = ServiceProfile.from_dict(json.loads(PROFILE_PATH.read_text()))
+
+
+def pool_s(b: int) -> float:
+    return 0.003 + 0.0008 * b
+
+
+def faas_s(b: int) -> float:
+    return 0.040 + 0.008 * b
+
+
+instances = st.lists(
+    st.builds(lambda i, state, busy: (f"i{i}", state, busy), st.integers(0, 99), st.sampled_from(["ready", "starting", "stopping"]),
+              st.floats(0, 2.0)),
+    max_size=5, unique_by=lambda t: t[0],
+)  # fmt: skip
+
+
+@st.composite
+def situations(draw):
+    now = 10.0
+    pool = [InstanceView(name, state, now + busy, 0, now, 0.0) for name, state, busy in draw(instances)]
+    limit = draw(st.one_of(st.none(), st.integers(1, 4)))
+    faas = draw(st.one_of(st.none(), st.builds(FaasView, st.integers(0, 5), st.just(limit), st.integers(0, 3),
+                                                 st.just(0.02), st.sampled_from([0.0, 0.9]))))  # fmt: skip
+    view = View(pool, faas, ArrivalView(100.0, lambda h: 100.0), Prices(), pool_s, faas_s, 16, draw(st.floats(0.05, 2.0)), 60.0)
+    size = draw(st.integers(1, 32))
+    waited = draw(st.floats(0, 0.05))
+    batch = Batch([Request(str(k), now - waited) for k in range(size)], closed_at=now, reason="size")
+    return batch, view, now
+
+
+@settings(max_examples=300, deadline=None)
+@given(situations())
+def test_hybrid_placement_never_misses_when_an_option_meets_and_prefers_paid_instances(case) -> None:
+    batch, view, now = case
+    scheduler = HybridScheduler()
+    choice = scheduler.place(batch, view, now)
+    found = options(batch, view, now)
+    if not found:
+        assert choice.kind == "reject" and choice.reason
+        return
+    deadline = batch_deadline(batch, view.slo_s) - scheduler.margin * view.slo_s
+    meeting = [o for o in found if o.predicted_done <= deadline]
+    if meeting:
+        assert choice.predicted_done <= deadline, "an option met the deadline, the choice does not"
+        if any(o.kind == "instance" for o in meeting):
+            assert choice.kind == "instance", "an instance already paid for meets it: FaaS would only add cost"
+    if view.faas is not None and not view.faas.has_room:
+        assert choice.kind != "faas", "FaaS is at its concurrency limit"
+    if choice.kind == "instance":
+        assert any(i.id == choice.instance and i.ready for i in view.instances)
+
+
+def test_holt_follows_a_ramp_and_seasonal_learns_a_period() -> None:
+    holt = Holt(step_s=1.0, alpha=0.5, beta=0.3)
+    for k in range(60):
+        holt.update(100 + 10 * k)
+    assert holt.forecast(10.0) == pytest.approx(100 + 10 * 59 + 100, rel=0.05)
+    seasonal = Seasonal(step_s=1.0, period_s=10.0, alpha=0.2, beta=0.01, gamma=0.5)
+    pattern = [100, 100, 100, 100, 100, 500, 500, 100, 100, 100]
+    for _ in range(30):
+        for value in pattern:
+            seasonal.update(value)
+    assert seasonal.forecast(5.0) > 3 * seasonal.forecast(1.0)
+
+
+def base_plus_bursts(seconds: float, seed: int = 1) -> np.ndarray:
+    """A slowly varying base (250 to 550 req/s) plus a 15 s burst of +1500 req/s every 3 minutes."""
+    rng = np.random.default_rng(seed)
+    chunks = []
+    for t in np.arange(0.0, seconds, 1.0):
+        rate = 400 + 150 * np.sin(2 * np.pi * t / 1800) + (1500 if t % 180 < 15 else 0)
+        chunks.append(np.sort(t + rng.uniform(0, 1.0, rng.poisson(rate))))
+    return np.concatenate(chunks)
+
+
+def test_hybrid_meets_the_slo_on_base_plus_bursts_and_beats_faas_only_and_an_autoscaled_pool() -> None:
+    times = base_plus_bursts(400.0)
+    results = {}
+    for name in ("hybrid", "faas-only", "pool-only"):
+        result = simulate_scheduled(times, FixedPolicy(16, 0.05), PROFILE, load_scheduler(name), slo_s=0.5, memory_mb=1024)
+        summary = result.summary()
+        assert summary["completed"] == summary["requests"] == len(times)
+        results[name] = summary
+    hybrid = results["hybrid"]
+    assert hybrid["slo_attainment"] >= 0.99
+    assert hybrid["rejected_batches"] == 0 and 0 < hybrid["faas_share"] < 0.5 and hybrid["instance_hours"] > 0
+    assert hybrid["cost_usd"] < results["faas-only"]["cost_usd"]
+    assert results["pool-only"]["slo_attainment"] < 0.99 or hybrid["cost_usd"] <= results["pool-only"]["cost_usd"]
+
+
+def sim(*argv: str) -> dict:
+    done = subprocess.run([sys.executable, "-m", "gateway", "sim", *argv], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_compare_json_holds_every_scheduler_and_a_custom_one_loads_by_path() -> None:
+    common = ("--arrivals", "poisson:rate=300", "--duration", "120", "--profile", str(PROFILE_PATH), "--slo-ms", "500",
+              "--memory-mb", "1024", "--batch-size", "16", "--timeout-ms", "50", "--json")  # fmt: skip
+    compared = sim(*common, "--compare", "hybrid,faas-only,pool-only,mark,tests.custom_scheduler:TwoInstancesFirstReady")
+    assert list(compared) == ["hybrid", "faas-only", "pool-only", "mark", "tests.custom_scheduler:TwoInstancesFirstReady"]
+    for name, summary in compared.items():
+        for key in ("requests", "completed", "latency_ms", "slo_attainment", "cost_usd", "cost_per_million_usd", "batches",
+                    "mean_batch_size", "cold_starts", "wall_s", "instance_hours", "faas_share"):  # fmt: skip
+            assert key in summary, (name, key)
+        assert summary["completed"] == summary["requests"] > 0
+    assert compared["faas-only"]["faas_share"] == 1.0 and compared["faas-only"]["instance_hours"] == 0.0
+    custom = compared["tests.custom_scheduler:TwoInstancesFirstReady"]
+    assert custom["faas_share"] == 0.0 and custom["instances_started"] == 2
+    single = sim(*common, "--scheduler", "tests.custom_scheduler:TwoInstancesFirstReady")
+    assert single["instances_started"] == 2 and single["requests"] == custom["requests"]
+
+
+def test_a_bad_scheduler_name_is_a_clear_error() -> None:
+    done = subprocess.run([sys.executable, "-m", "gateway", "sim", "--arrivals", "poisson:rate=10", "--duration", "5",
+                           "--profile", str(PROFILE_PATH), "--slo-ms", "500", "--memory-mb", "1024", "--scheduler", "nosuch"],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 2 and "sluice sim: scheduler 'nosuch'" in done.stderr

@@ -2,7 +2,8 @@
 
 Each worker is a real process with its own onnxruntime session. A supervisor task
 per worker restarts it when it exits for any reason other than our own stop, so a
-crashed worker costs a retry, not requests.
+crashed worker costs a retry, not requests. The pool can grow and shrink while it
+serves (`add_worker`, `remove_worker`): the provider a pool planner drives.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class _Worker:
         self.index = index
         self.process: asyncio.subprocess.Process | None = None
         self.instance: Instance | None = None
+        self.retiring = False  # being removed: finish in-flight work, then stop; no restart
 
 
 class LocalWorkerPool:
@@ -93,15 +95,52 @@ class LocalWorkerPool:
         self.startup_seconds.append(time.monotonic() - started)
         log.info("worker started", extra={"worker": backend.name, "pid": worker.process.pid, "port": port})
 
+    async def add_worker(self) -> Instance:
+        """Start one more worker (a real process: its start-up time is real too) and supervise it."""
+        worker = _Worker(max((w.index for w in self._workers), default=-1) + 1)
+        self._workers.append(worker)
+        try:
+            await self._spawn(worker)
+        except BaseException:
+            self._workers.remove(worker)
+            raise
+        self._supervisors.append(asyncio.create_task(self._supervise(worker)))
+        for callback in self._listeners:
+            callback()
+        assert worker.instance is not None
+        return worker.instance
+
+    async def remove_worker(self, instance: Instance, drain_timeout_s: float = 60.0) -> None:
+        """Take a worker out: no new batches, wait for its batch in flight, then stop it."""
+        worker = next((w for w in self._workers if w.instance is instance), None)
+        if worker is None or worker.retiring:
+            return
+        worker.retiring = True
+        instance.healthy = False
+        give_up = time.monotonic() + drain_timeout_s
+        while instance.inflight > 0 and time.monotonic() < give_up:
+            await asyncio.sleep(0.01)
+        if worker.process is not None and worker.process.returncode is None:
+            worker.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(worker.process.wait(), 10.0)
+            except asyncio.TimeoutError:
+                worker.process.kill()
+                await worker.process.wait()
+        self._workers.remove(worker)
+        self.instances.remove(instance)
+        await instance.backend.transport.close()
+        log.info("worker removed", extra={"worker": instance.name})
+
     async def _supervise(self, worker: _Worker) -> None:
         delay = 0.1
         while not self._stopping:
             code = await worker.process.wait()
             worker.instance.healthy = False
-            if self._stopping:
+            if self._stopping or worker.retiring:
                 return
             log.warning("worker exited; restarting", extra={"worker": worker.instance.name, "code": code})
-            while not self._stopping:
+            while not self._stopping and not worker.retiring:
                 try:
                     await self._spawn(worker)
                     delay = 0.1

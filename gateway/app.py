@@ -71,7 +71,7 @@ class Gateway:
         log.info("drained")
 
     async def cleanup(self, app: web.Application) -> None:
-        loops = [loop for m in self.models.values() for loop in (m.retune, m.keep_warm) if loop is not None]
+        loops = [loop for m in self.models.values() for loop in (m.retune, m.keep_warm, m.plan) if loop is not None]
         await asyncio.gather(*(loop.stop() for loop in loops), return_exceptions=True)
         await asyncio.gather(*(m.pool.stop() for m in self.models.values()), return_exceptions=True)
 

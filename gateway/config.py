@@ -99,16 +99,27 @@ class ModelConfig:
     backend_timeout_s: float = 30.0
     max_attempts: int = 3
     unavailable_grace_s: float = 5.0  # with no healthy instance, how long batches wait before a 503
-    faas: FaasConfig | None = None  # alone: every batch goes to the function
+    faas: FaasConfig | None = None  # alone: every batch goes to the function; with `path`: a hybrid
+    # With both a local pool (`path`) and [faas]: who places batches and sizes the pool.
+    scheduler: str = "hybrid"  # hybrid | faas-only | pool-only | mark | module:Class
+    max_workers: int = 8
+    instance_price_per_hour: float = 0.085  # what one worker's machine costs (for the scheduler)
+    instance_min_billed_s: float = 60.0
+    plan_interval_s: float = 10.0  # the hybrid scheduler's planning period
+    scale_in_after_s: float = 60.0  # fewer workers must have been enough this long before any stop
 
     def check(self) -> None:
         backends = bool(self.path) + bool(self.upstream) + (self.faas is not None)
-        if backends != 1:
+        hybrid = bool(self.path) and self.faas is not None and not self.upstream
+        if backends != 1 and not hybrid:
             raise ConfigError(
-                f"model {self.name!r}: give exactly one of 'path' (ONNX file), 'upstream' (URLs) or a [faas] table"
+                f"model {self.name!r}: give exactly one of 'path' (ONNX file), 'upstream' (URLs) or a [faas] table,"
+                " or 'path' and [faas] together (a pool and a function, placed by the scheduler)"
             )
         if self.faas is not None:
             self.faas.check(self.name)
+        if self.max_workers < 1 or self.instance_price_per_hour < 0 or self.instance_min_billed_s < 0:
+            raise ConfigError(f"model {self.name!r}: max_workers >= 1, prices and minimum billing not negative")
         if self.policy == "adaptive" and self.slo_ms is None:
             raise ConfigError(f"model {self.name!r}: the adaptive policy needs slo_ms")
         if self.slo_ms is not None and self.slo_ms <= 0 or not 0 < self.percentile < 100:
@@ -120,6 +131,10 @@ class ModelConfig:
         for url in self.upstream:
             if not url.startswith(("http://", "https://")):
                 raise ConfigError(f"model {self.name!r}: upstream {url!r} is not an http(s) URL")
+
+    @property
+    def hybrid(self) -> bool:
+        return bool(self.path) and self.faas is not None
 
     @property
     def worker_threads(self) -> int:

@@ -15,10 +15,12 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from backends import BackendError, BackendUnavailable, FaasPool, Instance, Pool
+from backends.mixed_pool import MixedPool
 from batching import Batch, BatchPolicy, BatchQueue, Request, concat_inputs, split_outputs
 from batching.overrun import OverrunTracker
 from scheduler import pick_instance
@@ -34,6 +36,14 @@ class RequestFailed(Exception):
     def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status, self.retry_after = status, retry_after
+
+
+class Placer(Protocol):
+    def observe(self, now: float) -> None: ...
+
+    def choose(self, batch: Batch, now: float) -> Instance | None: ...
+
+    def finished(self, instance: Instance, now: float) -> None: ...
 
 
 def min_deadline(requests: list[Request]) -> float | None:
@@ -57,8 +67,10 @@ class ModelRunner:
         *,
         max_attempts: int = 3,
         outage_grace_s: float = 5.0,
+        placer: Placer | None = None,
     ) -> None:
         self.name = name
+        self.placer = placer  # with a scheduler: it picks each batch's instance (gateway.scheduling)
         self.queue = BatchQueue(policy)
         self.pool = pool
         self.max_attempts = max_attempts
@@ -75,7 +87,8 @@ class ModelRunner:
         self._idle.set()
         # Deadline-aware closing allows for how late batches really are (`OverrunTracker`).
         # Not on a function: its cold starts are a probability the tuner weighs, not lateness.
-        self._overruns = OverrunTracker() if hasattr(policy, "allow") and not isinstance(pool, FaasPool) else None
+        on_faas = isinstance(pool, (FaasPool, MixedPool))
+        self._overruns = OverrunTracker() if hasattr(policy, "allow") and not on_faas else None
         self._recorded = 0
         pool.on_capacity(self._dispatch)
         # Computed when Prometheus scrapes, not on every request.
@@ -92,6 +105,8 @@ class ModelRunner:
         if self._draining:
             raise RequestFailed(503, "the gateway is shutting down", retry_after=1.0)
         now = time.monotonic()
+        if self.placer is not None:
+            self.placer.observe(now)
         future = self._loop.create_future()
         request = Request(request_id, now, size=rows, deadline=deadline, payload=_Work(inputs, future))
         self._idle.clear()
@@ -133,10 +148,16 @@ class ModelRunner:
         instances = self.pool.instances
         while self._ready:
             now = time.monotonic()
-            index = pick_instance(instances, now)
-            if index is None:
-                break
-            instance = instances[index]
+            if self.placer is not None:
+                chosen = self.placer.choose(self._ready[0], now)
+                if chosen is None:
+                    break
+                instance = chosen
+            else:
+                index = pick_instance(instances, now)
+                if index is None:
+                    break
+                instance = instances[index]
             batch = self._ready.popleft()
             instance.inflight += 1
             instance.dispatched += 1
@@ -209,6 +230,8 @@ class ModelRunner:
                 self._record_overrun(batch, sum(rows), now)
         finally:
             instance.inflight -= 1
+            if self.placer is not None:
+                self.placer.finished(instance, time.monotonic())
             self._loop.call_soon(self._dispatch)
 
     def limits_changed(self) -> None:

@@ -12,18 +12,21 @@ import numpy as np
 
 from backends import BackendError, LocalWorkerPool, ModelMetadata, Pool, UpstreamPool
 from backends.faas_pool import FaasPool
+from backends.mixed_pool import MixedPool
 from backends.lambda_backend import InvocationReport, LambdaBackend
 from backends.profiling import measure_batch_times, service_curve
 from batching import BatchPolicy, FixedPolicy, NoBatchingPolicy
 from batching.adaptive import AdaptivePolicy
 from batching.tuner import MAX_BATCH, Target
 
+from scheduler import HybridScheduler, Prices, Scheduler, load_scheduler
 from scheduler.keepwarm import KeepWarmPolicy
 
 from .config import FaasConfig, ModelConfig
 from .keepwarm import KeepWarmLoop
 from .metrics import Metrics, ModelMetrics
 from .retune import RetuneLoop
+from .scheduling import LivePlacer, PlanLoop
 from .runner import ModelRunner
 
 log = logging.getLogger("sluice.gateway")
@@ -40,6 +43,7 @@ class ServedModel:
     runner: ModelRunner
     retune: RetuneLoop | None = None
     keep_warm: KeepWarmLoop | None = None
+    plan: PlanLoop | None = None
 
     @property
     def name(self) -> str:
@@ -55,6 +59,12 @@ class ServedModel:
 
 
 def make_pool(config: ModelConfig, metrics: ModelMetrics | None = None) -> Pool:
+    if config.hybrid:
+        assert config.faas is not None and config.path is not None
+        workers = LocalWorkerPool(
+            config.path, config.name, config.workers, threads=config.worker_threads, timeout_s=config.backend_timeout_s
+        )
+        return MixedPool(workers, FaasPool(make_lambda_backend(config.faas, metrics), config.faas.concurrency))
     if config.faas is not None:
         return FaasPool(make_lambda_backend(config.faas, metrics), config.faas.concurrency)
     if config.path:
@@ -118,6 +128,35 @@ async def make_adaptive_policy(config: ModelConfig, metadata: ModelMetadata, poo
     return AdaptivePolicy([target], config.slo_ms / 1e3, config.percentile / 100.0, inline=False)
 
 
+async def make_placer(config: ModelConfig, metadata: ModelMetadata, pool: MixedPool, policy: BatchPolicy) -> LivePlacer:
+    """The scheduler for a model with workers and a function, with s(b) measured on both."""
+    assert config.faas is not None
+    try:
+        on_worker = await measure_batch_times(pool.workers.instances[0].backend, metadata)
+        on_function = await measure_batch_times(pool.faas.instances[0].backend, metadata)
+    except (BackendError, IndexError) as exc:
+        raise RuntimeError(f"model {config.name!r}: measuring service times failed: {exc}") from exc
+    if config.scheduler == "hybrid":
+        scheduler: Scheduler = HybridScheduler(
+            plan_interval_s=config.plan_interval_s, step_s=config.plan_interval_s, scale_in_after_s=config.scale_in_after_s
+        )
+    else:
+        scheduler = load_scheduler(config.scheduler)
+    faas = config.faas
+    prices = Prices(
+        instance_per_hour=config.instance_price_per_hour, instance_min_billed_s=config.instance_min_billed_s,
+        faas_per_gb_s=faas.price_per_gb_s, faas_per_request=faas.price_per_request, faas_memory_mb=faas.memory_mb,
+    )  # fmt: skip
+    log.info("scheduler ready", extra={"model": config.name, "scheduler": getattr(scheduler, "name", config.scheduler),
+                                       "worker_ms": {str(b): round(s * 1e3, 3) for b, s in on_worker.items()},
+                                       "function_ms": {str(b): round(s * 1e3, 3) for b, s in on_function.items()}})  # fmt: skip
+    return LivePlacer(
+        scheduler, pool, pool_service=service_curve(on_worker, MAX_BATCH), faas_service=service_curve(on_function, MAX_BATCH),
+        prices=prices, slo_s=(config.slo_ms or 1000.0) / 1e3, batch_size=lambda: policy.limits(time.monotonic()).max_size,
+        max_workers=config.max_workers, keep_alive_s=faas.keep_alive_s,
+    )  # fmt: skip
+
+
 async def _fetch_metadata(name: str, pool: Pool) -> ModelMetadata:
     """Ask the first instance that answers; the backend read it from the model itself."""
     give_up = time.monotonic() + _METADATA_WAIT_S
@@ -147,9 +186,16 @@ async def start_model(config: ModelConfig, metrics: Metrics) -> ServedModel:
     except BaseException:
         await pool.stop()
         raise
+    placer = None
+    if isinstance(pool, MixedPool):
+        try:
+            placer = await make_placer(config, metadata, pool, policy)
+        except BaseException:
+            await pool.stop()
+            raise
     runner = ModelRunner(
         config.name, policy, pool, model_metrics,
-        max_attempts=config.max_attempts, outage_grace_s=config.unavailable_grace_s,
+        max_attempts=config.max_attempts, outage_grace_s=config.unavailable_grace_s, placer=placer,
     )  # fmt: skip
     log.info(
         "model ready",
@@ -159,8 +205,12 @@ async def start_model(config: ModelConfig, metrics: Metrics) -> ServedModel:
         },
     )  # fmt: skip
     served = ServedModel(config, pool, metadata, runner)
-    if isinstance(pool, FaasPool) and isinstance(pool.backend.keep_warm, KeepWarmPolicy):
-        served.keep_warm = KeepWarmLoop(pool.backend.keep_warm, pool.backend)
+    if placer is not None:
+        served.plan = PlanLoop(config.name, placer)
+        served.plan.start()
+    faas_pool = pool.faas if isinstance(pool, MixedPool) else pool
+    if isinstance(faas_pool, FaasPool) and isinstance(faas_pool.backend.keep_warm, KeepWarmPolicy):
+        served.keep_warm = KeepWarmLoop(faas_pool.backend.keep_warm, faas_pool.backend)
         served.keep_warm.start()
     if isinstance(policy, AdaptivePolicy):
         served.retune = RetuneLoop(config.name, policy, on_change=runner.limits_changed)

@@ -237,7 +237,7 @@ ERRORS = [
         '[models.a]\nupstream = ["http://h:1", "127.0.0.1:8001"]\n', None, "'127.0.0.1:8001' is not an http", id="no-scheme"
     ),
     pytest.param("", {"models": {"a": {"upstream": ["grpc://h:1"]}}}, "is not an http", id="bad-url-flag"),
-    pytest.param('[models.a]\npath = "/a.onnx"\n[models.a.faas]\nfunction = "f"\n', None, "exactly one of", id="path-and-faas"),
+    pytest.param('[models.a]\nupstream = "http://h:1"\n[models.a.faas]\nfunction = "f"\n', None, "exactly one of", id="upstream-and-faas"),
     pytest.param("[models.a.faas]\nregion = 'us-east-1'\n", None, "needs a function name", id="faas-without-function"),
     pytest.param("[models.a.faas]\nfunction = 'f'\nmemroy_mb = 512\n", None, r"unknown \[faas\] setting\(s\) \['memroy_mb'\]", id="faas-typo"),
     pytest.param("[models.a.faas]\nfunction = 'f'\nconcurrency = 0\n", None, "concurrency >= 1", id="faas-concurrency-0"),

@@ -1,0 +1,73 @@
+"""`sluice serve` with a worker pool and a function for one model: the hybrid scheduler places
+each batch and sizes the pool, live. Workers and the emulator are real processes."""
+
+from __future__ import annotations
+
+import textwrap
+
+import aiohttp
+import numpy as np
+import pytest
+
+from .conftest import start_gateway
+from .test_adaptive_serve import send
+from .test_faas_emulator import start_emulator
+from .test_lambda_backend import total
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(autouse=True)
+def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+async def test_the_pool_follows_a_step_in_load_and_the_function_takes_the_rest(tmp_path, demo_path) -> None:
+    """Priced so that a worker pays for itself only above about 80 req/s: at 20 req/s the
+    pool shrinks to nothing and the function serves; at 300 req/s a worker is started
+    (FaaS serving meanwhile); back at 20 req/s it is stopped again. Every answer is a 200."""
+    emulator = start_emulator("--function", f"demo={demo_path}", "--max-concurrency", "16")
+    config = tmp_path / "sluice.toml"
+    config.write_text(textwrap.dedent(f"""
+        [models.demo]
+        path = "{demo_path}"
+        workers = 1
+        batch_size = 8
+        timeout_ms = 10
+        scheduler = "hybrid"
+        max_workers = 2
+        instance_price_per_hour = 0.01
+        instance_min_billed_s = 1
+        plan_interval_s = 1
+        scale_in_after_s = 3
+        [models.demo.faas]
+        function = "demo"
+        region = "us-east-1"
+        endpoint_url = "http://127.0.0.1:{emulator.port}"
+        concurrency = 16
+    """))
+    gw = None
+    try:
+        gw = start_gateway(tmp_path, "--config", str(config))
+        rng = np.random.default_rng(4)
+        await send(gw.url, 20.0, 10.0, rng)
+        shrank_first = sum(e.get("msg") == "pool shrank" for e in gw.logs())
+        await send(gw.url, 300.0, 8.0, rng)
+        grew = sum(e.get("msg") == "pool grew" for e in gw.logs())
+        # The scheduler weighs the last 30 steps' rates (bursts as they came), so the worker
+        # goes once the burst has mostly left that window, then 3 s more.
+        await send(gw.url, 20.0, 24.0, rng)
+        logs = gw.logs()
+        async with aiohttp.ClientSession() as session, session.get(f"{gw.url}/metrics") as resp:
+            text = await resp.text()
+    finally:
+        if gw is not None:
+            assert gw.stop() == 0
+        assert emulator.stop() == 0
+    assert shrank_first >= 1, "at 20 req/s the worker costs more than the function"
+    assert grew >= 1, "at 300 req/s a worker pays for itself"
+    assert sum(e.get("msg") == "pool shrank" for e in logs) > shrank_first, "back at 20 req/s it should go again"
+    assert total(text, "sluice_faas_invocations_total", outcome="ok") > 10
+    assert total(text, "sluice_requests_total", code="200") == total(text, "sluice_requests_total")

@@ -45,5 +45,10 @@ class Batch:
 
     @property
     def earliest_deadline(self) -> float | None:
-        deadlines = [r.deadline for r in self.requests if r.deadline is not None]
-        return min(deadlines) if deadlines else None
+        return earliest_deadline(self.requests)
+
+
+def earliest_deadline(requests: list[Request]) -> float | None:
+    """The soonest deadline among requests that have one."""
+    deadlines = [r.deadline for r in requests if r.deadline is not None]
+    return min(deadlines) if deadlines else None

@@ -14,26 +14,16 @@ import time
 from backends.lambda_backend import LambdaBackend
 from scheduler.keepwarm import KeepWarmPolicy
 
+from .loop import BackgroundLoop
+
 log = logging.getLogger("sluice.faas")
 
 _IDLE_POLL_S = 1.0  # with nothing planned, look again this often (a batch may have ended since)
 
 
-class KeepWarmLoop:
+class KeepWarmLoop(BackgroundLoop):
     def __init__(self, policy: KeepWarmPolicy, backend: LambdaBackend) -> None:
         self.policy, self.backend = policy, backend
-        self._task: asyncio.Task | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
 
     async def _run(self) -> None:
         while True:

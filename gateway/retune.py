@@ -22,6 +22,8 @@ from concurrent.futures import ProcessPoolExecutor
 
 from batching.adaptive import AdaptivePolicy
 
+from .loop import BackgroundLoop
+
 log = logging.getLogger("sluice.tuner")
 
 
@@ -35,28 +37,22 @@ def _lower_priority() -> None:
         os.nice(19)
 
 
-class RetuneLoop:
+class RetuneLoop(BackgroundLoop):
     def __init__(
         self, model: str, policy: AdaptivePolicy, interval_s: float = 1.0, on_change: Callable[[], None] | None = None
     ) -> None:
         self.model, self.policy, self.interval_s = model, policy, interval_s
         self.on_change = on_change  # told when new limits are in force (the runner re-arms its timer)
-        self._task: asyncio.Task | None = None
         self._solver: ProcessPoolExecutor | None = None
 
     def start(self) -> None:
         self._solver = ProcessPoolExecutor(
             max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_lower_priority
         )
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        super().start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await super().stop()
         if self._solver is not None:
             self._solver.shutdown(wait=False, cancel_futures=True)
 

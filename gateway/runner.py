@@ -22,6 +22,7 @@ import numpy as np
 from backends import BackendError, BackendUnavailable, FaasPool, Instance, Pool
 from backends.mixed_pool import MixedPool
 from batching import Batch, BatchPolicy, BatchQueue, Request, concat_inputs, split_outputs
+from batching.types import earliest_deadline
 from batching.overrun import OverrunTracker
 from scheduler import pick_instance
 
@@ -44,11 +45,6 @@ class Placer(Protocol):
     def choose(self, batch: Batch, now: float) -> Instance | None: ...
 
     def finished(self, instance: Instance, now: float) -> None: ...
-
-
-def min_deadline(requests: list[Request]) -> float | None:
-    deadlines = [r.deadline for r in requests if r.deadline is not None]
-    return min(deadlines) if deadlines else None
 
 
 @dataclass(slots=True)
@@ -198,7 +194,7 @@ class ModelRunner:
             m.batches_in_flight.inc()
             try:
                 inputs = concat_inputs([r.payload.inputs for r in live])
-                outputs = await instance.backend.infer(inputs, deadline=min_deadline(live))
+                outputs = await instance.backend.infer(inputs, deadline=earliest_deadline(live))
                 results = split_outputs(outputs, rows)
             finally:
                 m.batches_in_flight.dec()

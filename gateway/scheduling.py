@@ -23,6 +23,8 @@ from backends.pool import Instance
 from batching import Batch
 from scheduler import ArrivalView, FaasView, InstanceView, Placement, Prices, Scheduler, View
 
+from .loop import BackgroundLoop
+
 log = logging.getLogger("sluice.scheduler")
 
 _RATE_WINDOW_S = 30.0
@@ -93,24 +95,12 @@ class LivePlacer:
             self.last_faas_done = now
 
 
-class PlanLoop:
+class PlanLoop(BackgroundLoop):
     """Every `plan_interval_s`: the scheduler's plan, carried out on the worker pool."""
 
     def __init__(self, model: str, placer: LivePlacer) -> None:
         self.model, self.placer = model, placer
-        self._task: asyncio.Task | None = None
         self.started = self.stopped = 0
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
 
     async def _run(self) -> None:
         placer, workers = self.placer, self.placer.pool.workers

@@ -83,6 +83,14 @@ def start_gateway(tmp_path: Path, *args: str) -> GatewayProcess:
     raise RuntimeError(f"gateway did not start in {_START_TIMEOUT_S} s:\n{log_path.read_text()[-3000:]}")
 
 
+@pytest.fixture
+def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Test credentials for boto3's chain, in this process and in the gateways it starts."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
 @pytest.fixture(scope="session")
 def demo_path() -> Path:
     return demo_model_path()

@@ -14,14 +14,7 @@ from .test_adaptive_serve import send
 from .test_faas_emulator import start_emulator
 from .test_lambda_backend import total
 
-pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(autouse=True)
-def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("aws_credentials")]
 
 
 async def test_the_pool_follows_a_step_in_load_and_the_function_takes_the_rest(tmp_path, demo_path) -> None:

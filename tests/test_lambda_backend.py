@@ -18,15 +18,7 @@ from .conftest import start_gateway, v2_body
 from .test_adaptive_serve import scrape
 from .test_faas_emulator import start_emulator
 
-pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(autouse=True)
-def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    """boto3's chain finds these, in this process and in the gateway it starts."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("aws_credentials")]
 
 
 def test_the_report_line_says_what_was_billed_and_whether_it_was_cold() -> None:

@@ -17,7 +17,7 @@ import pytest
 from .conftest import start_gateway, v2_body
 from .test_faas_emulator import start_emulator
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("aws_credentials")]
 
 RATE, REQUESTS = 25.0, 500  # a Poisson trace of about 20 s
 BATCH_SIZE, TIMEOUT_MS = 16, 150  # waits dominate, as with batching they do; the gateway adds a few ms
@@ -45,13 +45,6 @@ async def replay(url: str, times: np.ndarray) -> np.ndarray:
             return loop.time() - (start + at)
 
         return np.array(await asyncio.gather(*(one(t) for t in times)))
-
-
-@pytest.fixture(autouse=True)
-def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
 
 
 async def test_a_measured_profile_predicts_the_live_run(tmp_path, demo_path) -> None:

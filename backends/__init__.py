@@ -9,7 +9,10 @@ from .lambda_backend import FaasThrottled, InvocationReport, LambdaBackend, Repo
 from .local_pool import LocalWorkerPool
 from .metadata import ModelMetadata, TensorSpec
 from .oip import InferRequest, ProtocolError, decode_request, decode_response, encode_request, encode_response
-from .pool import Instance, Pool, UpstreamPool
+from .membership import Membership
+from .mixed_pool import MixedPool
+from .pool import Instance, Pool, ScalablePool, UpstreamPool, scalable
+from .registered_pool import RegisteredPool
 from .wire import AiohttpTransport, HttpResponse, TransportError, WireTransport
 
 __all__ = [
@@ -31,6 +34,11 @@ __all__ = [
     "InferRequest",
     "Instance",
     "LocalWorkerPool",
+    "Membership",
+    "MixedPool",
+    "RegisteredPool",
+    "ScalablePool",
+    "scalable",
     "ModelMetadata",
     "Pool",
     "ProtocolError",

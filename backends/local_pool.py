@@ -3,7 +3,7 @@
 Each worker is a real process with its own onnxruntime session. A supervisor task
 per worker restarts it when it exits for any reason other than our own stop, so a
 crashed worker costs a retry, not requests. The pool can grow and shrink while it
-serves (`add_worker`, `remove_worker`): the provider a pool planner drives.
+serves (`add_instance`, `remove_instance`): a `ScalablePool`, the provider a pool planner drives.
 """
 
 from __future__ import annotations
@@ -95,14 +95,18 @@ class LocalWorkerPool:
         self.startup_seconds.append(time.monotonic() - started)
         log.info("worker started", extra={"worker": backend.name, "pid": worker.process.pid, "port": port})
 
-    async def add_worker(self) -> Instance:
+    async def add_instance(self) -> Instance:
         """Start one more worker (a real process: its start-up time is real too) and supervise it."""
         worker = _Worker(max((w.index for w in self._workers), default=-1) + 1)
         self._workers.append(worker)
         try:
             await self._spawn(worker)
-        except BaseException:
+        except BaseException:  # cancelled or failed: no process is left behind
             self._workers.remove(worker)
+            if worker.process is not None and worker.process.returncode is None:
+                worker.process.kill()
+            if worker.instance is not None and worker.instance in self.instances:
+                self.instances.remove(worker.instance)
             raise
         self._supervisors.append(asyncio.create_task(self._supervise(worker)))
         for callback in self._listeners:
@@ -110,7 +114,7 @@ class LocalWorkerPool:
         assert worker.instance is not None
         return worker.instance
 
-    async def remove_worker(self, instance: Instance, drain_timeout_s: float = 60.0) -> None:
+    async def remove_instance(self, instance: Instance, drain_timeout_s: float = 60.0) -> None:
         """Take a worker out: no new batches, wait for its batch in flight, then stop it."""
         worker = next((w for w in self._workers if w.instance is instance), None)
         if worker is None or worker.retiring:

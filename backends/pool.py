@@ -58,6 +58,24 @@ class Pool(Protocol):
         ...
 
 
+class ScalablePool(Pool, Protocol):
+    """A pool whose provider can start and stop instances on demand (local worker
+    processes); a planner grows and shrinks it. Static and self-registering pools
+    are not: their size is someone else's, and a plan for them is only advice."""
+
+    async def add_instance(self) -> Instance:
+        """Start one more instance and return it once it serves."""
+        ...
+
+    async def remove_instance(self, instance: Instance) -> None:
+        """Stop sending `instance` batches, let its batch in flight finish, then stop it."""
+        ...
+
+
+def scalable(pool: Pool) -> bool:
+    return callable(getattr(pool, "add_instance", None)) and callable(getattr(pool, "remove_instance", None))
+
+
 async def wait_until_ready(backend: Backend, first_delay_s: float, max_delay_s: float = 5.0) -> None:
     """Ask `backend.ready()` with exponential backoff until it says yes."""
     delay = first_delay_s
@@ -89,19 +107,16 @@ class UpstreamPool:
 
     async def start(self) -> None:
         self._session = new_session()
-        self.instances = [
-            Instance(
-                HttpV2Backend(
-                    AiohttpTransport(url, self._session, self._timeout), self._model, binary=self._binary, name=url
-                ),
-                max_inflight=self._max_inflight,
-            )
-            for url in self._urls
-        ]
+        self.instances = [Instance(self._backend(url), max_inflight=self._max_inflight) for url in self._urls]
         for instance in self.instances:
             instance.healthy = await instance.backend.ready()
             if not instance.healthy:
                 self.report_failure(instance)
+
+    def _backend(self, url: str) -> HttpV2Backend:
+        assert self._session is not None, "start the pool first"
+        transport = AiohttpTransport(url, self._session, self._timeout)
+        return HttpV2Backend(transport, self._model, binary=self._binary, name=url)
 
     def report_failure(self, instance: Instance) -> None:
         instance.healthy = False

@@ -5,6 +5,10 @@ batch at a time, so there is nothing to overlap, and a thread hop would only add
 latency. When started with `--port 0` it binds a free port and prints one JSON
 line `{"event": "ready", "port": P}` on stdout once it serves, which is how a
 local pool learns where it is without racing for ports.
+
+With `--register GATEWAY_URL` it joins the pool of a gateway model configured with
+`registered = true` instead, renews its lease every third of `--lease-s`, and leaves
+(the gateway finishes its batches first) when it stops.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import sys
 from aiohttp import web
 
 from . import aio
+from .membership import Membership
 from .oip import HEADER_LENGTH, ProtocolError, decode_request, encode_response
 from .onnx_model import OnnxModel
 
@@ -98,9 +103,17 @@ async def serve(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     watchdog = asyncio.create_task(_watch_parent(args.parent_pid)) if args.parent_pid else None
+    membership = None
+    if args.register:
+        advertise = args.advertise or f"http://{args.host}:{port}"
+        membership = Membership(args.register, args.register_as or model.metadata.name, advertise,
+                                args.token or os.environ.get("SLUICE_ADMIN_TOKEN", ""), args.lease_s)  # fmt: skip
+        await membership.start()
     await stop.wait()
     if watchdog:
         watchdog.cancel()
+    if membership is not None:
+        await membership.leave()  # the gateway stops sending batches, then we stop serving
     await runner.cleanup()
 
 
@@ -111,6 +124,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port and prints it")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
     parser.add_argument("--parent-pid", type=int, default=0, help="exit when this process is gone")
+    parser.add_argument("--register", metavar="GATEWAY_URL", help="join the pool of a gateway model with registered = true")
+    parser.add_argument("--register-as", metavar="MODEL", help="the gateway's model name (default: --name)")
+    parser.add_argument("--advertise", metavar="URL", help="the URL the gateway reaches this worker at (default: http://HOST:PORT)")
+    parser.add_argument("--token", help="the gateway's admin token (default: $SLUICE_ADMIN_TOKEN)")
+    parser.add_argument("--lease-s", type=float, default=15.0, help="registration lease; renewed every third of it")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,10 +21,13 @@ from backends import ProtocolError, decode_request, encode_response
 from backends.oip import HEADER_LENGTH
 
 from .codec import check_outputs, decode_v1, encode_v1, validate_inputs
-from .config import GatewayConfig
+from backends.registered_pool import RegisteredPool
+
+from . import admin
+from .config import GatewayConfig, ModelConfig
 from .metrics import Metrics
 from .runner import RequestFailed
-from .served import ServedModel, start_model
+from .served import ServedModel, make_pool, registry_of, start_model
 
 log = logging.getLogger("sluice.gateway")
 access = logging.getLogger("sluice.access")
@@ -47,15 +50,38 @@ class Gateway:
         self.config = config
         self.metrics = Metrics()
         self.models: dict[str, ServedModel] = {}
+        self.registries: dict[str, RegisteredPool] = {}  # models whose servers register themselves
+        self.starting: dict[str, asyncio.Task] = {}  # models waiting for their first server
         self.draining = False
 
     async def startup(self, app: web.Application) -> None:
         try:
-            for model_config in self.config.models.values():
-                self.models[model_config.name] = await start_model(model_config, self.metrics)
+            for config in self.config.models.values():
+                pool = make_pool(config, self.metrics.for_model(config.name))
+                await pool.start()
+                registry = registry_of(pool)
+                if registry is not None:
+                    self.registries[config.name] = registry
+                if pool is registry:  # nothing to serve with until a server joins: start once one has
+                    self.starting[config.name] = asyncio.create_task(self._start_later(config, pool))
+                else:
+                    try:
+                        self.models[config.name] = await start_model(config, self.metrics, pool)
+                    except BaseException:
+                        await pool.stop()
+                        raise
         except BaseException:
             await self.cleanup(app)  # no worker of an earlier model outlives a failed start
             raise
+
+    async def _start_later(self, config: ModelConfig, pool: RegisteredPool) -> None:
+        log.info("waiting for a server to register", extra={"model": config.name})
+        try:
+            self.models[config.name] = await start_model(config, self.metrics, pool)
+        except Exception:
+            log.exception("model failed to start", extra={"model": config.name})
+        finally:
+            del self.starting[config.name]
 
     async def shutdown(self, app: web.Application) -> None:
         self.draining = True
@@ -71,6 +97,10 @@ class Gateway:
         log.info("drained")
 
     async def cleanup(self, app: web.Application) -> None:
+        for task in list(self.starting.values()):
+            task.cancel()
+        await asyncio.gather(*(r.stop() for n, r in self.registries.items() if n not in self.models),
+                             return_exceptions=True)  # fmt: skip
         loops = [loop for m in self.models.values() for loop in (m.retune, m.keep_warm, m.plan) if loop is not None]
         await asyncio.gather(*(loop.stop() for loop in loops), return_exceptions=True)
         await asyncio.gather(*(m.pool.stop() for m in self.models.values()), return_exceptions=True)
@@ -80,6 +110,8 @@ class Gateway:
     def model(self, request: web.Request) -> ServedModel:
         name = request.match_info["model"]
         model = self.models.get(name)
+        if model is None and name in self.starting:
+            raise RequestFailed(503, f"model {name!r} is waiting for its first server to register", retry_after=1.0)
         wanted = request.match_info.get("version")
         if model is None or (wanted is not None and wanted not in model.metadata.versions):
             what = f"model {name!r}" + (f" version {wanted!r}" if wanted else "")
@@ -214,7 +246,8 @@ async def live(request: web.Request) -> web.Response:
 
 async def ready(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
-    ok = not gateway.draining and bool(gateway.models) and all(m.ready for m in gateway.models.values())
+    ok = (not gateway.draining and not gateway.starting and bool(gateway.models)
+          and all(m.ready for m in gateway.models.values()))  # fmt: skip
     return web.json_response({"ready": ok}, status=200 if ok else 503)
 
 
@@ -258,4 +291,5 @@ def create_app(config: GatewayConfig) -> web.Application:
         r.add_get(prefix + "/ready", model_ready)
     r.add_get("/v1/models/{model}", model_ready)
     r.add_get("/metrics", metrics)
+    admin.add_routes(app, gateway)
     return app

@@ -35,7 +35,7 @@ def _serve_flags(args: argparse.Namespace) -> dict[str, Any]:
             flags[key] = getattr(args, key)
     if args.no_access_log:
         flags["access_log"] = False
-    for key in ("workers", "threads", "batch_size", "timeout_ms", "policy", "slo_ms", "percentile"):
+    for key in ("workers", "threads", "batch_size", "timeout_ms", "policy", "slo_ms", "percentile", "scheduler"):
         if getattr(args, key) is not None:
             flags[key] = getattr(args, key)
     models: dict[str, dict[str, Any]] = {}
@@ -43,6 +43,8 @@ def _serve_flags(args: argparse.Namespace) -> dict[str, Any]:
         models[name] = {"path": path}
     for name, url in _pairs(args.upstream, "--upstream"):
         models.setdefault(name, {"upstream": []})["upstream"].append(url)
+    for name in args.registered or []:
+        models[name] = {"registered": True}
     if models:
         flags["models"] = models
     return flags
@@ -53,6 +55,9 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="TOML configuration file")
     p.add_argument("--model", action="append", metavar="NAME=PATH.onnx", help="serve an ONNX file from local workers (repeatable)")
     p.add_argument("--upstream", action="append", metavar="NAME=URL", help="serve a model from an Open Inference Protocol server (repeatable)")
+    p.add_argument("--registered", action="append", metavar="NAME",
+                   help="serve a model from servers that register themselves (`sluice worker --register`); "
+                        "needs SLUICE_ADMIN_TOKEN (repeatable)")  # fmt: skip
     p.add_argument("--host", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to bind (default 8000; 0 picks a free one)")
     p.add_argument("--workers", type=int, help="worker processes per local model (default: min(2, cores))")
@@ -62,6 +67,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--policy", choices=config_mod.POLICIES, help="batching policy (default: adaptive with --slo-ms, else fixed)")
     p.add_argument("--slo-ms", type=float, help="latency SLO: batch size and timeout are re-tuned to meet it at --percentile")
     p.add_argument("--percentile", type=float, help="the SLO's percentile (default 99)")
+    p.add_argument("--scheduler", metavar="NAME|MODULE:CLASS",
+                   help="for models with servers and [faas]: hybrid (default), faas-only, pool-only, mark, or your own")
     p.add_argument("--max-body-bytes", type=int, help="largest request body (default 8 MiB)")
     p.add_argument("--request-timeout-s", type=float, help="longest a request may take end to end (default 30)")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))

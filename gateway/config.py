@@ -20,6 +20,9 @@ path = "/models/demo.onnx"
 upstream = ["http://127.0.0.1:8001"]
 batch_size = 8
 
+[models.ranker]       # or servers that register themselves (`sluice worker --register URL`),
+registered = true     # with [server] admin_token (or SLUICE_ADMIN_TOKEN) as their credential
+
 [models.bert.faas]    # or a serverless function: every batch is one invocation
 function = "bert-batch"
 region = "us-east-1"  # endpoint_url = "http://127.0.0.1:9000" for `sluice faas-emulator`
@@ -99,8 +102,10 @@ class ModelConfig:
     backend_timeout_s: float = 30.0
     max_attempts: int = 3
     unavailable_grace_s: float = 5.0  # with no healthy instance, how long batches wait before a 503
-    faas: FaasConfig | None = None  # alone: every batch goes to the function; with `path`: a hybrid
-    # With both a local pool (`path`) and [faas]: who places batches and sizes the pool.
+    registered: bool = False  # servers join by themselves: POST /admin/models/{name}/instances
+    lease_s: float = 30.0  # the longest a registration lasts without renewal
+    faas: FaasConfig | None = None  # alone: every batch goes to the function; with a server pool: a hybrid
+    # With both a server pool and [faas]: who places batches and sizes the pool.
     scheduler: str = "hybrid"  # hybrid | faas-only | pool-only | mark | module:Class
     max_workers: int = 8
     instance_price_per_hour: float = 0.085  # what one worker's machine costs (for the scheduler)
@@ -109,13 +114,14 @@ class ModelConfig:
     scale_in_after_s: float = 60.0  # fewer workers must have been enough this long before any stop
 
     def check(self) -> None:
-        backends = bool(self.path) + bool(self.upstream) + (self.faas is not None)
-        hybrid = bool(self.path) and self.faas is not None and not self.upstream
-        if backends != 1 and not hybrid:
+        servers = bool(self.path) + bool(self.upstream) + self.registered
+        if servers > 1 or (servers == 0 and self.faas is None):
             raise ConfigError(
-                f"model {self.name!r}: give exactly one of 'path' (ONNX file), 'upstream' (URLs) or a [faas] table,"
-                " or 'path' and [faas] together (a pool and a function, placed by the scheduler)"
+                f"model {self.name!r}: give one server pool ('path' to an ONNX file, 'upstream' URLs or"
+                " 'registered = true'), a [faas] table, or one server pool and [faas] together (placed by the scheduler)"
             )
+        if self.lease_s <= 0:
+            raise ConfigError(f"model {self.name!r}: lease_s must be positive")
         if self.faas is not None:
             self.faas.check(self.name)
         if self.max_workers < 1 or self.instance_price_per_hour < 0 or self.instance_min_billed_s < 0:
@@ -134,7 +140,7 @@ class ModelConfig:
 
     @property
     def hybrid(self) -> bool:
-        return bool(self.path) and self.faas is not None
+        return self.faas is not None and bool(self.path or self.upstream or self.registered)
 
     @property
     def worker_threads(self) -> int:
@@ -150,6 +156,7 @@ class GatewayConfig:
     shutdown_timeout_s: float = 30.0
     log_level: str = "info"
     access_log: bool = True
+    admin_token: str | None = None  # bearer token of the /admin endpoints (or SLUICE_ADMIN_TOKEN); none: they refuse
     models: dict[str, ModelConfig] = field(default_factory=dict)
 
 
@@ -246,5 +253,7 @@ def load(
         models[name] = _model(name, {**defaults, **values, **model_flags})
     for model in models.values():
         model.check()
+    if server.get("admin_token") is None and os.environ.get("SLUICE_ADMIN_TOKEN"):
+        server["admin_token"] = os.environ["SLUICE_ADMIN_TOKEN"]
     return GatewayConfig(**_checked("[server]", server, GatewayConfig), models=models)
 

@@ -71,7 +71,24 @@ class Metrics:
         )  # fmt: skip
         self.cost = Counter(
             "sluice_cost_usd", "What serving cost, in US dollars, by model and backend (faas: billed duration x "
-            "memory + the request price).", ["model", "backend"], registry=r,
+            "memory + the request price; pool: server time x instance_price_per_hour, for scheduled models).",
+            ["model", "backend"], registry=r,
+        )  # fmt: skip
+        self.placements = Counter(
+            "sluice_placements", "Batches a scheduler placed, by model and target (pool: a server; faas: the "
+            "function).", ["model", "target"], registry=r,
+        )  # fmt: skip
+        self.pool_instances = Gauge(
+            "sluice_pool_instances", "Servers in a scheduled model's pool (starting, serving or draining).", ["model"],
+            registry=r,
+        )  # fmt: skip
+        self.pool_desired = Gauge(
+            "sluice_pool_desired_instances", "The scheduler's planned server count (carried out for local workers; "
+            "advice for upstream and registered servers).", ["model"], registry=r,
+        )  # fmt: skip
+        self.pool_billed = Counter(
+            "sluice_pool_instance_seconds", "Server time billed to a scheduled model, start-up and minimum billing "
+            "included.", ["model"], registry=r,
         )  # fmt: skip
         self.healthy_instances = Gauge(
             "sluice_healthy_instances", "Pool instances able to take a batch.", ["model"], registry=r
@@ -172,6 +189,19 @@ class ModelMetrics:
             m.faas_billed.labels(self.model, function).inc(billed_ms / 1000.0)
         if cost_usd:
             m.cost.labels(self.model, "faas").inc(cost_usd)
+
+    def placed(self, target: str) -> None:
+        self._metrics.placements.labels(self.model, target).inc()
+
+    def pool_size(self, count: int) -> None:
+        self._metrics.pool_instances.labels(self.model).set(count)
+
+    def pool_desired(self, count: int) -> None:
+        self._metrics.pool_desired.labels(self.model).set(count)
+
+    def pool_billed(self, seconds: float, cost_usd: float) -> None:
+        self._metrics.pool_billed.labels(self.model).inc(seconds)
+        self._metrics.cost.labels(self.model, "pool").inc(cost_usd)
 
     def backend_errors(self, backend: str, kind: str) -> Counter:
         return self._metrics.backend_errors.labels(self.model, backend, kind)  # the rare path

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from backends import BackendError, LocalWorkerPool, ModelMetadata, Pool, UpstreamPool
+from backends.registered_pool import RegisteredPool
 from backends.faas_pool import FaasPool
 from backends.mixed_pool import MixedPool
 from backends.lambda_backend import InvocationReport, LambdaBackend
@@ -58,23 +59,39 @@ class ServedModel:
         return any(i.healthy for i in self.pool.instances)
 
 
-def make_pool(config: ModelConfig, metrics: ModelMetrics | None = None) -> Pool:
-    if config.hybrid:
-        assert config.faas is not None and config.path is not None
-        workers = LocalWorkerPool(
-            config.path, config.name, config.workers, threads=config.worker_threads, timeout_s=config.backend_timeout_s
-        )
-        return MixedPool(workers, FaasPool(make_lambda_backend(config.faas, metrics), config.faas.concurrency))
-    if config.faas is not None:
-        return FaasPool(make_lambda_backend(config.faas, metrics), config.faas.concurrency)
+def make_servers(config: ModelConfig) -> Pool | None:
+    """The model's server pool, if it has one: local workers, upstream URLs, or self-registering servers."""
     if config.path:
         return LocalWorkerPool(
             config.path, config.name, config.workers, threads=config.worker_threads, timeout_s=config.backend_timeout_s
         )
-    return UpstreamPool(
-        list(config.upstream), config.name, max_inflight=config.upstream_max_inflight,
-        binary=config.upstream_binary, timeout_s=config.backend_timeout_s,
-    )  # fmt: skip
+    if config.upstream:
+        return UpstreamPool(
+            list(config.upstream), config.name, max_inflight=config.upstream_max_inflight,
+            binary=config.upstream_binary, timeout_s=config.backend_timeout_s,
+        )  # fmt: skip
+    if config.registered:
+        return RegisteredPool(
+            config.name, max_ttl_s=config.lease_s, max_inflight=config.upstream_max_inflight,
+            binary=config.upstream_binary, timeout_s=config.backend_timeout_s,
+        )  # fmt: skip
+    return None
+
+
+def make_pool(config: ModelConfig, metrics: ModelMetrics | None = None) -> Pool:
+    """Servers, a function, or both under a scheduler (a `MixedPool`)."""
+    servers = make_servers(config)
+    if config.faas is None:
+        assert servers is not None
+        return servers
+    faas = FaasPool(make_lambda_backend(config.faas, metrics), config.faas.concurrency)
+    return faas if servers is None else MixedPool(servers, faas)
+
+
+def registry_of(pool: Pool) -> RegisteredPool | None:
+    """Where the admin endpoint registers a model's servers, if they register themselves."""
+    servers = pool.servers if isinstance(pool, MixedPool) else pool
+    return servers if isinstance(servers, RegisteredPool) else None
 
 
 def make_lambda_backend(faas: FaasConfig, metrics: ModelMetrics | None) -> LambdaBackend:
@@ -112,10 +129,7 @@ async def make_adaptive_policy(config: ModelConfig, metadata: ModelMetadata, poo
     except BackendError as exc:
         raise RuntimeError(f"model {config.name!r}: measuring service times failed: {exc}") from exc
     service = service_curve(measured, MAX_BATCH)
-    log.info(
-        "measured service times",
-        extra={"model": config.name, "ms": {str(b): round(s * 1e3, 3) for b, s in measured.items()}},
-    )
+    log.info("measured service times", extra={"model": config.name, "ms": _ms(measured)})
     # The model covers the wait and the measured batch time (which includes the hop to
     # the worker, or the invocation); the gateway's own handling of the request is on top.
     if config.faas is not None:
@@ -128,12 +142,17 @@ async def make_adaptive_policy(config: ModelConfig, metadata: ModelMetadata, poo
     return AdaptivePolicy([target], config.slo_ms / 1e3, config.percentile / 100.0, inline=False)
 
 
-async def make_placer(config: ModelConfig, metadata: ModelMetadata, pool: MixedPool, policy: BatchPolicy) -> LivePlacer:
-    """The scheduler for a model with workers and a function, with s(b) measured on both."""
+async def make_placer(
+    config: ModelConfig, metadata: ModelMetadata, pool: MixedPool, policy: BatchPolicy, metrics: ModelMetrics | None = None
+) -> LivePlacer:
+    """The scheduler for a model with servers and a function, with s(b) measured on both.
+    Servers that have not joined yet (registered ones) are measured when the first does;
+    until then the function's curve stands in for theirs."""
     assert config.faas is not None
     try:
-        on_worker = await measure_batch_times(pool.workers.instances[0].backend, metadata)
         on_function = await measure_batch_times(pool.faas.instances[0].backend, metadata)
+        first = next((i for i in pool.servers.instances if i.healthy), None)
+        on_server = await measure_batch_times(first.backend, metadata) if first is not None else None
     except (BackendError, IndexError) as exc:
         raise RuntimeError(f"model {config.name!r}: measuring service times failed: {exc}") from exc
     if config.scheduler == "hybrid":
@@ -148,18 +167,27 @@ async def make_placer(config: ModelConfig, metadata: ModelMetadata, pool: MixedP
         faas_per_gb_s=faas.price_per_gb_s, faas_per_request=faas.price_per_request, faas_memory_mb=faas.memory_mb,
     )  # fmt: skip
     log.info("scheduler ready", extra={"model": config.name, "scheduler": getattr(scheduler, "name", config.scheduler),
-                                       "worker_ms": {str(b): round(s * 1e3, 3) for b, s in on_worker.items()},
-                                       "function_ms": {str(b): round(s * 1e3, 3) for b, s in on_function.items()}})  # fmt: skip
-    return LivePlacer(
-        scheduler, pool, pool_service=service_curve(on_worker, MAX_BATCH), faas_service=service_curve(on_function, MAX_BATCH),
-        prices=prices, slo_s=(config.slo_ms or 1000.0) / 1e3, batch_size=lambda: policy.limits(time.monotonic()).max_size,
-        max_workers=config.max_workers, keep_alive_s=faas.keep_alive_s,
+                                       "server_ms": _ms(on_server) if on_server else None,
+                                       "function_ms": _ms(on_function)})  # fmt: skip
+    function_curve = service_curve(on_function, MAX_BATCH)
+    placer = LivePlacer(
+        scheduler, pool, pool_service=service_curve(on_server, MAX_BATCH) if on_server else function_curve,
+        faas_service=function_curve, prices=prices, slo_s=(config.slo_ms or 1000.0) / 1e3,
+        batch_size=lambda: policy.limits(time.monotonic()).max_size, max_workers=config.max_workers,
+        keep_alive_s=faas.keep_alive_s, metrics=metrics,
     )  # fmt: skip
+    placer.pool_measured = on_server is not None
+    return placer
 
 
-async def _fetch_metadata(name: str, pool: Pool) -> ModelMetadata:
-    """Ask the first instance that answers; the backend read it from the model itself."""
-    give_up = time.monotonic() + _METADATA_WAIT_S
+def _ms(measured: dict[int, float]) -> dict[str, float]:
+    return {str(b): round(s * 1e3, 3) for b, s in measured.items()}
+
+
+async def _fetch_metadata(name: str, pool: Pool, wait_s: float | None = _METADATA_WAIT_S) -> ModelMetadata:
+    """Ask the first instance that answers; the backend read it from the model itself.
+    `wait_s=None` waits for as long as it takes (servers that have yet to register)."""
+    give_up = None if wait_s is None else time.monotonic() + wait_s
     last: Exception | None = None
     while True:
         for instance in pool.instances:
@@ -167,32 +195,32 @@ async def _fetch_metadata(name: str, pool: Pool) -> ModelMetadata:
                 return (await instance.backend.metadata()).renamed(name)
             except BackendError as exc:
                 last = exc
-        if time.monotonic() > give_up or not pool.instances:
+        if give_up is not None and (time.monotonic() > give_up or not pool.instances):
             raise RuntimeError(f"no backend of model {name!r} gave its metadata: {last or 'no instances'}")
         await asyncio.sleep(0.5)
 
 
-async def start_model(config: ModelConfig, metrics: Metrics) -> ServedModel:
+async def start_model(config: ModelConfig, metrics: Metrics, pool: Pool | None = None) -> ServedModel:
+    """Start serving one model. Given `pool`, it has been started already (a pool of
+    registered servers starts empty and waits here for its first member)."""
     model_metrics = metrics.for_model(config.name)
-    pool = make_pool(config, model_metrics)
     started = time.monotonic()
-    await pool.start()
+    if pool is None:
+        pool = make_pool(config, model_metrics)
+        await pool.start()
     try:
-        metadata = await _fetch_metadata(config.name, pool)
+        waiting = isinstance(pool, RegisteredPool)
+        metadata = await _fetch_metadata(config.name, pool, None if waiting else _METADATA_WAIT_S)
+        while waiting and not any(i.healthy for i in pool.instances):
+            await asyncio.sleep(0.1)
         if config.policy == "adaptive" and metadata.batchable:
             policy: BatchPolicy = await make_adaptive_policy(config, metadata, pool)
         else:
             policy = make_policy(config, metadata)
+        placer = await make_placer(config, metadata, pool, policy, model_metrics) if isinstance(pool, MixedPool) else None
     except BaseException:
         await pool.stop()
         raise
-    placer = None
-    if isinstance(pool, MixedPool):
-        try:
-            placer = await make_placer(config, metadata, pool, policy)
-        except BaseException:
-            await pool.stop()
-            raise
     runner = ModelRunner(
         config.name, policy, pool, model_metrics,
         max_attempts=config.max_attempts, outage_grace_s=config.unavailable_grace_s, placer=placer,
@@ -206,7 +234,7 @@ async def start_model(config: ModelConfig, metrics: Metrics) -> ServedModel:
     )  # fmt: skip
     served = ServedModel(config, pool, metadata, runner)
     if placer is not None:
-        served.plan = PlanLoop(config.name, placer)
+        served.plan = PlanLoop(config.name, placer, metadata)
         served.plan.start()
     faas_pool = pool.faas if isinstance(pool, MixedPool) else pool
     if isinstance(faas_pool, FaasPool) and isinstance(faas_pool.backend.keep_warm, KeepWarmPolicy):

@@ -8,7 +8,7 @@ from scheduler import Placement, PoolPlan, View
 
 class TwoInstancesFirstReady:
     name = "two-first-ready"
-    plan_interval_s = 30.0
+    plan_interval_s = 2.0
 
     def place(self, batch, view: View, now: float) -> Placement:
         ready = [i for i in view.instances if i.ready]

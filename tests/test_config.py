@@ -214,11 +214,11 @@ def test_flag_model_replaces_the_file_model_of_the_same_name(tmp_path: Path) -> 
 
 ERRORS = [
     pytest.param(
-        '[models.a]\npath = "/a.onnx"\nupstream = "http://h:1"\n', None, "exactly one of 'path'", id="path-and-upstream"
+        '[models.a]\npath = "/a.onnx"\nupstream = "http://h:1"\n', None, "give one server pool", id="path-and-upstream"
     ),
-    pytest.param("[models.a]\nbatch_size = 4\n", None, "exactly one of 'path'", id="neither-path-nor-upstream"),
-    pytest.param('[models.a]\npath = ""\n', None, "exactly one of 'path'", id="empty-path"),
-    pytest.param("[models.a]\nupstream = []\n", None, "exactly one of 'path'", id="empty-upstream-list"),
+    pytest.param("[models.a]\nbatch_size = 4\n", None, "give one server pool", id="neither-path-nor-upstream"),
+    pytest.param('[models.a]\npath = ""\n', None, "give one server pool", id="empty-path"),
+    pytest.param("[models.a]\nupstream = []\n", None, "give one server pool", id="empty-upstream-list"),
     pytest.param('[models.a]\npath = "/a.onnx"\npolicy = "eager"\n', None, "policy must be one of fixed, none, adaptive", id="unknown-policy"),
     pytest.param('[models.a]\npath = "/a.onnx"\npolicy = "adaptive"\n', None, "the adaptive policy needs slo_ms", id="adaptive-without-slo"),
     pytest.param('[models.a]\npath = "/a.onnx"\n', {"policy": "greedy"}, "not 'greedy'", id="unknown-policy-flag"),
@@ -237,7 +237,9 @@ ERRORS = [
         '[models.a]\nupstream = ["http://h:1", "127.0.0.1:8001"]\n', None, "'127.0.0.1:8001' is not an http", id="no-scheme"
     ),
     pytest.param("", {"models": {"a": {"upstream": ["grpc://h:1"]}}}, "is not an http", id="bad-url-flag"),
-    pytest.param('[models.a]\nupstream = "http://h:1"\n[models.a.faas]\nfunction = "f"\n', None, "exactly one of", id="upstream-and-faas"),
+    pytest.param('[models.a]\nupstream = "http://h:1"\nregistered = true\n[models.a.faas]\nfunction = "f"\n', None, "give one server pool", id="upstream-and-registered"),
+    pytest.param("[models.a]\nregistered = true\nlease_s = 0\n", None, "lease_s must be positive", id="lease-zero"),
+    pytest.param("[models.a]\nregistered = 'yes'\n", None, "registered = 'yes' is not a valid bool", id="registered-type"),
     pytest.param("[models.a.faas]\nregion = 'us-east-1'\n", None, "needs a function name", id="faas-without-function"),
     pytest.param("[models.a.faas]\nfunction = 'f'\nmemroy_mb = 512\n", None, r"unknown \[faas\] setting\(s\) \['memroy_mb'\]", id="faas-typo"),
     pytest.param("[models.a.faas]\nfunction = 'f'\nconcurrency = 0\n", None, "concurrency >= 1", id="faas-concurrency-0"),
@@ -339,3 +341,36 @@ def test_a_faas_table_configures_a_function_only_model(tmp_path: Path) -> None:
     assert model.faas.concurrency == 4 and model.faas.region is None and model.policy == "adaptive"
     # 100 ms billed at 2 GB: 0.2 GB-s at the default price, plus one request.
     assert model.faas.batch_cost(100.0) == pytest.approx(0.2 * 0.0000166667 + 0.0000002)
+
+
+def test_any_server_pool_with_a_function_is_a_hybrid(tmp_path: Path) -> None:
+    path = write_toml(
+        tmp_path,
+        """
+        [models.up]
+        upstream = ["http://127.0.0.1:8001"]
+        scheduler = "mark"
+        [models.up.faas]
+        function = "f"
+        [models.reg]
+        registered = true
+        lease_s = 10
+        [models.reg.faas]
+        function = "g"
+        [models.alone]
+        registered = true
+        """,
+    )
+    models = load(path, {}, no_demo).models
+    assert models["up"].hybrid and models["up"].scheduler == "mark"
+    assert models["reg"].hybrid and models["reg"].lease_s == 10.0
+    assert models["alone"].registered and not models["alone"].hybrid
+
+
+def test_the_admin_token_comes_from_the_file_or_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SLUICE_ADMIN_TOKEN", raising=False)
+    assert load(None, {}, lambda: "/demo.onnx").admin_token is None  # control endpoints closed by default
+    monkeypatch.setenv("SLUICE_ADMIN_TOKEN", "from-env")
+    assert load(None, {}, lambda: "/demo.onnx").admin_token == "from-env"
+    path = write_toml(tmp_path, '[server]\nadmin_token = "from-file"\n')
+    assert load(path, {}, lambda: "/demo.onnx").admin_token == "from-file"

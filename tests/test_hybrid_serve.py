@@ -64,3 +64,48 @@ async def test_the_pool_follows_a_step_in_load_and_the_function_takes_the_rest(t
     assert sum(e.get("msg") == "pool shrank" for e in logs) > shrank_first, "back at 20 req/s it should go again"
     assert total(text, "sluice_faas_invocations_total", outcome="ok") > 10
     assert total(text, "sluice_requests_total", code="200") == total(text, "sluice_requests_total")
+    # Every batch placed on the function was invoked (besides the start-up measurement's invocations).
+    assert 10 < total(text, "sluice_placements_total", target="faas") <= total(text, "sluice_faas_invocations_total", outcome="ok")
+    assert total(text, "sluice_placements_total", target="pool") > 0
+    # The worker's time is billed: at least its 1 s minimum for each start, at $0.01/h.
+    billed = total(text, "sluice_pool_instance_seconds_total")
+    assert billed >= grew * 1.0
+    assert total(text, "sluice_cost_usd_total", backend="pool") == pytest.approx(billed * 0.01 / 3600, rel=1e-6)
+
+
+async def test_serve_runs_a_users_scheduler_given_by_module_and_class(tmp_path, demo_path) -> None:
+    """`--scheduler tests.custom_scheduler:TwoInstancesFirstReady` (written against the public
+    API only): it grows the pool from one worker to two and sends every batch to a worker,
+    never to the function the model also has."""
+    emulator = start_emulator("--function", f"demo={demo_path}", "--max-concurrency", "4")
+    config = tmp_path / "sluice.toml"
+    config.write_text(textwrap.dedent(f"""
+        [models.demo]
+        path = "{demo_path}"
+        workers = 1
+        batch_size = 8
+        timeout_ms = 10
+        max_workers = 3
+        [models.demo.faas]
+        function = "demo"
+        region = "us-east-1"
+        endpoint_url = "http://127.0.0.1:{emulator.port}"
+    """))
+    gw = None
+    try:
+        gw = start_gateway(tmp_path, "--config", str(config), "--scheduler", "tests.custom_scheduler:TwoInstancesFirstReady")
+        await send(gw.url, 50.0, 6.0, np.random.default_rng(5))
+        logs = gw.logs()
+        async with aiohttp.ClientSession() as session, session.get(f"{gw.url}/metrics") as resp:
+            text = await resp.text()
+    finally:
+        if gw is not None:
+            assert gw.stop() == 0
+        assert emulator.stop() == 0
+    ready = next(e for e in logs if e.get("msg") == "scheduler ready")
+    assert ready["scheduler"] == "two-first-ready"
+    assert sum(e.get("msg") == "pool grew" for e in logs) == 1, "the plan is two workers, and one was running"
+    assert total(text, "sluice_pool_desired_instances") == 2
+    assert total(text, "sluice_placements_total", target="pool") > 0
+    assert total(text, "sluice_placements_total", target="faas") == 0
+    assert total(text, "sluice_requests_total", code="200") == total(text, "sluice_requests_total") == 300

@@ -28,13 +28,13 @@ async def test_the_pool_grows_and_shrinks_and_a_removed_worker_finishes_its_batc
     await pool.start()
     try:
         assert len(pool.instances) == 1
-        added = await pool.add_worker()
+        added = await pool.add_instance()
         assert added.healthy and len(pool.instances) == 2 and len(pool.pids()) == 2
         assert len(pool.startup_seconds) == 2 and all(s > 0 for s in pool.startup_seconds)
         x = np.random.default_rng(0).standard_normal((64, 256)).astype(np.float32)
         added.inflight += 1  # as the runner does when it dispatches
         running = asyncio.ensure_future(added.backend.infer({"x": x}))
-        removing = asyncio.ensure_future(pool.remove_worker(added))
+        removing = asyncio.ensure_future(pool.remove_instance(added))
         await asyncio.sleep(0)
         assert not added.healthy, "no new batches for a worker being removed"
         outputs = await running

@@ -1,0 +1,167 @@
+"""Servers that register themselves: leases, leaving, the admin endpoint's token, and a
+gateway served only by `sluice worker --register` processes that come and go."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import aiohttp
+import numpy as np
+import pytest
+
+from backends import RegisteredPool
+from gateway.admin import server_url
+
+from .conftest import start_gateway, v2_body
+
+TOKEN = "test-admin-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+async def test_a_lease_lasts_its_ttl_and_renewal_extends_it() -> None:
+    pool = RegisteredPool("m", max_ttl_s=10.0)
+    await pool.start()
+    try:
+        assert pool.register("http://127.0.0.1:1", 5.0, now=0.0) is True
+        assert pool.expire(4.9) == [] and len(pool.instances) == 1
+        assert pool.register("http://127.0.0.1:1", 5.0, now=4.0) is False  # a renewal, not a new member
+        assert pool.expire(8.9) == []
+        assert pool.expire(9.0) == ["http://127.0.0.1:1"] and pool.instances == []
+        pool.register("http://127.0.0.1:2", 600.0, now=0.0)
+        assert pool.expire(10.0) == ["http://127.0.0.1:2"], "a lease is capped at max_ttl_s"
+    finally:
+        await pool.stop()
+
+
+async def test_a_leaving_server_takes_no_batches_and_goes_once_its_batches_are_done() -> None:
+    pool = RegisteredPool("m")
+    await pool.start()
+    try:
+        pool.register("http://127.0.0.1:3", 30.0, now=0.0)
+        instance = pool.instances[0]
+        instance.healthy, instance.inflight = True, 1
+        assert pool.deregister("http://127.0.0.1:3") and not instance.healthy
+        assert not pool.deregister("http://127.0.0.1:3"), "leaving twice is one leave"
+        pool.report_failure(instance)  # a failure while leaving starts no probe that would bring it back
+        assert instance not in pool._probes
+        assert pool.expire(1.0) == [], "its batch in flight is still being answered"
+        instance.inflight = 0
+        assert pool.expire(1.0) == ["http://127.0.0.1:3"]
+    finally:
+        await pool.stop()
+
+
+@pytest.mark.parametrize("bad", ["ftp://h:1", "h:1", "http://", "http://h:1/?a=b", 12, None, "x" * 3000])
+def test_a_member_url_must_be_plain_http(bad) -> None:
+    with pytest.raises(ValueError):
+        server_url(bad)
+    assert server_url("http://10.0.0.7:8001/") == "http://10.0.0.7:8001"
+
+
+def start_worker(demo_path, gateway_url: str, lease_s: float) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "backends.worker", "--model", str(demo_path), "--name", "demo",
+         "--register", gateway_url, "--lease-s", str(lease_s)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+
+
+async def members(session: aiohttp.ClientSession, url: str) -> list[dict]:
+    async with session.get(f"{url}/admin/models/demo/instances", headers=AUTH) as resp:
+        assert resp.status == 200
+        return (await resp.json())["instances"]
+
+
+async def wait_members(session: aiohttp.ClientSession, url: str, count: int, healthy: bool, limit_s: float) -> None:
+    give_up = time.monotonic() + limit_s
+    while True:
+        listed = await members(session, url)
+        if len(listed) == count and all(m["healthy"] == healthy for m in listed):
+            return
+        assert time.monotonic() < give_up, f"expected {count} members (healthy={healthy}), have {listed}"
+        await asyncio.sleep(0.1)
+
+
+async def wait_ready(session: aiohttp.ClientSession, url: str, limit_s: float) -> None:
+    give_up = time.monotonic() + limit_s
+    while True:
+        async with session.get(f"{url}/v2/models/demo/ready") as resp:
+            if resp.status == 200:
+                return
+        assert time.monotonic() < give_up, "the model did not start after its servers joined"
+        await asyncio.sleep(0.1)
+
+
+async def infer_all(session: aiohttp.ClientSession, url: str, n: int) -> list[int]:
+    body = v2_body(np.ones((1, 256), np.float32))
+
+    async def one() -> int:
+        async with session.post(f"{url}/v2/models/demo/infer", json=body) as resp:
+            await resp.read()
+            return resp.status
+
+    return list(await asyncio.gather(*(one() for _ in range(n))))
+
+
+@pytest.mark.e2e
+async def test_workers_join_serve_and_leave_a_gateway_by_themselves(tmp_path, demo_path, monkeypatch) -> None:
+    monkeypatch.setenv("SLUICE_ADMIN_TOKEN", TOKEN)
+    config = tmp_path / "sluice.toml"
+    config.write_text(textwrap.dedent("""
+        [models.demo]
+        registered = true
+        lease_s = 3
+        batch_size = 8
+        timeout_ms = 5
+        unavailable_grace_s = 1
+    """))
+    gw = start_gateway(tmp_path, "--config", str(config))
+    workers: list[subprocess.Popen] = []
+    try:
+        async with aiohttp.ClientSession() as session:
+            # No server yet: the model says so at once, with Retry-After, and the gateway is not ready.
+            async with session.post(f"{gw.url}/v2/models/demo/infer", json=v2_body(np.ones((1, 256), np.float32))) as resp:
+                assert resp.status == 503 and "Retry-After" in resp.headers
+            async with session.get(f"{gw.url}/v2/health/ready") as resp:
+                assert resp.status == 503
+            # The control endpoint wants the token.
+            async with session.get(f"{gw.url}/admin/models/demo/instances") as resp:
+                assert resp.status == 401 and resp.headers["WWW-Authenticate"].startswith("Bearer")
+            async with session.get(f"{gw.url}/admin/models/demo/instances", headers={"Authorization": "Bearer nope"}) as resp:
+                assert resp.status == 401
+            async with session.post(f"{gw.url}/admin/models/demo/instances", headers=AUTH, json={"url": "ftp://x"}) as resp:
+                assert resp.status == 400
+            async with session.post(f"{gw.url}/admin/models/nope/instances", headers=AUTH, json={"url": "http://h:1"}) as resp:
+                assert resp.status == 404
+
+            workers = [start_worker(demo_path, gw.url, lease_s=3.0) for _ in range(2)]
+            await wait_members(session, gw.url, 2, healthy=True, limit_s=60.0)
+            await wait_ready(session, gw.url, limit_s=30.0)  # the model starts once a server has joined
+            statuses = await infer_all(session, gw.url, 200)
+            assert statuses.count(200) == 200
+
+            # One dies without a word: its lease runs out, and the survivor serves everything.
+            os.kill(workers[0].pid, signal.SIGKILL)
+            workers[0].wait()
+            statuses = await infer_all(session, gw.url, 100)
+            assert statuses.count(200) == 100, "a lost batch is retried on the other server"
+            await wait_members(session, gw.url, 1, healthy=True, limit_s=3.0 + 2.0)
+
+            # The other stops on purpose: it deregisters, finishing what it holds.
+            workers[1].send_signal(signal.SIGTERM)
+            assert workers[1].wait(10.0) == 0
+            await wait_members(session, gw.url, 0, healthy=True, limit_s=2.0)
+            async with session.post(f"{gw.url}/v2/models/demo/infer", json=v2_body(np.ones((1, 256), np.float32))) as resp:
+                assert resp.status == 503 and "Retry-After" in resp.headers
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+        assert gw.stop() == 0

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench demo clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ test: install  ## the whole test suite
 
 bench: install  ## the latency/throughput sweep of bench/
 	$(BIN)/python bench/sweep.py $(ARGS)
+
+demo: install  ## the hybrid scheduler live: bursty load, where batches went, what they cost
+	$(BIN)/python bench/demo.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

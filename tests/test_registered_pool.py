@@ -165,3 +165,60 @@ async def test_workers_join_serve_and_leave_a_gateway_by_themselves(tmp_path, de
                 worker.kill()
                 worker.wait()
         assert gw.stop() == 0
+
+
+@pytest.mark.e2e
+@pytest.mark.usefixtures("aws_credentials")
+async def test_a_registered_server_beside_a_function_takes_batches_once_it_joins(tmp_path, demo_path, monkeypatch) -> None:
+    """Registered servers and a function under the hybrid scheduler: the function serves
+    from the start; once a server joins (and is measured), batches go to it, an idle
+    server being already paid for. The plan is published, never carried out."""
+    from .test_adaptive_serve import send
+    from .test_faas_emulator import start_emulator
+    from .test_lambda_backend import total
+
+    monkeypatch.setenv("SLUICE_ADMIN_TOKEN", TOKEN)
+    emulator = start_emulator("--function", f"demo={demo_path}", "--max-concurrency", "8")
+    config = tmp_path / "sluice.toml"
+    config.write_text(textwrap.dedent(f"""
+        [models.demo]
+        registered = true
+        batch_size = 8
+        timeout_ms = 10
+        plan_interval_s = 1
+        [models.demo.faas]
+        function = "demo"
+        region = "us-east-1"
+        endpoint_url = "http://127.0.0.1:{emulator.port}"
+    """))
+    gw = start_gateway(tmp_path, "--config", str(config))
+    worker = None
+    try:
+        rng = np.random.default_rng(3)
+        await send(gw.url, 30.0, 3.0, rng)
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{gw.url}/metrics") as resp:
+                before = await resp.text()
+            worker = start_worker(demo_path, gw.url, lease_s=6.0)
+            await wait_members(session, gw.url, 1, healthy=True, limit_s=60.0)
+            give_up = time.monotonic() + 30.0
+            while not any(e.get("msg") == "servers measured" for e in gw.logs()):
+                assert time.monotonic() < give_up, "the joined server was not measured"
+                await asyncio.sleep(0.2)
+            await send(gw.url, 30.0, 4.0, rng)
+            async with session.get(f"{gw.url}/metrics") as resp:
+                after = await resp.text()
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(10)
+        assert gw.stop() == 0
+        assert emulator.stop() == 0
+    assert total(before, "sluice_placements_total", target="faas") > 0
+    assert total(before, "sluice_placements_total", target="pool") == 0
+    to_pool = total(after, "sluice_placements_total", target="pool")
+    to_faas = total(after, "sluice_placements_total", target="faas") - total(before, "sluice_placements_total", target="faas")
+    assert to_pool > 5 * max(1.0, to_faas), (to_pool, to_faas)
+    assert "sluice_pool_desired_instances" in after
+    assert not any(e.get("msg") == "pool grew" for e in gw.logs()), "registered servers are not ours to start"
+    assert total(after, "sluice_requests_total", code="200") == total(after, "sluice_requests_total")

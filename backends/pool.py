@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import aiohttp
 
 from .base import Backend
+from .breaker import CircuitBreaker
 from .http_v2 import HttpV2Backend
 from .wire import AiohttpTransport
 
@@ -32,14 +33,15 @@ class Instance:
     healthy: bool = False
     last_dispatch: float = float("-inf")
     dispatched: int = 0
+    breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
 
     @property
     def name(self) -> str:
         return self.backend.name
 
-    @property
-    def free(self) -> bool:
-        return self.healthy and self.inflight < self.max_inflight
+    def accepts(self, now: float) -> bool:
+        """Healthy, with room, and not shut off by its circuit breaker."""
+        return self.healthy and self.inflight < self.max_inflight and self.breaker.allows(now, self.inflight)
 
 
 class Pool(Protocol):

@@ -136,10 +136,16 @@ class Gateway:
             raise ProtocolError("timeout must be positive")
         return time.monotonic() + timeout_s
 
-    async def serve(self, model: ServedModel, request: web.Request, inputs: dict, rows: int, deadline: float) -> dict:
-        """Queue one request and wait for its outputs, at most until its deadline
-        (the runner refuses new work once it drains)."""
-        future = model.runner.submit(request["request_id"], inputs, rows, deadline)
+    async def serve(
+        self, model: ServedModel, request: web.Request, inputs: dict, rows: int, deadline: float, priority: int = 0
+    ) -> dict:
+        """Queue one request and wait for its outputs, at most until its deadline. Admission
+        weighs it against its deadline, or the model's SLO when that is sooner: a request the
+        client gave no deadline is still refused if it would wait past the SLO."""
+        budget = deadline - time.monotonic()
+        if model.config.slo_ms is not None:
+            budget = min(budget, model.config.slo_ms / 1e3)
+        future = model.runner.submit(request["request_id"], inputs, rows, deadline, priority=priority, budget_s=budget)
         timer = asyncio.get_running_loop().call_later(deadline - time.monotonic(), _expire, future)
         try:
             return await future
@@ -220,7 +226,7 @@ async def infer_v2(request: web.Request) -> web.Response:
     rows = validate_inputs(model.metadata, parsed.inputs, _MAX_ELEMENTS)
     check_outputs(model.metadata, parsed.outputs)
     deadline = gateway.deadline(request, parsed.parameters)
-    outputs = await gateway.serve(model, request, parsed.inputs, rows, deadline)
+    outputs = await gateway.serve(model, request, parsed.inputs, rows, deadline, _priority(parsed.parameters))
     if parsed.outputs is not None:
         outputs = {name: outputs[name] for name in parsed.outputs}
     binary = True if parsed.binary_default and parsed.outputs is None else parsed.binary_outputs
@@ -228,6 +234,14 @@ async def infer_v2(request: web.Request) -> web.Response:
     if length is None:
         return web.Response(body=payload, content_type="application/json")
     return web.Response(body=payload, content_type="application/octet-stream", headers={HEADER_LENGTH: str(length)})
+
+
+def _priority(parameters: dict) -> int:
+    """`parameters.priority`: an integer, higher first (0 when absent)."""
+    given = parameters.get("priority", 0)
+    if isinstance(given, bool) or not isinstance(given, int) or not -(2**31) <= given < 2**31:
+        raise ProtocolError("parameters.priority must be an integer (higher is served first)")
+    return given
 
 
 async def predict_v1(request: web.Request) -> web.Response:

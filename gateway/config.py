@@ -101,6 +101,7 @@ class ModelConfig:
     upstream_max_inflight: int = 4
     backend_timeout_s: float = 30.0
     max_attempts: int = 3
+    max_pending: int = 4096  # requests admitted and not yet answered; more are refused with 429
     unavailable_grace_s: float = 5.0  # with no healthy instance, how long batches wait before a 503
     registered: bool = False  # servers join by themselves: POST /admin/models/{name}/instances
     lease_s: float = 30.0  # the longest a registration lasts without renewal
@@ -120,6 +121,8 @@ class ModelConfig:
                 f"model {self.name!r}: give one server pool ('path' to an ONNX file, 'upstream' URLs or"
                 " 'registered = true'), a [faas] table, or one server pool and [faas] together (placed by the scheduler)"
             )
+        if self.max_pending < 1 or self.max_attempts < 1:
+            raise ConfigError(f"model {self.name!r}: max_pending and max_attempts must be >= 1")
         if self.lease_s <= 0:
             raise ConfigError(f"model {self.name!r}: lease_s must be positive")
         if self.faas is not None:

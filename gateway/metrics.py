@@ -50,6 +50,13 @@ class Metrics:
             "sluice_batches_closed", "Batches closed, by model and why: size, timeout, deadline (closed early so "
             "that its oldest request is answered in time) or drain.", ["model", "reason"], registry=r,
         )  # fmt: skip
+        self.shed = Counter(
+            "sluice_requests_shed", "Requests refused at admission (429): predicted to miss their deadline or SLO, "
+            "or max_pending reached.", ["model"], registry=r,
+        )  # fmt: skip
+        self.bisections = Counter(
+            "sluice_batch_bisections", "Failed batches split in two to find the requests at fault.", ["model"], registry=r
+        )
         self.retries = Counter(
             "sluice_batch_retries", "Batches placed again after their instance failed.", ["model"], registry=r
         )
@@ -153,6 +160,8 @@ class ModelMetrics:
         self.batches_in_flight = metrics.batches_in_flight.labels(model)
         self.queue_depth = metrics.queue_depth.labels(model)
         self.retries = metrics.retries.labels(model)
+        self.shed = metrics.shed.labels(model)
+        self.bisections = metrics.bisections.labels(model)
         self.healthy_instances = metrics.healthy_instances.labels(model)
         self._children: dict[tuple, object] = {}
 

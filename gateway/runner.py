@@ -1,7 +1,11 @@
 """One model's live loop: its BatchQueue on the event loop's clock, feeding a pool.
 
-The queue decides when batches close; `scheduler.pick_instance` decides where
-they go. Times are `time.monotonic()`: uvloop's `loop.time()` only moves in whole
+The queue decides when batches close; `scheduler.pick_instance` (or a scheduler's
+placer) decides where they go. Admission control refuses, at once, a request that
+could not be answered within its budget; closed batches wait in a `Backlog`,
+highest priority first. A batch that fails on an instance that could not run it is
+tried on another (each instance has a circuit breaker); one that fails for its
+content is bisected, so that only the request at fault gets the error. Times are `time.monotonic()`: uvloop's `loop.time()` only moves in whole
 milliseconds, too coarse for waits of a few milliseconds and for the arrival
 statistics the tuner fits. Closed batches wait here, in order, until an instance is free, so a
 busy pool never hides work from the gateway. Each request carries a future that
@@ -13,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,10 +25,12 @@ import numpy as np
 from backends import BackendError, BackendUnavailable, FaasPool, Instance, Pool
 from backends.mixed_pool import MixedPool
 from batching import Batch, BatchPolicy, BatchQueue, Request, concat_inputs, split_outputs
+from batching.admission import ServiceMeter, admit
 from batching.types import earliest_deadline
 from batching.overrun import OverrunTracker
 from scheduler import pick_instance
 
+from .backlog import Backlog
 from .metrics import ModelMetrics
 
 log = logging.getLogger("sluice.runner")
@@ -64,6 +69,7 @@ class ModelRunner:
         max_attempts: int = 3,
         outage_grace_s: float = 5.0,
         placer: Placer | None = None,
+        max_pending: int = 4096,
     ) -> None:
         self.name = name
         self.placer = placer  # with a scheduler: it picks each batch's instance (gateway.scheduling)
@@ -74,7 +80,10 @@ class ModelRunner:
         self._outage: asyncio.TimerHandle | None = None
         self.metrics = metrics
         self._loop = asyncio.get_running_loop()
-        self._ready: deque[Batch] = deque()
+        self._ready = Backlog()
+        self.max_pending = max_pending
+        self.pending = 0  # admitted and not yet answered
+        self.meter = ServiceMeter()  # s(rows) on a slot: admission control's prediction
         self._running: set[asyncio.Task] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due: float | None = None
@@ -96,19 +105,47 @@ class ModelRunner:
         """Requests in the open batch plus those in closed batches not yet sent."""
         return len(self.queue) + sum(len(b.requests) for b in self._ready)
 
-    def submit(self, request_id: str, inputs: dict[str, np.ndarray], rows: int, deadline: float | None) -> asyncio.Future:
-        """Queue one validated request; the returned future resolves to its outputs."""
+    def submit(
+        self, request_id: str, inputs: dict[str, np.ndarray], rows: int, deadline: float | None,
+        *, priority: int = 0, budget_s: float | None = None,
+    ) -> asyncio.Future:  # fmt: skip
+        """Queue one validated request; the returned future resolves to its outputs.
+        Refused at once (429) when it is predicted to miss `budget_s` (its deadline or the
+        SLO, from now), or when `max_pending` requests are already waiting."""
         if self._draining:
             raise RequestFailed(503, "the gateway is shutting down", retry_after=1.0)
         now = time.monotonic()
+        if budget_s is None and deadline is not None:
+            budget_s = deadline - now
+        admission = self._admission(now, rows, priority, budget_s)
+        if not admission.admitted:
+            self.metrics.shed.inc()
+            raise RequestFailed(429, f"model {self.name!r} cannot answer in time: {admission.reason}",
+                                retry_after=admission.retry_after_s)  # fmt: skip
         if self.placer is not None:
             self.placer.observe(now)
         future = self._loop.create_future()
-        request = Request(request_id, now, size=rows, deadline=deadline, payload=_Work(inputs, future))
+        request = Request(request_id, now, size=rows, deadline=deadline, priority=priority, payload=_Work(inputs, future))
         self._idle.clear()
+        self.pending += 1
+        future.add_done_callback(self._answered)
+        self._ready.arrived(request)
         self._accept(self.queue.push(request, now))
         self._arm_timer()
         return future
+
+    def _admission(self, now: float, rows: int, priority: int, budget_s: float | None):
+        slots = sum(i.max_inflight for i in self.pool.instances if i.healthy)
+        due = self.queue.next_wakeup()  # the open batch closes by then; else a new one waits up to T
+        max_wait = max(0.0, due - now) if due is not None else self.queue.policy.limits(now).max_wait
+        return admit(
+            ahead_rows=self._ready.rows_ahead(priority), ahead_batches=self._ready.batches_ahead(priority) + 1,
+            rows=rows, pending=self.pending, max_pending=self.max_pending,
+            slots=slots, meter=self.meter, max_wait_s=max_wait, budget_s=budget_s if budget_s is not None else float("inf"),
+        )  # fmt: skip
+
+    def _answered(self, _future: asyncio.Future) -> None:
+        self.pending -= 1
 
     def _arm_timer(self) -> None:
         due = self.queue.next_wakeup()
@@ -137,24 +174,26 @@ class ModelRunner:
         if batches:
             for batch in batches:
                 self.metrics.batches_closed(batch.reason).inc()
-            self._ready.extend(batches)
+            for batch in batches:
+                self._ready.add(batch)
             self._dispatch()
 
     def _dispatch(self) -> None:
         instances = self.pool.instances
-        while self._ready:
+        while (batch := self._ready.peek()) is not None:
             now = time.monotonic()
             if self.placer is not None:
-                chosen = self.placer.choose(self._ready[0], now)
+                chosen = self.placer.choose(batch, now)
                 if chosen is None:
                     break
                 instance = chosen
             else:
-                index = pick_instance(instances, now)
+                usable = [i for i in instances if i.breaker.allows(now, i.inflight)]
+                index = pick_instance(usable, now)
                 if index is None:
                     break
-                instance = instances[index]
-            batch = self._ready.popleft()
+                instance = usable[index]
+            self._ready.pop(batch)
             instance.inflight += 1
             instance.dispatched += 1
             instance.last_dispatch = now
@@ -174,18 +213,18 @@ class ModelRunner:
             return
         error = RequestFailed(503, f"no instance of model {self.name!r} is available", retry_after=self.outage_grace_s)
         log.warning("no healthy instance; failing waiting batches", extra={"model": self.name, "batches": len(self._ready)})
-        while self._ready:
-            self._fail(self._ready.popleft().requests, error)
+        for batch in self._ready.clear():
+            self._fail(batch.requests, error)
         self._check_idle()
 
     async def _run(self, batch: Batch, instance: Instance) -> None:
-        live = [r for r in batch.requests if not r.payload.future.done()]
+        live = [r for r in batch.requests if not r.payload.future.done()]  # not yet answered (504, ...)
         m = self.metrics
         try:
             if not live:
                 return
             now = time.monotonic()
-            if batch.attempts == 0:
+            if batch.attempts == 0 and "bisected" not in batch.tags:
                 for r in live:
                     m.queue_wait.observe(now - r.arrival)
             rows = [r.size for r in live]
@@ -200,28 +239,36 @@ class ModelRunner:
                 m.batches_in_flight.dec()
         except BackendUnavailable as exc:
             m.backend_errors(instance.name, "unavailable").inc()
+            if instance.breaker.failure(time.monotonic()):
+                log.warning("circuit opened", extra={"model": self.name, "backend": instance.name,
+                                                     "cooldown_s": instance.breaker.cooldown_s})  # fmt: skip
             self.pool.report_failure(instance)
             batch.attempts += 1
             if batch.attempts < self.max_attempts:
                 log.warning("batch retried elsewhere", extra={"model": self.name, "backend": instance.name, "error": str(exc)})
                 m.retries.inc()
                 batch.requests = live
-                self._ready.appendleft(batch)
+                self._ready.retry(batch)
             else:
                 self._fail(live, RequestFailed(503, f"no backend could run the batch: {exc}", retry_after=1.0))
-        except BackendError as exc:
+        except (BackendError, ValueError) as exc:  # ValueError: outputs that do not split back per request
+            instance.breaker.success()  # it answered: the instance works, the batch did not
             m.backend_errors(instance.name, "error").inc()
-            self._fail(live, RequestFailed(exc.status, str(exc)))
-        except ValueError as exc:  # outputs that do not split back per request
-            m.backend_errors(instance.name, "error").inc()
-            self._fail(live, RequestFailed(502, f"{instance.name}: {exc}"))
+            if len(live) > 1:
+                self._bisect(batch, live, exc)
+            else:
+                status = exc.status if isinstance(exc, BackendError) else 502
+                self._fail(live, RequestFailed(status, f"{instance.name}: {exc}" if isinstance(exc, ValueError) else str(exc)))
         except Exception as exc:
             log.exception("batch failed unexpectedly")
             self._fail(live, RequestFailed(500, f"internal error: {exc.__class__.__name__}"))
         else:
+            instance.breaker.success()
             for request, result in zip(live, results):
                 if not request.payload.future.done():
                     request.payload.future.set_result(result)
+            elapsed = time.monotonic() - now
+            self.meter.record(sum(rows), elapsed)
             if self._overruns is not None and batch.attempts == 0:
                 self._record_overrun(batch, sum(rows), now)
         finally:
@@ -229,6 +276,18 @@ class ModelRunner:
             if self.placer is not None:
                 self.placer.finished(instance, time.monotonic())
             self._loop.call_soon(self._dispatch)
+
+    def _bisect(self, batch: Batch, live: list[Request], exc: Exception) -> None:
+        """The backend refused the batch's content: run each half on its own, so that the
+        requests at fault get the error and the others their results (at most 2 log2(n)
+        more batches for one bad request)."""
+        self.metrics.bisections.inc()
+        log.info("batch failed; bisecting", extra={"model": self.name, "rows": len(live), "error": str(exc)})
+        half = len(live) // 2
+        now = time.monotonic()
+        for part in (live[half:], live[:half]):  # retry() puts each first: the earlier half goes first
+            piece = Batch(part, now, batch.reason, attempts=batch.attempts, tags={"bisected": True})
+            self._ready.retry(piece)
 
     def limits_changed(self) -> None:
         """The policy's limits moved (a re-tune, a new allowance): the open batch may be due
@@ -279,6 +338,8 @@ class ModelRunner:
 
     def fail_pending(self, error: RequestFailed) -> None:
         """Answer everything still waiting with `error` (the last step of a forced stop)."""
-        for batch in [*self._ready, *self.queue.drain(time.monotonic())]:
+        for batch in self._ready.clear():
             self._fail(batch.requests, error)
-        self._ready.clear()
+        for batch in self.queue.drain(time.monotonic()):
+            self._ready.left(batch.requests)
+            self._fail(batch.requests, error)

@@ -76,7 +76,8 @@ class LivePlacer:
         rate = len(self.arrivals) / _RATE_WINDOW_S
         servers = []
         for instance in self.pool.servers.instances:
-            state = "stopping" if instance.name in self.stopping else "ready" if instance.healthy else "starting"
+            up = instance.healthy and instance.breaker.allows(now, instance.inflight)
+            state = "stopping" if instance.name in self.stopping else "ready" if up else "starting"
             busy = now + instance.inflight * self.pool_service(max(1, int(self.batch_size())))
             billed = self.started_at.setdefault(id(instance), now)
             servers.append(InstanceView(instance.name, state, busy, instance.inflight, now, billed))
@@ -101,7 +102,7 @@ class LivePlacer:
             instance = next((i for i in self.pool.servers.instances if i.name == placement.instance), None)
         else:
             return None
-        if instance is None or not instance.free:
+        if instance is None or not instance.accepts(now):
             return None
         self.placed[placement.kind] += 1
         if self.metrics is not None:

@@ -224,6 +224,7 @@ async def start_model(config: ModelConfig, metrics: Metrics, pool: Pool | None =
     runner = ModelRunner(
         config.name, policy, pool, model_metrics,
         max_attempts=config.max_attempts, outage_grace_s=config.unavailable_grace_s, placer=placer,
+        max_pending=config.max_pending,
     )  # fmt: skip
     log.info(
         "model ready",

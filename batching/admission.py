@@ -1,0 +1,82 @@
+"""Admission control: refuse at once what cannot be served in time, rather than queue it to fail later.
+
+A new request waits behind the batches and rows already waiting (of its priority or
+higher), which the pool's slots drain at the measured service time s(rows) = a + b rows,
+then for its own batch to close and be served. When that prediction passes the request's budget (its deadline, or
+the model's SLO), the gateway answers 429 with a Retry-After of about how long the
+backlog needs to shrink enough. Until a batch has been measured there is nothing
+to predict with, and every request is admitted. Pure functions of their arguments:
+no clock, no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+class ServiceMeter:
+    """A batch's service time on one instance slot, s(rows) = a + b * rows, fitted online to
+    finished batches by least squares with exponential forgetting (recent batches count
+    most). Requests of very different sizes are why it has two terms: a backlog of a few
+    huge requests drains at the per-row rate, one of many single rows at the per-batch one."""
+
+    def __init__(self, memory: float = 64.0) -> None:
+        self.decay = 1.0 - 1.0 / memory
+        self.batches = 0
+        self._w = self._x = self._y = self._xx = self._xy = 0.0
+
+    def record(self, rows: int, seconds: float) -> None:
+        d = self.decay
+        self._w = self._w * d + 1.0
+        self._x = self._x * d + rows
+        self._y = self._y * d + seconds
+        self._xx = self._xx * d + rows * rows
+        self._xy = self._xy * d + rows * seconds
+        self.batches += 1
+
+    def fit(self) -> tuple[float, float]:
+        """(a, b), both at least 0; b = 0 while every batch had the same size."""
+        if self._w == 0:
+            return 0.0, 0.0
+        mx, my = self._x / self._w, self._y / self._w
+        var = self._xx / self._w - mx * mx
+        b = max(0.0, (self._xy / self._w - mx * my) / var) if var > 1e-9 * max(1.0, mx * mx) else 0.0
+        a = my - b * mx
+        if a < 0:  # the line would start below zero: all per-row, through the origin
+            a, b = 0.0, my / mx if mx > 0 else 0.0
+        return a, b
+
+    def seconds(self, rows: float) -> float:
+        a, b = self.fit()
+        return a + b * rows
+
+
+@dataclass(frozen=True)
+class Admission:
+    admitted: bool
+    predicted_s: float  # the predicted time from now to the answer
+    retry_after_s: float = 0.0
+    reason: str = ""
+
+
+def admit(
+    *, ahead_rows: int, ahead_batches: int, rows: int, pending: int, max_pending: int, slots: int,
+    meter: ServiceMeter, max_wait_s: float, budget_s: float,
+) -> Admission:  # fmt: skip
+    """Admit a request of `rows` rows, behind `ahead_rows` rows in `ahead_batches` batches,
+    with `budget_s` left to its deadline? `slots`: batches the healthy instances take at
+    once (0: an outage, which the runner's grace period handles, so admit). `pending`:
+    requests admitted and not yet answered, bounded by `max_pending` whatever the prediction."""
+    if pending >= max_pending:
+        return Admission(False, math.inf, 1.0, f"{pending} requests are already pending (max_pending)")
+    if meter.batches == 0 or slots <= 0:
+        return Admission(True, 0.0)
+    a, b = meter.fit()
+    drain_s = (ahead_batches * a + ahead_rows * b) / slots
+    predicted = drain_s + max_wait_s + a + b * rows
+    if predicted <= budget_s:
+        return Admission(True, predicted)
+    retry = max(1.0, math.ceil(predicted - budget_s))
+    return Admission(False, predicted, retry,
+                     f"predicted latency {predicted * 1e3:.0f} ms exceeds the {budget_s * 1e3:.0f} ms left")  # fmt: skip

@@ -1,0 +1,112 @@
+"""Faults behind the gateway, with real workers: a request whose content breaks its batch,
+and priorities and admission under a backlog. Every request gets exactly one answer."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import pytest
+
+from .conftest import start_gateway
+from .test_lambda_backend import total
+
+pytestmark = pytest.mark.e2e
+
+TABLE = np.arange(40, dtype=np.float32).reshape(10, 4)
+
+
+def lookup_model(path: Path) -> Path:
+    """An embedding lookup: `ids` INT64 [N, 1] -> rows of a 10 x 4 table. An id outside
+    0..9 passes every check the gateway can make (type, shape) and fails inside
+    onnxruntime, failing the whole batch it is in."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["rows"], axis=0)], "lookup",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", 1])],
+        [helper.make_tensor_value_info("rows", TensorProto.FLOAT, ["N", 1, 4])],
+        initializer=[numpy_helper.from_array(TABLE, "table")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def ids_body(i: int) -> dict:
+    return {"inputs": [{"name": "ids", "shape": [1, 1], "datatype": "INT64", "data": [i]}]}
+
+
+async def test_a_bad_request_is_bisected_out_of_its_batch(tmp_path: Path) -> None:
+    """15 good ids and one out of range, in one batch of 16: the good ones get their rows,
+    only the bad one gets the error, in about 2 log2(16) extra batches."""
+    model = lookup_model(tmp_path / "lookup.onnx")
+    gw = start_gateway(tmp_path, "--model", f"lookup={model}", "--workers", "1", "--batch-size", "16",
+                       "--timeout-ms", "500")  # fmt: skip
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def one(i: int) -> tuple[int, dict]:
+                async with session.post(f"{gw.url}/v2/models/lookup/infer", json=ids_body(i)) as resp:
+                    return resp.status, await resp.json()
+
+            ids = [i % 10 for i in range(15)] + [99]
+            answers = await asyncio.gather(*(one(i) for i in ids))
+            async with session.get(f"{gw.url}/metrics") as resp:
+                metrics = await resp.text()
+    finally:
+        assert gw.stop() == 0
+    for i, (status, doc) in zip(ids, answers):
+        if i == 99:
+            assert status == 502 and "error" in doc, doc
+        else:
+            assert status == 200, doc
+            assert doc["outputs"][0]["data"] == TABLE[i].tolist()
+    bisections = total(metrics, "sluice_batch_bisections_total")
+    assert 1 <= bisections <= 2 * 4, bisections
+    assert total(metrics, "sluice_batches_closed_total", reason="size") == 1, "all 16 were one batch"
+    assert total(metrics, "sluice_requests_total", code="200") == 15
+
+
+async def test_under_a_backlog_higher_priority_goes_first_and_hopeless_requests_are_refused_at_once(
+    tmp_path: Path, demo_path: Path
+) -> None:
+    """One worker, single-request batches, a backlog of 200 low-priority requests: a burst
+    of priority-5 requests sent after them is answered before most of them; and a request
+    with a deadline the backlog cannot meet gets 429 with Retry-After at once, not a 504 later."""
+    gw = start_gateway(tmp_path, "--model", f"demo={demo_path}", "--workers", "1", "--threads", "1",
+                       "--batch-size", "1", "--timeout-ms", "0")  # fmt: skip
+    x = np.ones((1, 256), np.float32).reshape(-1).tolist()
+    done: list[tuple[int, int]] = []  # (priority, status) in the order answered
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
+            async def one(priority: int, timeout_ms: float | None = None) -> tuple[int, float]:
+                body = {"inputs": [{"name": "x", "shape": [1, 256], "datatype": "FP32", "data": x}],
+                        "parameters": {"priority": priority}}  # fmt: skip
+                headers = {"X-Request-Timeout-Ms": str(timeout_ms)} if timeout_ms else {}
+                began = asyncio.get_running_loop().time()
+                async with session.post(f"{gw.url}/v2/models/demo/infer", json=body, headers=headers) as resp:
+                    await resp.read()
+                    done.append((priority, resp.status))
+                    return resp.status, asyncio.get_running_loop().time() - began
+
+            await asyncio.gather(*(one(0) for _ in range(20)))  # the gateway measures its service time
+            done.clear()
+            low = [asyncio.ensure_future(one(0)) for _ in range(200)]
+            await asyncio.sleep(0.05)
+            high = [asyncio.ensure_future(one(5)) for _ in range(10)]
+            hopeless = await one(0, timeout_ms=5)
+            await asyncio.gather(*low, *high)
+    finally:
+        assert gw.stop() == 0
+    assert hopeless[0] == 429 and hopeless[1] < 0.5, hopeless
+    answered = [p for p, status in done if status == 200]
+    assert len(answered) == 210
+    last_high = max(i for i, p in enumerate(answered) if p == 5)
+    assert last_high < 150, f"the priority-5 requests were answered by position {last_high} of 210"

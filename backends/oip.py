@@ -108,7 +108,16 @@ def array_from_json(data: Any, datatype: str, where: str, shape: tuple[int, ...]
             if not -limit <= parsed.min() <= parsed.max() <= limit:  # also false with NaN or inf present
                 _check_narrowing(parsed, target, f"{where}: values out of range for {datatype}")
     array = parsed.astype(target, copy=False)
-    return array if shape is None else array.reshape(shape)
+    return array if shape is None else _reshaped(array, shape, where)
+
+
+def _reshaped(array: np.ndarray, shape: tuple[int, ...], where: str) -> np.ndarray:
+    """`array.reshape(shape)`, refusing what numpy cannot hold: more dimensions than it
+    allows, or dimensions whose product overflows even when another one is 0."""
+    try:
+        return array.reshape(shape)
+    except ValueError as exc:
+        raise ProtocolError(f"{where}: shape {list(shape)} cannot be held ({exc})") from None
 
 
 def _check_narrowing(parsed: np.ndarray, target: np.dtype, message: str) -> None:
@@ -141,11 +150,11 @@ def _from_binary(raw: memoryview, datatype: str, shape: tuple[int, ...], where: 
             offset += length
         if len(items) != count:
             raise ProtocolError(f"{where}: shape {list(shape)} needs {count} elements, got {len(items)}")
-        return np.array(items, dtype=object).reshape(shape)
+        return _reshaped(np.array(items, dtype=object), shape, where)
     dtype = DTYPES[datatype]
     if len(raw) != count * dtype.itemsize:
         raise ProtocolError(f"{where}: binary_data_size {len(raw)} does not match shape {list(shape)} of {datatype}")
-    return np.frombuffer(raw, dtype=dtype).reshape(shape)
+    return _reshaped(np.frombuffer(raw, dtype=dtype), shape, where)
 
 
 def _tensor(spec: Any, binary: memoryview, offset: int, where: str, kind: str = "input") -> tuple[str, np.ndarray, int]:
@@ -155,7 +164,7 @@ def _tensor(spec: Any, binary: memoryview, offset: int, where: str, kind: str = 
     if not isinstance(name, str) or not name:
         raise ProtocolError(f"{where}: 'name' must be a non-empty string")
     where = f"{kind} {name!r}"
-    if datatype not in DTYPES:
+    if not isinstance(datatype, str) or datatype not in DTYPES:
         raise ProtocolError(f"{where}: unknown datatype {datatype!r}")
     shape = _shape(spec.get("shape"), where)
     params = spec.get("parameters") or {}
@@ -324,5 +333,5 @@ def _loads(text: bytes, who: str) -> Any:
     except orjson.JSONDecodeError as exc:
         try:
             return json.loads(text)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep
             raise ProtocolError(f"{who}malformed JSON: {exc}") from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import itertools
+import math
 import os
 import re
 import time
@@ -125,12 +126,15 @@ class Gateway:
         given = parameters.get("timeout")
         try:
             if header is not None:
-                timeout_s = min(timeout_s, float(header) / 1e3)
+                given_ms = float(header)
+                if not math.isfinite(given_ms):
+                    raise ValueError
+                timeout_s = min(timeout_s, given_ms / 1e3)
             if given is not None:
                 if isinstance(given, bool) or not isinstance(given, int | float):
                     raise ValueError
                 timeout_s = min(timeout_s, given / 1e6)  # the protocol's timeout is in microseconds
-        except ValueError:
+        except (ValueError, OverflowError):  # OverflowError: an integer too large for a float
             raise ProtocolError("timeout must be a number (parameters.timeout in us, X-Request-Timeout-Ms in ms)") from None
         if timeout_s <= 0:
             raise ProtocolError("timeout must be positive")

@@ -54,6 +54,11 @@ class Metrics:
             "sluice_requests_shed", "Requests refused at admission (429): predicted to miss their deadline or SLO, "
             "or max_pending reached.", ["model"], registry=r,
         )  # fmt: skip
+        self.admission_margin = Gauge(
+            "sluice_admission_margin_ratio", "How much longer than predicted admitted requests take (99.5th "
+            "percentile, as a fraction of the prediction): admission control stretches its predictions by it.",
+            ["model"], registry=r,
+        )  # fmt: skip
         self.bisections = Counter(
             "sluice_batch_bisections", "Failed batches split in two to find the requests at fault.", ["model"], registry=r
         )
@@ -161,6 +166,7 @@ class ModelMetrics:
         self.queue_depth = metrics.queue_depth.labels(model)
         self.retries = metrics.retries.labels(model)
         self.shed = metrics.shed.labels(model)
+        self.admission_margin = metrics.admission_margin.labels(model)
         self.bisections = metrics.bisections.labels(model)
         self.healthy_instances = metrics.healthy_instances.labels(model)
         self._children: dict[tuple, object] = {}

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import partial
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -84,7 +85,15 @@ class ModelRunner:
         self.max_pending = max_pending
         self.pending = 0  # admitted and not yet answered
         self.meter = ServiceMeter()  # s(rows) on a slot: admission control's prediction
+        # How much longer than predicted admitted requests take, as a ratio: an error in the
+        # measured throughput grows with the backlog it drains. Under overload every admitted
+        # request is predicted right at the edge, so the share answered late is the share of
+        # ratios beyond the margin: take the 99.5th percentile, half the tail a p99 SLO allows.
+        self._misses = OverrunTracker(0.995, window=2048, minimum=32, ceiling_s=4.0)
+        self.admission_margin = 0.0  # predictions are stretched by 1 + this
+        self._answers = 0
         self._running: set[asyncio.Task] = set()
+        self._running_rows = 0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due: float | None = None
         self._draining = False
@@ -99,6 +108,7 @@ class ModelRunner:
         # Computed when Prometheus scrapes, not on every request.
         metrics.queue_depth.set_function(lambda: self.waiting)
         metrics.healthy_instances.set_function(lambda: sum(i.healthy for i in pool.instances))
+        metrics.admission_margin.set_function(lambda: self.admission_margin)
 
     @property
     def waiting(self) -> int:
@@ -128,7 +138,7 @@ class ModelRunner:
         request = Request(request_id, now, size=rows, deadline=deadline, priority=priority, payload=_Work(inputs, future))
         self._idle.clear()
         self.pending += 1
-        future.add_done_callback(self._answered)
+        future.add_done_callback(partial(self._answered, now, admission.predicted_s))
         self._ready.arrived(request)
         self._accept(self.queue.push(request, now))
         self._arm_timer()
@@ -139,13 +149,23 @@ class ModelRunner:
         due = self.queue.next_wakeup()  # the open batch closes by then; else a new one waits up to T
         max_wait = max(0.0, due - now) if due is not None else self.queue.policy.limits(now).max_wait
         return admit(
-            ahead_rows=self._ready.rows_ahead(priority), ahead_batches=self._ready.batches_ahead(priority) + 1,
+            # Ahead: the closed batches waiting, and those running (counted whole: a bias
+            # to the safe side, which the allowance learns the rest of).
+            ahead_rows=self._ready.rows_ahead(priority) + self._running_rows,
+            ahead_batches=self._ready.batches_ahead(priority) + len(self._running),
             rows=rows, pending=self.pending, max_pending=self.max_pending,
-            slots=slots, meter=self.meter, max_wait_s=max_wait, budget_s=budget_s if budget_s is not None else float("inf"),
+            slots=slots, meter=self.meter, max_wait_s=max_wait,
+            budget_s=budget_s / (1.0 + self.admission_margin) if budget_s is not None else float("inf"),
         )  # fmt: skip
 
-    def _answered(self, _future: asyncio.Future) -> None:
+    def _answered(self, arrival: float, predicted_s: float, future: asyncio.Future) -> None:
+        """One answer given. Served ones teach admission how far off its predictions run."""
         self.pending -= 1
+        if predicted_s > 0 and not future.cancelled() and future.exception() is None:
+            self._misses.record((time.monotonic() - arrival) / predicted_s - 1.0)
+            self._answers += 1
+            if self._answers % 8 == 0:  # a sort of 512 values: cheap enough every 8 answers
+                self.admission_margin = self._misses.allowance()
 
     def _arm_timer(self) -> None:
         due = self.queue.next_wakeup()
@@ -220,6 +240,7 @@ class ModelRunner:
     async def _run(self, batch: Batch, instance: Instance) -> None:
         live = [r for r in batch.requests if not r.payload.future.done()]  # not yet answered (504, ...)
         m = self.metrics
+        running_rows = 0
         try:
             if not live:
                 return
@@ -228,7 +249,9 @@ class ModelRunner:
                 for r in live:
                     m.queue_wait.observe(now - r.arrival)
             rows = [r.size for r in live]
-            m.batch_size.observe(sum(rows))
+            running_rows = sum(rows)
+            self._running_rows += running_rows
+            m.batch_size.observe(running_rows)
             m.dispatches(instance.name).inc()
             m.batches_in_flight.inc()
             try:
@@ -272,6 +295,7 @@ class ModelRunner:
             if self._overruns is not None and batch.attempts == 0:
                 self._record_overrun(batch, sum(rows), now)
         finally:
+            self._running_rows -= running_rows
             instance.inflight -= 1
             if self.placer is not None:
                 self.placer.finished(instance, time.monotonic())

@@ -1,0 +1,113 @@
+"""Overload: three times the measured capacity for 20 s. The requests admitted meet the SLO,
+the rest are refused at once with 429 and Retry-After, and every request gets an answer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import pytest
+
+from .conftest import start_gateway
+from .test_lambda_backend import total
+
+pytestmark = pytest.mark.e2e
+
+SLO_S = 0.25
+
+
+def heavy_model(path: Path) -> Path:
+    """256 -> 4096 -> 4096 -> 10: some 17 M multiply-adds a row and 64 MB of weights, so one
+    single-threaded worker serves about a thousand rows a second."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    sizes = (256, 4096, 4096, 10)
+    nodes, inits, current = [], [], "x"
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        inits += [numpy_helper.from_array((rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)).astype(np.float32), f"w{i}"),
+                  numpy_helper.from_array(np.zeros(n_out, np.float32), f"b{i}")]  # fmt: skip
+        out = "y" if i == len(sizes) - 2 else f"h{i}"
+        nodes.append(helper.make_node("Gemm", [current, f"w{i}", f"b{i}"], [out]))
+        current = out
+    graph = helper.make_graph(
+        nodes, "heavy", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 256])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], initializer=inits,
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+async def closed_loop(session: aiohttp.ClientSession, url: str, body: dict, clients: int, seconds: float) -> float:
+    """Requests per second served with `clients` requests always in flight: the capacity."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    served = 0
+
+    async def client() -> None:
+        nonlocal served
+        while loop.time() < end:
+            async with session.post(url, json=body) as resp:
+                await resp.read()
+                assert resp.status == 200
+                served += 1
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return served / seconds
+
+
+async def open_loop(session: aiohttp.ClientSession, url: str, body: bytes, rate: float, seconds: float,
+                    rng: np.random.Generator) -> list[tuple[int, float, str | None]]:  # fmt: skip
+    """Poisson arrivals at `rate`: (status, seconds to the answer, Retry-After) for each."""
+    loop = asyncio.get_running_loop()
+    begin = loop.time() + 0.1
+
+    async def one(at: float) -> tuple[int, float, str | None]:
+        await asyncio.sleep(max(0.0, begin + at - loop.time()))
+        sent = loop.time()
+        async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as resp:
+            await resp.read()
+            return resp.status, loop.time() - sent, resp.headers.get("Retry-After")
+
+    times = np.cumsum(rng.exponential(1 / rate, size=int(rate * seconds)))
+    return list(await asyncio.gather(*(one(t) for t in times)))
+
+
+async def test_three_times_capacity_for_20_s(tmp_path: Path) -> None:
+    model = heavy_model(tmp_path / "heavy.onnx")
+    gw = start_gateway(tmp_path, "--model", f"heavy={model}", "--workers", "1", "--threads", "1", "--batch-size", "8",
+                       "--timeout-ms", "5", "--policy", "fixed", "--slo-ms", str(SLO_S * 1e3), "--no-access-log")  # fmt: skip
+    url = f"{gw.url}/v2/models/heavy/infer"
+    # Requests of 8 rows, batches of 8 rows: a request is a batch, and the client's and the
+    # gateway's work per row served stays small beside the worker's (2 shared cores).
+    body = {"inputs": [{"name": "x", "shape": [8, 256], "datatype": "FP32", "data": [0.5] * 8 * 256}]}
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            capacity = await closed_loop(session, url, body, clients=8, seconds=3.0)
+            async with session.get(f"{gw.url}/metrics") as resp:
+                before = await resp.text()
+            answers = await open_loop(session, url, json.dumps(body).encode(), 3 * capacity, 20.0, np.random.default_rng(11))
+            async with session.get(f"{gw.url}/metrics") as resp:
+                after = await resp.text()
+    finally:
+        assert gw.stop() == 0
+    statuses = np.array([s for s, _, _ in answers])
+    assert set(statuses.tolist()) <= {200, 429}, f"every request is answered, served or refused: {set(statuses.tolist())}"
+    refused = [(t, retry) for s, t, retry in answers if s == 429]
+    assert len(refused) > 0.4 * len(answers), "at 3x capacity most of the excess is refused"
+    assert all(retry is not None and int(retry) >= 1 for _, retry in refused)
+    assert np.percentile([t for t, _ in refused], 99) < SLO_S, "refusals are quick, not timeouts"
+    # The requests admitted meet the SLO, by the gateway's own histogram (200s only).
+    within = total(after, "sluice_request_duration_seconds_bucket", le=str(SLO_S)) - total(
+        before, "sluice_request_duration_seconds_bucket", le=str(SLO_S))
+    served = total(after, "sluice_request_duration_seconds_count") - total(before, "sluice_request_duration_seconds_count")
+    assert served == int(np.sum(statuses == 200))
+    assert within >= 0.99 * served, f"{within:.0f} of {served:.0f} admitted requests within {SLO_S * 1e3:.0f} ms"
+    # Shedding does not throw capacity away: the goodput stays near what was measured.
+    assert served / 20.0 > 0.7 * capacity, f"goodput {served / 20.0:.0f} req/s against a capacity of {capacity:.0f}"

@@ -55,28 +55,39 @@ class ServiceMeter:
 @dataclass(frozen=True)
 class Admission:
     admitted: bool
-    predicted_s: float  # the predicted time from now to the answer
+    predicted_s: float  # the predicted time from now to the answer, margins included
+    drain_s: float = 0.0  # of which: waiting for the work ahead (before its margin)
     retry_after_s: float = 0.0
     reason: str = ""
 
 
 def admit(
     *, ahead_rows: int, ahead_batches: int, rows: int, pending: int, max_pending: int, slots: int,
-    meter: ServiceMeter, max_wait_s: float, budget_s: float,
+    meter: ServiceMeter, max_wait_s: float, budget_s: float, margin: float = 0.0, allowance_s: float = 0.0,
+    wait_counts: bool = True,
 ) -> Admission:  # fmt: skip
     """Admit a request of `rows` rows, behind `ahead_rows` rows in `ahead_batches` batches,
     with `budget_s` left to its deadline? `slots`: batches the healthy instances take at
     once (0: an outage, which the runner's grace period handles, so admit). `pending`:
-    requests admitted and not yet answered, bounded by `max_pending` whatever the prediction."""
+    requests admitted and not yet answered, bounded by `max_pending` whatever the prediction.
+
+    Two corrections learnt from answers: the drain behind the backlog is stretched by
+    `1 + margin` (an error in the measured throughput grows with the backlog), and
+    `allowance_s` is added for what a short queue's prediction leaves out (timers, the
+    gateway's own handling).
+
+    `wait_counts=False` leaves the open batch's wait out of the decision (not out of the
+    prediction): when the budget is a latency SLO, the batching policy already sets that
+    wait to meet it at its percentile, and admission is there for the backlog."""
     if pending >= max_pending:
-        return Admission(False, math.inf, 1.0, f"{pending} requests are already pending (max_pending)")
+        return Admission(False, math.inf, 0.0, 1.0, f"{pending} requests are already pending (max_pending)")
     if meter.batches == 0 or slots <= 0:
         return Admission(True, 0.0)
     a, b = meter.fit()
     drain_s = (ahead_batches * a + ahead_rows * b) / slots
-    predicted = drain_s + max_wait_s + a + b * rows
-    if predicted <= budget_s:
-        return Admission(True, predicted)
+    predicted = drain_s * (1.0 + margin) + max_wait_s + a + b * rows + allowance_s
+    if predicted - (0.0 if wait_counts else max_wait_s) <= budget_s:
+        return Admission(True, predicted, drain_s)
     retry = max(1.0, math.ceil(predicted - budget_s))
-    return Admission(False, predicted, retry,
+    return Admission(False, predicted, drain_s, retry,
                      f"predicted latency {predicted * 1e3:.0f} ms exceeds the {budget_s * 1e3:.0f} ms left")  # fmt: skip

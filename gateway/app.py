@@ -144,12 +144,11 @@ class Gateway:
         self, model: ServedModel, request: web.Request, inputs: dict, rows: int, deadline: float, priority: int = 0
     ) -> dict:
         """Queue one request and wait for its outputs, at most until its deadline. Admission
-        weighs it against its deadline, or the model's SLO when that is sooner: a request the
-        client gave no deadline is still refused if it would wait past the SLO."""
-        budget = deadline - time.monotonic()
-        if model.config.slo_ms is not None:
-            budget = min(budget, model.config.slo_ms / 1e3)
-        future = model.runner.submit(request["request_id"], inputs, rows, deadline, priority=priority, budget_s=budget)
+        weighs it against its deadline, and against the model's SLO when that is sooner: a
+        request the client gave no deadline is still refused if the backlog would make it
+        wait past the SLO."""
+        slo_s = model.config.slo_ms / 1e3 if model.config.slo_ms is not None else None
+        future = model.runner.submit(request["request_id"], inputs, rows, deadline, priority=priority, slo_s=slo_s)
         timer = asyncio.get_running_loop().call_later(deadline - time.monotonic(), _expire, future)
         try:
             return await future

@@ -55,9 +55,14 @@ class Metrics:
             "or max_pending reached.", ["model"], registry=r,
         )  # fmt: skip
         self.admission_margin = Gauge(
-            "sluice_admission_margin_ratio", "How much longer than predicted admitted requests take (99.5th "
-            "percentile, as a fraction of the prediction): admission control stretches its predictions by it.",
-            ["model"], registry=r,
+            "sluice_admission_margin_ratio", "How much longer than predicted the wait behind a backlog runs "
+            "(99.5th percentile, a fraction of it): admission control stretches that wait by it.", ["model"],
+            registry=r,
+        )  # fmt: skip
+        self.admission_allowance = Gauge(
+            "sluice_admission_allowance_seconds", "How much later than predicted requests behind a short queue "
+            "are answered (99.5th percentile): admission control adds it to every prediction.", ["model"],
+            registry=r,
         )  # fmt: skip
         self.bisections = Counter(
             "sluice_batch_bisections", "Failed batches split in two to find the requests at fault.", ["model"], registry=r
@@ -167,6 +172,7 @@ class ModelMetrics:
         self.retries = metrics.retries.labels(model)
         self.shed = metrics.shed.labels(model)
         self.admission_margin = metrics.admission_margin.labels(model)
+        self.admission_allowance = metrics.admission_allowance.labels(model)
         self.bisections = metrics.bisections.labels(model)
         self.healthy_instances = metrics.healthy_instances.labels(model)
         self._children: dict[tuple, object] = {}

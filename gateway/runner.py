@@ -26,7 +26,7 @@ import numpy as np
 from backends import BackendError, BackendUnavailable, FaasPool, Instance, Pool
 from backends.mixed_pool import MixedPool
 from batching import Batch, BatchPolicy, BatchQueue, Request, concat_inputs, split_outputs
-from batching.admission import ServiceMeter, admit
+from batching.admission import Admission, ServiceMeter, admit
 from batching.types import earliest_deadline
 from batching.overrun import OverrunTracker
 from scheduler import pick_instance
@@ -85,12 +85,11 @@ class ModelRunner:
         self.max_pending = max_pending
         self.pending = 0  # admitted and not yet answered
         self.meter = ServiceMeter()  # s(rows) on a slot: admission control's prediction
-        # How much longer than predicted admitted requests take, as a ratio: an error in the
-        # measured throughput grows with the backlog it drains. Under overload every admitted
-        # request is predicted right at the edge, so the share answered late is the share of
-        # ratios beyond the margin: take the 99.5th percentile, half the tail a p99 SLO allows.
-        self._misses = OverrunTracker(0.995, window=2048, minimum=32, ceiling_s=4.0)
-        self.admission_margin = 0.0  # predictions are stretched by 1 + this
+        # How far off admission's predictions run, learnt from the answers (see `_answered`).
+        self._drain_misses = OverrunTracker(0.995, window=2048, minimum=32, ceiling_s=4.0)
+        self._short_misses = OverrunTracker(0.995, window=2048, minimum=32, ceiling_s=1.0)
+        self.admission_margin = 0.0  # the drain behind a backlog is stretched by 1 + this
+        self.admission_allowance_s = 0.0  # added to every prediction
         self._answers = 0
         self._running: set[asyncio.Task] = set()
         self._running_rows = 0
@@ -109,6 +108,7 @@ class ModelRunner:
         metrics.queue_depth.set_function(lambda: self.waiting)
         metrics.healthy_instances.set_function(lambda: sum(i.healthy for i in pool.instances))
         metrics.admission_margin.set_function(lambda: self.admission_margin)
+        metrics.admission_allowance.set_function(lambda: self.admission_allowance_s)
 
     @property
     def waiting(self) -> int:
@@ -117,17 +117,16 @@ class ModelRunner:
 
     def submit(
         self, request_id: str, inputs: dict[str, np.ndarray], rows: int, deadline: float | None,
-        *, priority: int = 0, budget_s: float | None = None,
+        *, priority: int = 0, slo_s: float | None = None,
     ) -> asyncio.Future:  # fmt: skip
         """Queue one validated request; the returned future resolves to its outputs.
-        Refused at once (429) when it is predicted to miss `budget_s` (its deadline or the
-        SLO, from now), or when `max_pending` requests are already waiting."""
+        Refused at once (429) when it is predicted to miss its deadline, or its wait behind
+        the backlog would break the model's SLO `slo_s`, or `max_pending` requests are
+        already waiting."""
         if self._draining:
             raise RequestFailed(503, "the gateway is shutting down", retry_after=1.0)
         now = time.monotonic()
-        if budget_s is None and deadline is not None:
-            budget_s = deadline - now
-        admission = self._admission(now, rows, priority, budget_s)
+        admission = self._admission(now, rows, priority, deadline, slo_s)
         if not admission.admitted:
             self.metrics.shed.inc()
             raise RequestFailed(429, f"model {self.name!r} cannot answer in time: {admission.reason}",
@@ -138,34 +137,48 @@ class ModelRunner:
         request = Request(request_id, now, size=rows, deadline=deadline, priority=priority, payload=_Work(inputs, future))
         self._idle.clear()
         self.pending += 1
-        future.add_done_callback(partial(self._answered, now, admission.predicted_s))
+        future.add_done_callback(partial(self._answered, now, admission))
         self._ready.arrived(request)
         self._accept(self.queue.push(request, now))
         self._arm_timer()
         return future
 
-    def _admission(self, now: float, rows: int, priority: int, budget_s: float | None):
+    def _admission(self, now: float, rows: int, priority: int, deadline: float | None, slo_s: float | None) -> Admission:
         slots = sum(i.max_inflight for i in self.pool.instances if i.healthy)
         due = self.queue.next_wakeup()  # the open batch closes by then; else a new one waits up to T
         max_wait = max(0.0, due - now) if due is not None else self.queue.policy.limits(now).max_wait
+        left = deadline - now if deadline is not None else float("inf")
+        slo_binds = slo_s is not None and slo_s < left
         return admit(
             # Ahead: the closed batches waiting, and those running (counted whole: a bias
-            # to the safe side, which the allowance learns the rest of).
+            # to the safe side, which the corrections learn the rest of).
             ahead_rows=self._ready.rows_ahead(priority) + self._running_rows,
             ahead_batches=self._ready.batches_ahead(priority) + len(self._running),
-            rows=rows, pending=self.pending, max_pending=self.max_pending,
-            slots=slots, meter=self.meter, max_wait_s=max_wait,
-            budget_s=budget_s / (1.0 + self.admission_margin) if budget_s is not None else float("inf"),
+            rows=rows, pending=self.pending, max_pending=self.max_pending, slots=slots, meter=self.meter,
+            max_wait_s=max_wait, budget_s=slo_s if slo_binds else left, margin=self.admission_margin,
+            allowance_s=self.admission_allowance_s, wait_counts=not slo_binds,
         )  # fmt: skip
 
-    def _answered(self, arrival: float, predicted_s: float, future: asyncio.Future) -> None:
-        """One answer given. Served ones teach admission how far off its predictions run."""
+    def _answered(self, arrival: float, admission: Admission, future: asyncio.Future) -> None:
+        """One answer given. Served ones teach admission how far off its predictions run:
+        behind a backlog, as a ratio of the drain (the throughput's error grows with it);
+        with a short queue, in seconds. Under overload every admitted request is predicted
+        right at the edge, so the share answered late is the share of misses beyond the
+        correction: take the 99.5th percentile, half the tail a p99 SLO allows."""
         self.pending -= 1
-        if predicted_s > 0 and not future.cancelled() and future.exception() is None:
-            self._misses.record((time.monotonic() - arrival) / predicted_s - 1.0)
-            self._answers += 1
-            if self._answers % 8 == 0:  # a sort of 512 values: cheap enough every 8 answers
-                self.admission_margin = self._misses.allowance()
+        if admission.predicted_s <= 0 or future.cancelled() or future.exception() is not None:
+            return
+        took = time.monotonic() - arrival
+        drain = admission.drain_s
+        if drain > 0.5 * admission.predicted_s:
+            rest = admission.predicted_s - drain * (1.0 + self.admission_margin) - self.admission_allowance_s
+            self._drain_misses.record((took - rest) / drain - 1.0)
+        else:
+            self._short_misses.record(took - (admission.predicted_s - self.admission_allowance_s))
+        self._answers += 1
+        if self._answers % 8 == 0:  # a sort of 2048 values: cheap enough every 8 answers
+            self.admission_margin = self._drain_misses.allowance()
+            self.admission_allowance_s = self._short_misses.allowance()
 
     def _arm_timer(self) -> None:
         due = self.queue.next_wakeup()

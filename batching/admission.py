@@ -64,7 +64,7 @@ class Admission:
 def admit(
     *, ahead_rows: int, ahead_batches: int, rows: int, pending: int, max_pending: int, slots: int,
     meter: ServiceMeter, max_wait_s: float, budget_s: float, margin: float = 0.0, allowance_s: float = 0.0,
-    wait_counts: bool = True,
+    budget_is_slo: bool = False,
 ) -> Admission:  # fmt: skip
     """Admit a request of `rows` rows, behind `ahead_rows` rows in `ahead_batches` batches,
     with `budget_s` left to its deadline? `slots`: batches the healthy instances take at
@@ -76,9 +76,12 @@ def admit(
     `allowance_s` is added for what a short queue's prediction leaves out (timers, the
     gateway's own handling).
 
-    `wait_counts=False` leaves the open batch's wait out of the decision (not out of the
-    prediction): when the budget is a latency SLO, the batching policy already sets that
-    wait to meet it at its percentile, and admission is there for the backlog."""
+    `budget_is_slo`: the budget is a latency SLO (a percentile target), not the request's
+    own deadline. Then only the backlog's drain and the service are judged, not the open
+    batch's wait (the batching policy sets it to meet the SLO at its percentile) nor the
+    allowance (noise in a short queue's tail, which the percentile tolerates): admission
+    is there to refuse the backlog, never a request that finds none. The prediction
+    returned still holds every term, so the corrections keep learning from the answers."""
     if pending >= max_pending:
         return Admission(False, math.inf, 0.0, 1.0, f"{pending} requests are already pending (max_pending)")
     if meter.batches == 0 or slots <= 0:
@@ -86,8 +89,10 @@ def admit(
     a, b = meter.fit()
     drain_s = (ahead_batches * a + ahead_rows * b) / slots
     predicted = drain_s * (1.0 + margin) + max_wait_s + a + b * rows + allowance_s
-    if predicted - (0.0 if wait_counts else max_wait_s) <= budget_s:
+    judged = drain_s * (1.0 + margin) + a + b * rows if budget_is_slo else predicted
+    if judged <= budget_s:
         return Admission(True, predicted, drain_s)
-    retry = max(1.0, math.ceil(predicted - budget_s))
+    retry = max(1.0, math.ceil(judged - budget_s))
+    what = "SLO" if budget_is_slo else "deadline"
     return Admission(False, predicted, drain_s, retry,
-                     f"predicted latency {predicted * 1e3:.0f} ms exceeds the {budget_s * 1e3:.0f} ms left")  # fmt: skip
+                     f"predicted latency {judged * 1e3:.0f} ms exceeds the {budget_s * 1e3:.0f} ms {what}")  # fmt: skip

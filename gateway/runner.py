@@ -156,7 +156,7 @@ class ModelRunner:
             ahead_batches=self._ready.batches_ahead(priority) + len(self._running),
             rows=rows, pending=self.pending, max_pending=self.max_pending, slots=slots, meter=self.meter,
             max_wait_s=max_wait, budget_s=slo_s if slo_binds else left, margin=self.admission_margin,
-            allowance_s=self.admission_allowance_s, wait_counts=not slo_binds,
+            allowance_s=self.admission_allowance_s, budget_is_slo=slo_binds,
         )  # fmt: skip
 
     def _answered(self, arrival: float, admission: Admission, future: asyncio.Future) -> None:

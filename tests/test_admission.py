@@ -113,3 +113,15 @@ def test_a_failure_while_open_does_not_extend_it() -> None:
     assert breaker.failure(0.0)
     assert not breaker.failure(0.5), "batches sent before it opened fail late; they change nothing"
     assert breaker.open_until == 1.0 and math.isclose(breaker.cooldown_s, 1.0)
+
+
+def test_against_an_slo_only_the_backlog_refuses() -> None:
+    """The SLO is a percentile target: a long batch wait (the policy's choice) and a noisy
+    tail (the allowance) never refuse a request that finds no backlog; a backlog does."""
+    common = dict(rows=1, pending=0, max_pending=100, slots=1, meter=make_meter(), max_wait_s=0.09,
+                  budget_s=0.1, allowance_s=0.5)  # fmt: skip
+    idle = admit(ahead_rows=0, ahead_batches=0, budget_is_slo=True, **common)
+    assert idle.admitted and idle.predicted_s > 0.5, "the prediction keeps every term, for learning"
+    assert not admit(ahead_rows=0, ahead_batches=0, **common).admitted, "against a deadline every term counts"
+    backlog = admit(ahead_rows=160, ahead_batches=10, budget_is_slo=True, margin=0.2, **common)
+    assert not backlog.admitted and "SLO" in backlog.reason  # 10 x 10 ms x 1.2 + 2.5 ms > 100 ms

@@ -137,7 +137,8 @@ class ModelRunner:
         request = Request(request_id, now, size=rows, deadline=deadline, priority=priority, payload=_Work(inputs, future))
         self._idle.clear()
         self.pending += 1
-        future.add_done_callback(partial(self._answered, now, admission))
+        corrections = (self.admission_margin, self.admission_allowance_s)  # as the prediction used them
+        future.add_done_callback(partial(self._answered, now, admission, corrections))
         self._ready.arrived(request)
         self._accept(self.queue.push(request, now))
         self._arm_timer()
@@ -159,7 +160,9 @@ class ModelRunner:
             allowance_s=self.admission_allowance_s, budget_is_slo=slo_binds,
         )  # fmt: skip
 
-    def _answered(self, arrival: float, admission: Admission, future: asyncio.Future) -> None:
+    def _answered(
+        self, arrival: float, admission: Admission, corrections: tuple[float, float], future: asyncio.Future
+    ) -> None:
         """One answer given. Served ones teach admission how far off its predictions run:
         behind a backlog, as a ratio of the drain (the throughput's error grows with it);
         with a short queue, in seconds. Under overload every admitted request is predicted
@@ -169,12 +172,12 @@ class ModelRunner:
         if admission.predicted_s <= 0 or future.cancelled() or future.exception() is not None:
             return
         took = time.monotonic() - arrival
-        drain = admission.drain_s
+        drain, (margin, allowance) = admission.drain_s, corrections
         if drain > 0.5 * admission.predicted_s:
-            rest = admission.predicted_s - drain * (1.0 + self.admission_margin) - self.admission_allowance_s
+            rest = admission.predicted_s - drain * (1.0 + margin) - allowance
             self._drain_misses.record((took - rest) / drain - 1.0)
         else:
-            self._short_misses.record(took - (admission.predicted_s - self.admission_allowance_s))
+            self._short_misses.record(took - (admission.predicted_s - allowance))
         self._answers += 1
         if self._answers % 8 == 0:  # a sort of 2048 values: cheap enough every 8 answers
             self.admission_margin = self._drain_misses.allowance()

@@ -9,11 +9,16 @@ the one-step errors, requests/s), which the planner uses as a margin.
 - `Holt`: level and trend (double exponential smoothing): ramps.
 - `Seasonal`: Holt plus an additive daily (or any period) profile, learned per
   slot of the period (Holt-Winters): diurnal traffic, the morning ramp seen coming.
+- `Trend`: a straight line through the last few minutes, fitted robustly
+  (repeated medians): ramps, without being lifted or tilted by the bursts in the window.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
+from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 
@@ -131,4 +136,63 @@ class Seasonal:
         return self.holt.spread
 
 
-FORECASTERS = {"ewma": Ewma, "holt": Holt, "seasonal": Seasonal}
+def robust_line(values: Sequence[float]) -> tuple[float, float]:
+    """(intercept, slope) of the line through (i, values[i]) by repeated medians (Siegel):
+    for each point the median of its slopes to the others, then the median of those; the
+    intercept is the median of what is left. Unlike least squares (or one median over all
+    pairs, Theil-Sen), a burst of a few points at the newest end does not tilt it."""
+    n = len(values)
+    if n < 2:
+        return (values[0] if values else 0.0), 0.0
+    slope = statistics.median(
+        statistics.median((values[j] - values[i]) / (j - i) for j in range(n) if j != i) for i in range(n)
+    )
+    return statistics.median(v - slope * i for i, v in enumerate(values)), slope
+
+
+@dataclass
+class Trend:
+    """A robust line through the last `window` steps' rates, extended `horizon_s` ahead.
+
+    For sizing a pool: the line follows a ramp as soon as it has lasted a few steps (an
+    EWMA lags it by about 1/alpha steps), while a burst in the window, over before an
+    instance could start, neither lifts nor tilts it. With fewer than `min_trend_steps`
+    steps the line is flat (too few to see a slope)."""
+
+    step_s: float = 10.0
+    window: int = 12
+    min_trend_steps: int = 6
+    rates: deque[float] = field(default_factory=deque)
+
+    def update(self, count: int) -> None:
+        self.rates.append(count / self.step_s)
+        while len(self.rates) > self.window:
+            self.rates.popleft()
+
+    def fit(self) -> tuple[float, float]:
+        """(level at the newest step, slope per step)."""
+        values = list(self.rates)
+        if len(values) < self.min_trend_steps:
+            return (statistics.median(values) if values else 0.0), 0.0
+        intercept, slope = robust_line(values)
+        return intercept + slope * (len(values) - 1), slope
+
+    @property
+    def level(self) -> float | None:
+        return self.fit()[0] if self.rates else None
+
+    def forecast(self, horizon_s: float) -> float:
+        # The newest step's rate is its middle's, half a step before now.
+        level, slope = self.fit()
+        return max(0.0, level + slope * (0.5 + horizon_s / self.step_s))
+
+    @property
+    def spread(self) -> float:
+        """The root mean square of what the line does not explain (bursts, mostly)."""
+        level, slope = self.fit()
+        n = len(self.rates)
+        errors = [r - (level - slope * (n - 1 - i)) for i, r in enumerate(self.rates)]
+        return math.sqrt(sum(e * e for e in errors) / n) if n else 0.0
+
+
+FORECASTERS = {"ewma": Ewma, "holt": Holt, "seasonal": Seasonal, "trend": Trend}

@@ -10,11 +10,23 @@ itself), else the fastest.
 Planning, every `plan_interval_s`: forecast the rate an instance started now would
 meet (`startup_s` ahead), and choose the instance count n that minimises the
 expected cost per second: n instances, plus the FaaS bill of the expected overflow
-E[(rate - n x capacity)+], taken over the recent per-step rates moved to the
-forecast level (so bursts weigh as they came). Capacity is what an instance serves
-at batch size B and a utilisation that keeps its queue within a quarter of the SLO.
-Scale-out is at once; scale-in waits until fewer instances have been enough for
-`scale_in_after_s`, and only stops idle instances past their minimum billing.
+E[(rate - n x capacity)+], taken over samples of the rate: the forecast plus how the
+recent steps spread around their level (so bursts weigh as they came). Capacity is
+what an instance serves at batch size B and a utilisation that keeps its queue within
+a quarter of the SLO. Scale-out is at once, once the traffic has been watched for a
+while; scale-in waits until fewer instances have been enough for `scale_in_after_s`,
+and only stops idle instances past their minimum billing.
+
+Two views of the traffic supply the forecast and the spread, and the planner takes
+the one whose forecasts a startup ahead have lately been nearer the rates that came:
+- steady: a slow level (EWMA), and every step of the last five minutes as spread
+  around it. Right when the traffic switches faster than a pool can follow (phases of
+  a minute or two): the pool is sized for the mixture instead of chasing each phase.
+- moving: a robust line through the last two minutes (`Trend`), extended a startup
+  ahead, and as spread only the bursts of the last ten minutes (each step less the
+  median of the steps around it). Right when the traffic drifts (a daily curve): the
+  pool grows a startup ahead of a ramp and shrinks soon after, while a burst, over
+  before an instance could start, neither lifts nor tilts the line and stays FaaS's.
 
 MArk (Zhang et al., ATC'19) plans hourly with a fixed 1.2x headroom and fixed
 batches; this plans every few seconds, from the same service model as the batching
@@ -24,21 +36,34 @@ policy, and weighs the bursts it has seen instead of a fixed margin.
 from __future__ import annotations
 
 import math
+import statistics
 from collections import deque
 from collections.abc import Sequence
 
 from batching import Batch
 
-from .forecast import Ewma, Holt
+from .forecast import Ewma, Holt, Trend
 from .types import Placement, PoolPlan, View, batch_deadline
 
 
-def _expected_overflow(rates: Sequence[float], shift: float, capacity: float) -> float:
-    """E[(X - capacity)+] over the recent per-step rates, moved by `shift` (the forecast's
-    change from their mean): bursts count as they came, not as a symmetric spread."""
-    if not rates:
-        return 0.0
-    return sum(max(0.0, r + shift - capacity) for r in rates) / len(rates)
+def _expected_overflow(level: float, spread: Sequence[float], capacity: float) -> float:
+    """E[(X - capacity)+] for X the forecast level plus each of the recent steps' spread:
+    bursts count as often and as high as they came, not as a symmetric spread."""
+    if not spread:
+        return max(0.0, level - capacity)
+    return sum(max(0.0, level + e - capacity) for e in spread) / len(spread)
+
+
+def steady_spread(rates: Sequence[float]) -> list[float]:
+    """Each step's rate less the steps' mean: all the recent variation is spread."""
+    mean = sum(rates) / len(rates) if rates else 0.0
+    return [r - mean for r in rates]
+
+
+def burst_spread(rates: Sequence[float], half: int = 4) -> list[float]:
+    """Each step's rate less the median of the steps around it (`half` each side): what a
+    burst added to it. A ramp, or a change that lasts, leaves next to nothing."""
+    return [r - statistics.median(rates[max(0, i - half) : i + half + 1]) for i, r in enumerate(rates)]
 
 
 def options(batch: Batch, view: View, now: float) -> list[Placement]:
@@ -83,20 +108,28 @@ class HybridScheduler:
         utilization_cap: float | None = None,
         scale_in_after_s: float = 60.0,
         margin: float = 0.05,
-        forecaster: Ewma | Holt | None = None,
+        forecaster: Ewma | Holt | Trend | None = None,
         recent_steps: int = 30,
+        trend_steps: int = 12,
+        burst_steps: int = 60,
     ) -> None:
         self.plan_interval_s = plan_interval_s
         self.utilization, self.scale_in_after_s, self.margin = utilization, scale_in_after_s, margin
         self.utilization_cap = utilization_cap  # a fixed utilisation instead of the SLO-derived one
-        # A slow level by default: an instance takes `startup_s` to help and bills a
-        # minimum, so it is worth starting only for traffic that lasts; bursts shorter
-        # than that are FaaS's (a trend-following forecaster would chase them).
+        # The steady view's level: slow, since an instance takes `startup_s` to help and
+        # bills a minimum, so it is worth starting only for traffic that lasts.
         self.forecaster = forecaster or Ewma(step_s=step_s, alpha=0.1)
+        self.trend = Trend(step_s=self.forecaster.step_s, window=trend_steps)  # the moving view's level
+        self.recent_steps, self.burst_steps = recent_steps, burst_steps
+        self.recent: deque[float] = deque(maxlen=max(recent_steps, burst_steps))  # rates, requests/s
+        # Each view's squared errors on the rates it forecast a startup ahead (last `burst_steps`).
+        self.errors: dict[str, deque[float]] = {view: deque(maxlen=burst_steps) for view in ("steady", "moving")}
+        self._forecasts: deque[tuple[int, float, float]] = deque()  # (step, steady's, moving's forecast for it)
+        self._ahead_steps = 6  # a startup in steps; from the view at each plan
+        self._steps = 0
         self._step_end: float | None = None
         self._count = 0
         self._lower_since: float | None = None
-        self.recent: deque[float] = deque(maxlen=recent_steps)  # the last steps' rates, requests/s
 
     # -- traffic -----------------------------------------------------------------
 
@@ -105,17 +138,49 @@ class HybridScheduler:
         if self._step_end is None:
             self._step_end = now + step
         while now >= self._step_end:  # close every step that ended, empty ones too
-            self.forecaster.update(self._count)
-            self.recent.append(self._count / step)
+            self._close_step(self._count, step)
             self._count = 0
             self._step_end += step
         self._count += arrivals
 
+    def _close_step(self, count: int, step: float) -> None:
+        """Score both views on this step's rate, as they forecast it a startup ago; learn
+        the step; forecast the step a startup ahead."""
+        rate = count / step
+        while self._forecasts and self._forecasts[0][0] < self._steps:
+            self._forecasts.popleft()
+        if self._forecasts and self._forecasts[0][0] == self._steps:
+            _, steady, moving = self._forecasts.popleft()
+            self.errors["steady"].append((rate - steady) ** 2)
+            self.errors["moving"].append((rate - moving) ** 2)
+        self.forecaster.update(count)
+        self.trend.update(count)
+        self.recent.append(rate)
+        k = self._ahead_steps
+        ahead = (k - 0.5) * step  # from now to the middle of that step
+        self._forecasts.append((self._steps + k, self.forecaster.forecast(ahead), self.trend.forecast(ahead)))
+        self._steps += 1
+
+    def moving(self) -> bool:
+        """Whether the moving view has lately forecast better than the steady one."""
+        steady, moving = self.errors["steady"], self.errors["moving"]
+        return bool(moving) and sum(moving) < sum(steady)
+
     def expected_rate(self, view: View) -> tuple[float, float]:
-        """(rate, spread) expected when an instance started now would be ready."""
+        """(rate, spread) the steady view expects when an instance started now would be ready."""
         if self.forecaster.level is None:
             return view.arrivals.rate, 0.0
         return self.forecaster.forecast(view.startup_s), self.forecaster.spread
+
+    def rate_samples(self, view: View) -> tuple[float, list[float]]:
+        """The better view's forecast a startup ahead, and the spread to add to it."""
+        rates = list(self.recent)
+        if not self.moving():
+            return self.expected_rate(view)[0], steady_spread(rates[-self.recent_steps :])
+        # Steps not seen yet count as burst-free: a burst or two in the first minutes is
+        # not yet evidence that they come often.
+        spread = burst_spread(rates[-self.burst_steps :])
+        return self.trend.forecast(view.startup_s), spread + [0.0] * (self.burst_steps - len(spread))
 
     # -- decisions ---------------------------------------------------------------
 
@@ -129,23 +194,30 @@ class HybridScheduler:
         """The instance count with the lowest expected cost per second."""
         if view.pool_service is None:
             return 0
-        rate, spread = self.expected_rate(view)
         b = max(1, view.batch_size)
         service = view.pool_service(b)
         capacity = self.utilization_for(service, view.slo_s) * b / service  # requests/s one instance takes
         if view.faas is None or view.faas_service is None:
+            rate, spread = self.expected_rate(view)
             return min(view.max_instances, math.ceil((rate + 2 * spread) / capacity)) if rate > 0 else 0
         per_request = view.prices.faas_batch_cost(view.faas_service(b)) / b
-        rates = list(self.recent) or [rate]
-        shift = rate - sum(rates) / len(rates)
+        rate, spread = self.rate_samples(view)
+        highest = rate + max(spread, default=0.0)
         best, best_cost = 0, math.inf
         for n in range(view.max_instances + 1):
-            cost = n * view.prices.instance_per_s + _expected_overflow(rates, shift, n * capacity) * per_request
+            cost = n * view.prices.instance_per_s + _expected_overflow(rate, spread, n * capacity) * per_request
             if cost < best_cost - 1e-15:
                 best, best_cost = n, cost
-            if n * capacity > max(rates) + shift:
+            if n * capacity > highest:
                 break  # more instances only add their price
         return best
+
+    def watched_enough(self) -> bool:
+        """Whether to start instances on what was seen. Before any traffic, the view's rate is
+        all there is (provisioning at startup). After, not before both views have been
+        scored for a startup: a few early steps, one burst among them, say little about
+        the traffic when an instance would be ready, and FaaS takes it meanwhile."""
+        return self._step_end is None or len(self.errors["steady"]) >= self._ahead_steps
 
     def utilization_for(self, service_s: float, slo_s: float) -> float:
         """How busy an instance may run: queueing (as M/D/1, wait = rho s / (2 (1 - rho)))
@@ -155,10 +227,13 @@ class HybridScheduler:
         return max(0.3, min(self.utilization, slo_s / (slo_s + 2 * service_s)))
 
     def plan(self, view: View, now: float) -> PoolPlan:
+        self._ahead_steps = max(1, round(view.startup_s / self.forecaster.step_s))
         live = [i for i in view.instances if i.state in ("starting", "ready")]
         target = self.wanted(view)
         if target >= len(live):
             self._lower_since = None
+            if target == len(live) or not self.watched_enough():
+                return PoolPlan(len(live))
             return PoolPlan(target, start=target - len(live))
         if self._lower_since is None:
             self._lower_since = now

@@ -27,7 +27,7 @@ PolicyFactory = Callable[[argparse.Namespace, ServiceProfile], BatchPolicy]
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--trace", metavar="FILE", help="arrival times: one per line, or a CSV whose first column is a timestamp")
-    source.add_argument("--arrivals", metavar="SPEC", help="synthetic arrivals: poisson:rate=R, mmpp2:rates=R1,R2;switch=S1,S2, map:D0=a,b,c,d;D1=e,f,g,h, gamma:rate=R,cv=C")
+    source.add_argument("--arrivals", metavar="SPEC", help="synthetic arrivals: poisson:rate=R, mmpp2:rates=R1,R2;switch=S1,S2, map:D0=a,b,c,d;D1=e,f,g,h, gamma:rate=R,cv=C, diurnal:rate=R,amplitude=A,period=P[,burst=B,every=E,length=L]")
     parser.add_argument("--duration", type=float, metavar="S", help="seconds of synthetic arrivals (required with --arrivals); with --trace, only its first S seconds")
     parser.add_argument("--profile", required=True, metavar="FILE", help="service profile JSON (service times and prices)")
     parser.add_argument("--slo-ms", type=float, required=True, help="latency objective in milliseconds")

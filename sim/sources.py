@@ -11,6 +11,7 @@ import math
 import re
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -107,9 +108,13 @@ _SPECS: dict[str, dict[str, int]] = {
     "mmpp2": {"rates": 2, "switch": 2},
     "map": {"D0": -1, "D1": -1},  # n*n values, row by row
     "gamma": {"rate": 1, "cv": 1},
+    "diurnal": {"rate": 1, "amplitude": 1, "period": 1, "burst": 1, "every": 1, "length": 1},
 }
+# Parameters a spec may leave out (all of a group, or none of it).
+_OPTIONAL: dict[str, tuple[str, ...]] = {"diurnal": ("burst", "every", "length")}
 _SPEC_FORMS = (
-    "poisson:rate=R, mmpp2:rates=R1,R2;switch=S1,S2, map:D0=a,b,c,d;D1=e,f,g,h, gamma:rate=R,cv=C"
+    "poisson:rate=R, mmpp2:rates=R1,R2;switch=S1,S2, map:D0=a,b,c,d;D1=e,f,g,h, gamma:rate=R,cv=C, "
+    "diurnal:rate=R,amplitude=A,period=P[,burst=B,every=E,length=L]"
 )
 
 
@@ -148,7 +153,11 @@ def parse_spec(spec: str) -> tuple[str, dict[str, list[float]]]:
         if count < 0 and math.isqrt(len(numbers)) ** 2 != len(numbers):
             raise ValueError(f"arrival spec {spec!r}: {key} must be a square matrix given row by row, got {len(numbers)} values")
         params[key] = numbers
-    missing = [key for key in expected if key not in params]
+    optional = _OPTIONAL.get(kind, ())
+    missing = [key for key in expected if key not in params and key not in optional]
+    given = [key for key in optional if key in params]
+    if given and len(given) != len(optional):
+        missing += [key for key in optional if key not in params]
     if missing:
         raise ValueError(f"arrival spec {spec!r}: missing {', '.join(missing)}; expected one of: {_SPEC_FORMS}")
     return kind, params
@@ -169,6 +178,8 @@ def parse_arrivals(spec: str, duration_s: float, seed: int) -> np.ndarray:
             raise ValueError(f"arrival spec {spec!r}: cv must be non-negative, got {cv:g}")
         sample = _needs(arrival_models, "gamma_renewal_sample", spec)
         return _arrivals_from_gaps(lambda n, rng: sample(rate, cv, n, rng), rate, duration_s, seed)
+    if kind == "diurnal":
+        return _thinned(DiurnalRate.from_params(params, spec), duration_s, seed)
     try:
         if kind == "mmpp2":
             process = arrival_models.MAP.mmpp2(tuple(params["rates"]), tuple(params["switch"]))
@@ -209,3 +220,61 @@ def _arrivals_from_gaps(
         if times[-1] >= duration_s:
             return times[: int(np.searchsorted(times, duration_s, side="left"))]
         n *= 2
+
+
+# --------------------------------------------------------------------------- time-varying rates
+
+
+@dataclass(frozen=True)
+class DiurnalRate:
+    """rate x (1 + amplitude x sin(2 pi t / period)), plus `burst` more during the first
+    `length` seconds of every `every` seconds (from t = 0): a day compressed into `period`,
+    with the spikes a forecast cannot see coming. `rate` is the base's mean over a period."""
+
+    rate: float
+    amplitude: float
+    period: float
+    burst: float = 0.0
+    every: float = math.inf
+    length: float = 0.0
+
+    @classmethod
+    def from_params(cls, params: dict[str, list[float]], spec: str) -> DiurnalRate:
+        value = {key: values[0] for key, values in params.items()}
+        rate = _positive(value["rate"], "rate", spec)
+        period = _positive(value["period"], "period", spec)
+        amplitude = value["amplitude"]
+        if not 0.0 <= amplitude <= 1.0:
+            raise ValueError(f"arrival spec {spec!r}: amplitude is a fraction of the rate in [0, 1], got {amplitude:g}")
+        if "burst" not in value:
+            return cls(rate, amplitude, period)
+        burst = value["burst"]
+        if burst < 0:
+            raise ValueError(f"arrival spec {spec!r}: burst must be non-negative, got {burst:g}")
+        every = _positive(value["every"], "every", spec)
+        length = _positive(value["length"], "length", spec)
+        if length > every:
+            raise ValueError(f"arrival spec {spec!r}: a burst's length ({length:g} s) exceeds every ({every:g} s)")
+        return cls(rate, amplitude, period, burst, every, length)
+
+    def __call__(self, t: np.ndarray) -> np.ndarray:
+        base = self.rate * (1.0 + self.amplitude * np.sin(2.0 * np.pi * t / self.period))
+        return base + np.where(np.mod(t, self.every) < self.length, self.burst, 0.0)
+
+    @property
+    def peak(self) -> float:
+        return self.rate * (1.0 + self.amplitude) + self.burst
+
+
+def _thinned(rate: DiurnalRate, duration_s: float, seed: int, window_s: float = 60.0) -> np.ndarray:
+    """A non-homogeneous Poisson process, exactly, by thinning (Lewis and Shedler): a Poisson
+    process at the peak rate, each point kept with probability rate(t) / peak. Drawn window
+    by window so a long busy trace needs memory for one window, not the whole of it."""
+    rng = np.random.default_rng(seed)
+    chunks = []
+    for start in np.arange(0.0, duration_s, window_s):
+        end = min(start + window_s, duration_s)
+        times = np.sort(rng.uniform(start, end, rng.poisson(rate.peak * (end - start))))
+        keep = rng.uniform(0.0, rate.peak, len(times)) < rate(times)
+        chunks.append(times[keep])
+    return np.concatenate(chunks) if chunks else np.zeros(0)

@@ -63,7 +63,7 @@ def adaptive_policy(args: argparse.Namespace, profile: ServiceProfile) -> Adapti
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--trace", metavar="FILE", help="arrival times: one per line, or a CSV with a timestamp first")
-    source.add_argument("--arrivals", metavar="SPEC", help="poisson:rate=R | mmpp2:rates=R1,R2;switch=S1,S2 | map:D0=..;D1=.. | gamma:rate=R,cv=C")
+    source.add_argument("--arrivals", metavar="SPEC", help="poisson:rate=R | mmpp2:rates=R1,R2;switch=S1,S2 | map:D0=..;D1=.. | gamma:rate=R,cv=C | diurnal:rate=R,amplitude=A,period=P[,burst=B,every=E,length=L]")
     parser.add_argument("--duration", type=float, metavar="S", help="seconds of synthetic arrivals (or of the trace to use)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--profile", required=True, metavar="FILE", help="service profile (JSON)")

@@ -16,6 +16,7 @@ from batching import Batch, FixedPolicy, Request
 from scheduler import (
     ArrivalView, FaasView, Holt, HybridScheduler, InstanceView, Prices, Seasonal, View, batch_deadline, load_scheduler,
 )
+from scheduler.forecast import Trend, robust_line
 from scheduler.hybrid import options
 from sim import ServiceProfile
 from sim.scheduled import simulate_scheduled
@@ -87,6 +88,83 @@ def test_holt_follows_a_ramp_and_seasonal_learns_a_period() -> None:
         for value in pattern:
             seasonal.update(value)
     assert seasonal.forecast(5.0) > 3 * seasonal.forecast(1.0)
+
+
+def test_trend_follows_a_ramp_and_a_burst_at_its_end_does_not_tilt_it() -> None:
+    ramp = [500.0 + 30.0 * k for k in range(12)]
+    assert robust_line(ramp) == pytest.approx((500.0, 30.0))
+    trend = Trend(step_s=10.0, window=12)
+    for rate in ramp[:10] + [ramp[10] + 1500.0, ramp[11] + 1500.0]:  # the newest two steps in a burst
+        trend.update(round(rate * 10.0))
+    # 60 s ahead of the newest step's middle: 6.5 steps on along the ramp.
+    assert trend.forecast(60.0) == pytest.approx(ramp[11] + 30.0 * 6.5, rel=0.02)
+    holt = Holt(step_s=10.0)
+    for rate in ramp[:10] + [ramp[10] + 1500.0, ramp[11] + 1500.0]:
+        holt.update(round(rate * 10.0))
+    assert holt.forecast(60.0) > ramp[11] + 30.0 * 6.5 + 500.0, "Holt chases the burst"
+
+
+def drive(scheduler: HybridScheduler, rate, seconds: int, startup_s: float = 60.0) -> list[tuple[float, str]]:
+    """Feed `scheduler` rate(t) arrivals each second and carry out its plans on a bare pool
+    (idle instances, ready `startup_s` after their start, gone at once when stopped); the
+    pool is provisioned at t=0 from the first minute's rate, as simulate_scheduled does.
+    Returns the (time, "start" | "stop") events."""
+    pool: dict[str, tuple[float, float]] = {}  # id -> (ready_at, billed_since)
+    events: list[tuple[float, str]] = []
+
+    def view(now: float) -> View:
+        since = max(0.0, now - 60.0)
+        minute = sum(rate(since + k) for k in range(60)) / 60.0
+        instances = [InstanceView(i, "ready" if ready <= now else "starting", now, 0, ready, billed)
+                     for i, (ready, billed) in pool.items()]  # fmt: skip
+        return View(instances, FaasView(0, None, 1, 0.02, 0.9), ArrivalView(minute, lambda _h: minute), Prices(), pool_s,
+                    faas_s, 16, 0.5, startup_s)  # fmt: skip
+
+    def apply(now: float, ready_now: bool = False) -> None:
+        plan = scheduler.plan(view(now), now)
+        for _ in range(plan.start):
+            pool[f"i{len(events)}"] = (now if ready_now else now + startup_s, now)
+            events.append((now, "start"))
+        for name in plan.stop:
+            del pool[name]
+            events.append((now, "stop"))
+
+    apply(0.0, ready_now=True)
+    for t in range(seconds):
+        scheduler.observe(round(rate(float(t))), float(t))
+        if t > 0 and t % scheduler.plan_interval_s == 0:
+            apply(float(t))
+    return events
+
+
+def test_hybrid_leaves_bursts_shorter_than_a_startup_to_faas() -> None:
+    # One instance (about 950 req/s at B=16) covers the base; a second would serve only the
+    # bursts, 15 s in 180 s, less than its price (and it would be ready after them). The
+    # first burst comes before the scheduler has seen a minute of traffic.
+    events = drive(HybridScheduler(), lambda t: 400.0 + (1500.0 if t % 180 < 15 else 0.0), 900)
+    assert events == [(0.0, "start")]
+
+
+def test_hybrid_starts_an_instance_a_startup_ahead_of_a_ramp_and_stops_it_after() -> None:
+    # 300 -> 1500 req/s over 400 s and back. A second instance pays for itself above about
+    # 1080 req/s: reached at t = 260 going up, left at t = 540 coming down.
+    events = drive(HybridScheduler(), lambda t: 300.0 + 3.0 * min(t, 400.0) - 3.0 * min(max(t - 400.0, 0.0), 400.0), 1000)
+    starts = [t for t, kind in events if kind == "start"]
+    stops = [t for t, kind in events if kind == "stop"]
+    assert len(starts) == 2 and starts[0] == 0.0 and len(stops) == 1
+    assert 170.0 <= starts[1] <= 230.0, "ready (60 s later) about when the ramp needs it"
+    assert 530.0 <= stops[0] <= 620.0, "stopped within the scale-in delay of the ramp leaving"
+
+
+def test_hybrid_plans_with_the_view_that_has_forecast_better() -> None:
+    # Phases of 90 s switch faster than a pool can follow: the moving line, a startup
+    # ahead, is wrong at every switch, and the steady view (the mixture) forecasts better.
+    switching = HybridScheduler()
+    drive(switching, lambda t: 2000.0 if (t // 90) % 2 == 0 else 300.0, 900)
+    assert not switching.moving()
+    ramp = HybridScheduler()
+    drive(ramp, lambda t: 300.0 + 3.0 * t, 300)
+    assert ramp.moving(), "the EWMA lags a ramp; the line follows it"
 
 
 def base_plus_bursts(seconds: float, seed: int = 1) -> np.ndarray:

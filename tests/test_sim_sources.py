@@ -145,6 +145,43 @@ def test_short_first_draws_are_redrawn_from_the_same_seed() -> None:
         assert (times < 30.0).all() and (np.diff(times) >= 0).all()
 
 
+DIURNAL = "diurnal:rate=200,amplitude=0.5,period=100;burst=1000,every=50,length=5"
+
+
+def test_diurnal_rate_over_a_period_is_the_mean_and_follows_the_sine() -> None:
+    times = parse_arrivals("diurnal:rate=200,amplitude=0.5,period=100", 2000.0, seed=1)
+    assert len(times) / 2000.0 == pytest.approx(200.0, rel=0.01)  # 400k expected: sd 0.2%
+    assert times[0] >= 0 and times[-1] < 2000.0 and (np.diff(times) >= 0).all()
+    phase = np.mod(times, 100.0)
+    per_quarter = np.histogram(phase, bins=4, range=(0.0, 100.0))[0] / (20 * 25.0)
+    # Over each quarter of the period the sine averages +-2/pi.
+    expected = [200 + 100 * (2 / np.pi) * s for s in (1, 1, -1, -1)]
+    assert per_quarter == pytest.approx(expected, rel=0.02)
+
+
+def test_diurnal_bursts_appear_where_specified() -> None:
+    times = parse_arrivals(DIURNAL, 1000.0, seed=2)
+    counts = np.histogram(times, bins=1000, range=(0.0, 1000.0))[0]
+    second = np.arange(1000)
+    base = 200 * (1 + 0.5 * np.sin(2 * np.pi * (second + 0.5) / 100))
+    in_burst = second % 50 < 5
+    excess = counts - base
+    assert excess[in_burst].mean() == pytest.approx(1000.0, rel=0.03)
+    assert abs(excess[~in_burst].mean()) < 3.0
+    assert (excess[in_burst] > 700).all() and (excess[~in_burst] < 200).all()
+    assert len(times) / 1000.0 == pytest.approx(200 + 1000 * 5 / 50, rel=0.02)  # the base mean plus the bursts'
+
+
+def test_diurnal_is_reproducible_by_seed() -> None:
+    times = parse_arrivals(DIURNAL, 300.0, seed=7)
+    assert np.array_equal(times, parse_arrivals(DIURNAL, 300.0, seed=7))
+    assert not np.array_equal(times[:100], parse_arrivals(DIURNAL, 300.0, seed=8)[:100])
+    # The first window's draw does not depend on how long the run is.
+    assert np.array_equal(times[times < 60.0], parse_arrivals(DIURNAL, 120.0, seed=7)[: np.count_nonzero(times < 60.0)])
+    kind, params = parse_spec(DIURNAL)
+    assert kind == "diurnal" and params["every"] == [50.0]
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
@@ -166,6 +203,16 @@ def test_short_first_draws_are_redrawn_from_the_same_seed() -> None:
         ("gamma:rate=5", "missing cv"),
         ("gamma:rate=5,cv=-1", "cv must be non-negative"),
         ("gamma:rate=5 cv=1", "must be numbers"),
+        ("diurnal:rate=100,amplitude=0.5", "missing period"),
+        ("diurnal:rate=100,amplitude=1.5,period=60", "amplitude is a fraction"),
+        ("diurnal:rate=100,amplitude=-0.1,period=60", "amplitude is a fraction"),
+        ("diurnal:rate=100,amplitude=0.5,period=0", "period must be positive"),
+        ("diurnal:rate=0,amplitude=0.5,period=60", "rate must be positive"),
+        ("diurnal:rate=100,amplitude=0.5,period=60,burst=500", "missing every, length"),
+        ("diurnal:rate=100,amplitude=0.5,period=60,burst=-5,every=30,length=5", "burst must be non-negative"),
+        ("diurnal:rate=100,amplitude=0.5,period=60,burst=5,every=30,length=40", "exceeds every"),
+        ("diurnal:rate=100,amplitude=0.5,period=60,burst=5,every=0,length=5", "every must be positive"),
+        ("diurnal:rate=100,amplitude=0.5,period=60,spike=5", "unknown parameter 'spike'"),
     ],
 )
 def test_bad_specs_say_what_is_wrong(spec: str, message: str) -> None:

@@ -66,9 +66,7 @@ class RegisteredPool(UpstreamPool):
             return False
         member.leaving = True
         member.instance.healthy = False
-        probe = self._probes.pop(member.instance, None)
-        if probe is not None:  # a probe answering later must not bring it back
-            probe.cancel()
+        self._stop_probe(member.instance)  # a probe answering later must not bring it back
         log.info("instance leaving", extra={"model": self._model, "backend": url})
         return True
 
@@ -88,10 +86,13 @@ class RegisteredPool(UpstreamPool):
         member = self.members.pop(url)
         member.instance.healthy = False
         self.instances.remove(member.instance)
-        probe = self._probes.pop(member.instance, None)
+        self._stop_probe(member.instance)
+        # Batches still in flight on it finish or fail on their own; the session stays open.
+
+    def _stop_probe(self, instance: Instance) -> None:
+        probe = self._probes.pop(instance, None)
         if probe is not None:
             probe.cancel()
-        # Batches still in flight on it finish or fail on their own; the session stays open.
 
     def report_failure(self, instance: Instance) -> None:
         if any(m.instance is instance and m.leaving for m in self.members.values()):

@@ -65,12 +65,8 @@ class Gateway:
                     self.registries[config.name] = registry
                 if pool is registry:  # nothing to serve with until a server joins: start once one has
                     self.starting[config.name] = asyncio.create_task(self._start_later(config, pool))
-                else:
-                    try:
-                        self.models[config.name] = await start_model(config, self.metrics, pool)
-                    except BaseException:
-                        await pool.stop()
-                        raise
+                else:  # start_model stops the pool if the model fails to start
+                    self.models[config.name] = await start_model(config, self.metrics, pool)
         except BaseException:
             await self.cleanup(app)  # no worker of an earlier model outlives a failed start
             raise

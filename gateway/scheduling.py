@@ -75,10 +75,12 @@ class LivePlacer:
             self.arrivals.popleft()
         rate = len(self.arrivals) / _RATE_WINDOW_S
         servers = []
+        batch_size = max(1, int(self.batch_size()))
+        per_batch = self.pool_service(batch_size)  # what each batch given to a server holds it for
         for instance in self.pool.servers.instances:
             up = instance.healthy and instance.breaker.allows(now, instance.inflight)
             state = "stopping" if instance.name in self.stopping else "ready" if up else "starting"
-            busy = now + instance.inflight * self.pool_service(max(1, int(self.batch_size())))
+            busy = now + instance.inflight * per_batch
             billed = self.started_at.setdefault(id(instance), now)
             servers.append(InstanceView(instance.name, state, busy, instance.inflight, now, billed))
         for n in range(self.starting):
@@ -90,7 +92,7 @@ class LivePlacer:
             faas = FaasView(faas_instance.inflight, faas_instance.max_inflight, warm, 0.0, 1.0)
         return View(
             servers, faas, ArrivalView(rate, lambda _h: rate), self.prices, self.pool_service, self.faas_service,
-            int(self.batch_size()), self.slo_s, self.startup_s, self.max_workers,
+            batch_size, self.slo_s, self.startup_s, self.max_workers,
         )  # fmt: skip
 
     def choose(self, batch: Batch, now: float) -> Instance | None:

@@ -19,6 +19,9 @@ from backends import RegisteredPool
 from gateway.admin import server_url
 
 from .conftest import start_gateway, v2_body
+from .test_adaptive_serve import send
+from .test_faas_emulator import start_emulator
+from .test_lambda_backend import total
 
 TOKEN = "test-admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -173,10 +176,6 @@ async def test_a_registered_server_beside_a_function_takes_batches_once_it_joins
     """Registered servers and a function under the hybrid scheduler: the function serves
     from the start; once a server joins (and is measured), batches go to it, an idle
     server being already paid for. The plan is published, never carried out."""
-    from .test_adaptive_serve import send
-    from .test_faas_emulator import start_emulator
-    from .test_lambda_backend import total
-
     monkeypatch.setenv("SLUICE_ADMIN_TOKEN", TOKEN)
     emulator = start_emulator("--function", f"demo={demo_path}", "--max-concurrency", "8")
     config = tmp_path / "sluice.toml"

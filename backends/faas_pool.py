@@ -30,6 +30,18 @@ class FaasPool:
     def on_capacity(self, callback: Callable[[], None]) -> None:
         self._listeners.append(callback)
 
+    def set_share(self, share: int) -> None:
+        """This gateway's part of the function's concurrency, of several replicas sharing it;
+        more room wakes the dispatcher."""
+        if not self.instances:
+            return
+        instance = self.instances[0]
+        grew = share > instance.max_inflight
+        instance.max_inflight = share
+        if grew:
+            for callback in self._listeners:
+                callback()
+
     async def start(self) -> None:
         instance = Instance(self.backend, max_inflight=self.concurrency)
         self.instances = [instance]

@@ -30,6 +30,7 @@ class Instance:
     backend: Backend
     max_inflight: int = 1
     inflight: int = 0
+    high_water: int = 0  # most in flight at once since the last look (the cluster's FaaS demand)
     healthy: bool = False
     last_dispatch: float = float("-inf")
     dispatched: int = 0

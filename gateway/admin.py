@@ -100,6 +100,7 @@ def add_routes(app: web.Application, gateway) -> None:
             raise ValueError("ttl_s must be a positive number of seconds")
         new = gateway.registries[name].register(url, float(ttl))
         granted = min(float(ttl), lease)
+        await gateway.cluster.member_renewed(name, url, granted)  # so that every replica serves through it
         return web.json_response({"model": name, "url": url, "ttl_s": granted, "new": new}, status=201 if new else 200)
 
     @guarded
@@ -109,6 +110,7 @@ def add_routes(app: web.Application, gateway) -> None:
         url = server_url(body.get("url", request.query.get("url")))
         if not gateway.registries[name].deregister(url):
             return _error(404, f"{url} is not a member of model {name!r}")
+        await gateway.cluster.member_left(name, url)
         return web.json_response({"model": name, "url": url, "left": True})
 
     @guarded

@@ -22,13 +22,17 @@ from backends import ProtocolError, decode_request, encode_response
 from backends.oip import HEADER_LENGTH
 
 from .codec import check_outputs, decode_v1, encode_v1, validate_inputs
+from backends.faas_pool import FaasPool
+from backends.mixed_pool import MixedPool
 from backends.registered_pool import RegisteredPool
 
 from . import admin
+from .cluster import Cluster, default_replica_id
 from .config import GatewayConfig, ModelConfig
 from .metrics import Metrics
 from .runner import RequestFailed
 from .served import ServedModel, make_pool, registry_of, start_model
+from .state import MemoryState, StateStore
 
 log = logging.getLogger("sluice.gateway")
 access = logging.getLogger("sluice.access")
@@ -54,8 +58,24 @@ class Gateway:
         self.registries: dict[str, RegisteredPool] = {}  # models whose servers register themselves
         self.starting: dict[str, asyncio.Task] = {}  # models waiting for their first server
         self.draining = False
+        self.cluster = self._make_cluster()
+
+    def _make_cluster(self) -> Cluster:
+        state = self.config.state
+        if state.url:
+            from .redis_state import RedisState
+
+            store: StateStore = RedisState(state.url, prefix=state.prefix)
+        else:
+            store = MemoryState()
+        replica = state.replica or default_replica_id(self.config.port)
+        lease = max((m.lease_s for m in self.config.models.values()), default=30.0)
+        return Cluster(store, replica, self.metrics, sync_s=state.sync_s, lease_s=state.leader_lease_s,
+                       member_lease_s=lease)  # fmt: skip
 
     async def startup(self, app: web.Application) -> None:
+        self.cluster.start()
+        log.info("cluster state", extra={"store": self.cluster.store.name, "replica": self.cluster.replica})
         try:
             for config in self.config.models.values():
                 pool = make_pool(config, self.metrics.for_model(config.name))
@@ -63,10 +83,11 @@ class Gateway:
                 registry = registry_of(pool)
                 if registry is not None:
                     self.registries[config.name] = registry
+                    self.cluster.watch(config.name, registry=registry)
                 if pool is registry:  # nothing to serve with until a server joins: start once one has
                     self.starting[config.name] = asyncio.create_task(self._start_later(config, pool))
                 else:  # start_model stops the pool if the model fails to start
-                    self.models[config.name] = await start_model(config, self.metrics, pool)
+                    self._serving(await start_model(config, self.metrics, pool))
         except BaseException:
             await self.cleanup(app)  # no worker of an earlier model outlives a failed start
             raise
@@ -74,14 +95,23 @@ class Gateway:
     async def _start_later(self, config: ModelConfig, pool: RegisteredPool) -> None:
         log.info("waiting for a server to register", extra={"model": config.name})
         try:
-            self.models[config.name] = await start_model(config, self.metrics, pool)
+            self._serving(await start_model(config, self.metrics, pool))
         except Exception:
             log.exception("model failed to start", extra={"model": config.name})
         finally:
             del self.starting[config.name]
 
+    def _serving(self, model: ServedModel) -> None:
+        self.models[model.name] = model
+        pool = model.pool
+        faas = pool.faas if isinstance(pool, MixedPool) else pool if isinstance(pool, FaasPool) else None
+        runner = model.runner
+        self.cluster.watch(model.name, runner_arrivals=lambda: runner.arrivals, plan=model.plan, faas=faas)
+
     async def shutdown(self, app: web.Application) -> None:
         self.draining = True
+        await self.cluster.stop()
+        await self.cluster.leave()  # another replica leads at once, not a lease later
         waiting = sum(m.runner.waiting for m in self.models.values())
         log.info("draining", extra={"waiting": waiting})
         drains = [m.runner.drain() for m in self.models.values()]
@@ -94,6 +124,8 @@ class Gateway:
         log.info("drained")
 
     async def cleanup(self, app: web.Application) -> None:
+        await self.cluster.stop()
+        await self.cluster.store.close()
         for task in list(self.starting.values()):
             task.cancel()
         await asyncio.gather(*(r.stop() for n, r in self.registries.items() if n not in self.models),

@@ -47,6 +47,10 @@ def _serve_flags(args: argparse.Namespace) -> dict[str, Any]:
         models[name] = {"registered": True}
     if models:
         flags["models"] = models
+    state = {key: getattr(args, flag) for key, flag in (("url", "state"), ("replica", "replica_id"))
+             if getattr(args, flag) is not None}  # fmt: skip
+    if state:
+        flags["state"] = state
     return flags
 
 
@@ -69,6 +73,9 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--percentile", type=float, help="the SLO's percentile (default 99)")
     p.add_argument("--scheduler", metavar="NAME|MODULE:CLASS",
                    help="for models with servers and [faas]: hybrid (default), faas-only, pool-only, mark, or your own")
+    p.add_argument("--state", metavar="redis://HOST:PORT/DB",
+                   help="share arrivals, servers, the plan and FaaS concurrency with other replicas in Redis")
+    p.add_argument("--replica-id", help="this replica's name in the shared state (default host:port:pid:random)")
     p.add_argument("--max-body-bytes", type=int, help="largest request body (default 8 MiB)")
     p.add_argument("--request-timeout-s", type=float, help="longest a request may take end to end (default 30)")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))

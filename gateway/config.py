@@ -23,6 +23,9 @@ batch_size = 8
 [models.ranker]       # or servers that register themselves (`sluice worker --register URL`),
 registered = true     # with [server] admin_token (or SLUICE_ADMIN_TOKEN) as their credential
 
+[state]               # several replicas: share arrivals, membership, the plan and the
+url = "redis://10.0.0.5:6379/0"   # function's concurrency in Redis (default: in memory)
+
 [models.bert.faas]    # or a serverless function: every batch is one invocation
 function = "bert-batch"
 region = "us-east-1"  # endpoint_url = "http://127.0.0.1:9000" for `sluice faas-emulator`
@@ -151,6 +154,23 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class StateConfig:
+    """Where replicas share state (`gateway.cluster`): in memory (one replica), or Redis."""
+
+    url: str | None = None  # redis://host:port/db (rediss:// for TLS); none: in memory
+    prefix: str = "sluice:"  # of every key, so that several clusters can share one Redis
+    replica: str | None = None  # this replica's id; default host:port:pid:random
+    sync_s: float = 0.5  # how often a replica writes and reads the shared state
+    leader_lease_s: float = 10.0  # a leader that stops renewing is replaced after this
+
+    def check(self) -> None:
+        if self.url is not None and not self.url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"[state] url {self.url!r} must be redis://, rediss:// or unix://")
+        if self.sync_s <= 0 or self.leader_lease_s < 2 * self.sync_s:
+            raise ConfigError("[state] sync_s must be positive and leader_lease_s at least twice sync_s")
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     host: str = "127.0.0.1"
     port: int = 8000
@@ -161,9 +181,11 @@ class GatewayConfig:
     access_log: bool = True
     admin_token: str | None = None  # bearer token of the /admin endpoints (or SLUICE_ADMIN_TOKEN); none: they refuse
     models: dict[str, ModelConfig] = field(default_factory=dict)
+    state: StateConfig = field(default_factory=StateConfig)
 
 
-_SERVER_KEYS = {f.name for f in fields(GatewayConfig)} - {"models"}
+_SERVER_KEYS = {f.name for f in fields(GatewayConfig)} - {"models", "state"}
+_STATE_KEYS = {f.name for f in fields(StateConfig)}
 _MODEL_KEYS = {f.name for f in fields(ModelConfig)} - {"name"}
 
 
@@ -231,14 +253,19 @@ def load(
                 doc = tomllib.load(f)
         except (OSError, ValueError) as exc:  # TOMLDecodeError and UnicodeDecodeError are ValueErrors
             raise ConfigError(f"cannot read config {path}: {exc}") from None
-    unknown = doc.keys() - {"server", "batching", "models"}
+    unknown = doc.keys() - {"server", "batching", "models", "state"}
     if unknown:
         raise ConfigError(f"unknown section(s) {sorted(unknown)} in {path}")
-    for section in ("server", "batching", "models"):
+    for section in ("server", "batching", "models", "state"):
         if not isinstance(doc.get(section, {}), dict):
             raise ConfigError(f"[{section}] must be a table")
     flags = dict(flags or {})
     flag_models = flags.pop("models", {})
+    state = {**doc.get("state", {}), **flags.pop("state", {})}
+    if state.keys() - _STATE_KEYS:
+        raise ConfigError(f"unknown [state] setting(s) {sorted(state.keys() - _STATE_KEYS)}")
+    state_config = StateConfig(**_checked("[state]", state, StateConfig))
+    state_config.check()
     server = {**doc.get("server", {}), **{k: v for k, v in flags.items() if k in _SERVER_KEYS}}
     if server.keys() - _SERVER_KEYS:
         raise ConfigError(f"unknown server setting(s) {sorted(server.keys() - _SERVER_KEYS)}")
@@ -258,5 +285,5 @@ def load(
         model.check()
     if server.get("admin_token") is None and os.environ.get("SLUICE_ADMIN_TOKEN"):
         server["admin_token"] = os.environ["SLUICE_ADMIN_TOKEN"]
-    return GatewayConfig(**_checked("[server]", server, GatewayConfig), models=models)
+    return GatewayConfig(**_checked("[server]", server, GatewayConfig), models=models, state=state_config)
 

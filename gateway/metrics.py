@@ -107,6 +107,36 @@ class Metrics:
             "sluice_pool_instance_seconds", "Server time billed to a scheduled model, start-up and minimum billing "
             "included.", ["model"], registry=r,
         )  # fmt: skip
+        self.plans = Counter(
+            "sluice_pool_plans", "Plans this replica made for a scheduled model's pool (of several replicas, only "
+            "the leader plans a shared pool).", ["model"], registry=r,
+        )  # fmt: skip
+        self.slo = Gauge(
+            "sluice_slo_seconds", "The model's latency SLO, at its percentile (for alerts on p99 against it).",
+            ["model", "percentile"], registry=r,
+        )  # fmt: skip
+        # Several replicas sharing state (gateway.cluster).
+        self.state_up = Gauge(
+            "sluice_state_store_up", "1 while the shared state store answers; 0 while this replica goes on alone.",
+            registry=r,
+        )  # fmt: skip
+        self.state_errors = Counter(
+            "sluice_state_store_errors", "Calls to the shared state store that failed.", registry=r
+        )
+        self.leader = Gauge(
+            "sluice_leader", "1 on the replica that plans the model's shared pool.", ["model"], registry=r
+        )
+        self.cluster_rate = Gauge(
+            "sluice_cluster_arrival_rate", "Requests per second arriving at all replicas (last 30 s).", ["model"],
+            registry=r,
+        )  # fmt: skip
+        self.cluster_replicas = Gauge(
+            "sluice_cluster_replicas", "Replicas serving the model, this one included.", ["model"], registry=r
+        )
+        self.faas_share = Gauge(
+            "sluice_faas_concurrency_share", "This replica's part of the function's concurrency limit.", ["model"],
+            registry=r,
+        )  # fmt: skip
         self.healthy_instances = Gauge(
             "sluice_healthy_instances", "Pool instances able to take a batch.", ["model"], registry=r
         )
@@ -219,6 +249,9 @@ class ModelMetrics:
 
     def pool_desired(self, count: int) -> None:
         self._metrics.pool_desired.labels(self.model).set(count)
+
+    def planned(self) -> None:
+        self._metrics.plans.labels(self.model).inc()
 
     def pool_billed(self, seconds: float, cost_usd: float) -> None:
         self._metrics.pool_billed.labels(self.model).inc(seconds)

@@ -84,6 +84,7 @@ class ModelRunner:
         self._ready = Backlog()
         self.max_pending = max_pending
         self.pending = 0  # admitted and not yet answered
+        self.arrivals = 0  # requests offered, admitted or refused (the cluster counts them)
         self.meter = ServiceMeter()  # s(rows) on a slot: admission control's prediction
         # How far off admission's predictions run, learnt from the answers (see `_answered`).
         self._drain_misses = OverrunTracker(0.995, window=2048, minimum=32, ceiling_s=4.0)
@@ -126,6 +127,7 @@ class ModelRunner:
         if self._draining:
             raise RequestFailed(503, "the gateway is shutting down", retry_after=1.0)
         now = time.monotonic()
+        self.arrivals += 1
         admission = self._admission(now, rows, priority, deadline, slo_s)
         if not admission.admitted:
             self.metrics.shed.inc()
@@ -231,6 +233,7 @@ class ModelRunner:
                 instance = usable[index]
             self._ready.pop(batch)
             instance.inflight += 1
+            instance.high_water = max(instance.high_water, instance.inflight)
             instance.dispatched += 1
             instance.last_dispatch = now
             task = self._loop.create_task(self._run(batch, instance))

@@ -55,6 +55,7 @@ class LivePlacer:
         self.arrivals: deque[float] = deque()
         self.started_at: dict[int, float] = {}  # id(instance) -> when billing began
         self.last_faas_done = -1e18
+        self.cluster_rate: float | None = None  # all replicas' arrivals, for a shared pool (gateway.cluster)
         self.placed = {"instance": 0, "faas": 0}
 
     def pool_service(self, b: int) -> float:
@@ -73,7 +74,7 @@ class LivePlacer:
     def view(self, now: float) -> View:
         while self.arrivals and self.arrivals[0] < now - _RATE_WINDOW_S:
             self.arrivals.popleft()
-        rate = len(self.arrivals) / _RATE_WINDOW_S
+        rate = len(self.arrivals) / _RATE_WINDOW_S if self.cluster_rate is None else self.cluster_rate
         servers = []
         batch_size = max(1, int(self.batch_size()))
         per_batch = self.pool_service(batch_size)  # what each batch given to a server holds it for
@@ -125,6 +126,7 @@ class PlanLoop(BackgroundLoop):
         self.model, self.placer, self.metadata = model, placer, metadata
         self.started = self.stopped = 0
         self.desired: int | None = None
+        self.leader = True  # of several replicas, only the leader plans a shared pool (gateway.cluster)
         self.instance_seconds = 0.0
         self._tasks: set[asyncio.Task] = set()
 
@@ -170,8 +172,22 @@ class PlanLoop(BackgroundLoop):
         self.placer.measured_servers(curve)
         log.info("servers measured", extra={"model": self.model, "ms_b1": round(float(curve[0]) * 1e3, 3)})
 
+    @property
+    def shared(self) -> bool:
+        """Servers every replica uses (upstream or registered), as opposed to local workers,
+        which serve only the replica that started them and are planned by it."""
+        return not scalable(self.placer.pool.servers)
+
+    def follow(self, desired: int) -> None:
+        """Another replica leads: its plan is this one's."""
+        self.desired = desired
+        if self.placer.metrics is not None:
+            self.placer.metrics.pool_desired(desired)
+
     async def _plan(self, now: float) -> None:
         placer, servers = self.placer, self.placer.pool.servers
+        if self.shared and not self.leader:
+            return
         try:
             plan: PoolPlan = placer.scheduler.plan(placer.view(now), now)
         except Exception:  # a failed plan keeps the pool as it is
@@ -180,6 +196,7 @@ class PlanLoop(BackgroundLoop):
         self.desired = plan.target
         if placer.metrics is not None:
             placer.metrics.pool_desired(plan.target)
+            placer.metrics.planned()
         if not scalable(servers):
             return
         room = placer.max_workers - len(servers.instances) - placer.starting

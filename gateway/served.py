@@ -241,6 +241,8 @@ async def start_model(config: ModelConfig, metrics: Metrics, pool: Pool | None =
     if isinstance(faas_pool, FaasPool) and isinstance(faas_pool.backend.keep_warm, KeepWarmPolicy):
         served.keep_warm = KeepWarmLoop(faas_pool.backend.keep_warm, faas_pool.backend)
         served.keep_warm.start()
+    if config.slo_ms is not None:
+        metrics.slo.labels(config.name, f"{config.percentile:g}").set(config.slo_ms / 1e3)
     if isinstance(policy, AdaptivePolicy):
         served.retune = RetuneLoop(config.name, policy, on_change=runner.limits_changed)
         served.retune.start()

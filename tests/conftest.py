@@ -118,3 +118,13 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, demo_path: Path) -> Iterat
 
 def v2_body(x: np.ndarray, name: str = "x", **extra) -> dict:
     return {"inputs": [{"name": name, "shape": list(x.shape), "datatype": "FP32", "data": x.reshape(-1).tolist()}], **extra}
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path):
+    """A real Redis server of this test's own, stopped after it."""
+    from .redis_server import RedisServer
+
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.stop()

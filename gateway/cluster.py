@@ -225,6 +225,8 @@ class Cluster(BackgroundLoop):
             local = registry.members.get(url)
             if local is not None and local.leaving:
                 continue  # it left here; only its own registration brings it back
+            if local is None and expires - wall < 2 * self.sync_s:
+                continue  # about to lapse: not worth adding
             if registry.register(url, expires - wall, now):
                 log.info("instance learned from the cluster", extra={"model": model.name, "backend": url})
         for url in left:

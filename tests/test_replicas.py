@@ -99,6 +99,8 @@ async def test_two_replicas_share_servers_rate_and_plan_and_the_follower_takes_o
             await asyncio.sleep(1.2)  # the last second's bucket completes
             seen = [total(await metrics(session, gw), "sluice_cluster_arrival_rate", model="demo") for gw in replicas]
             assert min(seen) > 0 and seen[0] == pytest.approx(seen[1], rel=0.25), seen
+            shares = [total(await metrics(session, gw), "sluice_faas_concurrency_share", model="demo") for gw in replicas]
+            assert min(shares) >= 1 and sum(shares) <= 8, shares  # one budget of 8, split
 
             # The leader plans; the follower publishes the leader's plan instead of its own.
             before = [total(await metrics(session, gw), "sluice_pool_plans_total", model="demo") for gw in (leader, follower)]

@@ -6,14 +6,17 @@ it dies; with Redis killed under load they go on alone, lose nothing, and rejoin
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import textwrap
 import time
+from dataclasses import dataclass, field
 
 import aiohttp
 import numpy as np
 import pytest
 
 from .conftest import GatewayProcess, start_gateway
+from .redis_server import RedisServer
 from .test_adaptive_serve import send
 from .test_faas_emulator import start_emulator
 from .test_lambda_backend import total
@@ -69,116 +72,120 @@ def start_replicas(tmp_path, demo_path, redis_url: str, emulator_port: int) -> l
     return replicas
 
 
-async def test_two_replicas_share_servers_rate_and_plan_and_the_follower_takes_over(
-    tmp_path, demo_path, monkeypatch, redis_server
-) -> None:
+@dataclass
+class Replicas:
+    redis: RedisServer
+    gateways: list[GatewayProcess]
+    workers: list[subprocess.Popen] = field(default_factory=list)
+
+    def add_worker(self, demo_path, gateway: GatewayProcess) -> None:
+        self.workers.append(start_worker(demo_path, gateway.url, lease_s=6.0))
+
+
+@pytest.fixture
+def replicas(tmp_path, demo_path, monkeypatch, redis_server):
+    """Two replicas, "a" and "b", on one Redis, with the function on the emulator."""
     monkeypatch.setenv("SLUICE_ADMIN_TOKEN", TOKEN)
     emulator = start_emulator("--function", f"demo={demo_path}", "--max-concurrency", "16")
-    replicas: list[GatewayProcess] = []
-    worker = None
+    cluster = None
     try:
-        replicas = start_replicas(tmp_path, demo_path, redis_server.url, emulator.port)
-        async with aiohttp.ClientSession() as session:
-
-            async def leaders() -> list[float]:
-                return [total(await metrics(session, gw), "sluice_leader", model="demo") for gw in replicas]
-
-            async def one_leader() -> bool:
-                return sorted(await leaders()) == [0.0, 1.0]
-
-            await wait_for(one_leader, 10.0, "exactly one leader")
-            flags = await leaders()
-            leader, follower = (replicas[0], replicas[1]) if flags[0] == 1.0 else (replicas[1], replicas[0])
-
-            # A server joins through the follower; the leader learns it from Redis.
-            worker = start_worker(demo_path, follower.url, lease_s=6.0)
-            await wait_members(session, leader.url, 1, healthy=True, limit_s=60.0)
-
-            # Traffic at the leader only: the follower sees it in the cluster's rate.
-            await send(leader.url, 40.0, 3.0, np.random.default_rng(1))
-            await asyncio.sleep(1.2)  # the last second's bucket completes
-            seen = [total(await metrics(session, gw), "sluice_cluster_arrival_rate", model="demo") for gw in replicas]
-            assert min(seen) > 0 and seen[0] == pytest.approx(seen[1], rel=0.25), seen
-            shares = [total(await metrics(session, gw), "sluice_faas_concurrency_share", model="demo") for gw in replicas]
-            assert min(shares) >= 1 and sum(shares) <= 8, shares  # one budget of 8, split
-
-            # The leader plans; the follower publishes the leader's plan instead of its own.
-            before = [total(await metrics(session, gw), "sluice_pool_plans_total", model="demo") for gw in (leader, follower)]
-            await asyncio.sleep(2.5)
-            text = [await metrics(session, gw) for gw in (leader, follower)]
-            assert total(text[0], "sluice_pool_plans_total", model="demo") > before[0]
-            assert total(text[1], "sluice_pool_plans_total", model="demo") == before[1] == 0
-            desired = [total(t, "sluice_pool_desired_instances", model="demo") for t in text]
-            assert desired[0] == desired[1], desired
-
-            # The leader dies without a word: the follower leads within the lease.
-            killed = time.monotonic()
-            leader.process.kill()
-            leader.process.wait()
-
-            async def follower_leads() -> bool:
-                return total(await metrics(session, follower), "sluice_leader", model="demo") == 1.0
-
-            await wait_for(follower_leads, 3 * LEASE_S, "the follower taking over")
-            took = time.monotonic() - killed
-            assert took <= LEASE_S + 4 * SYNC_S + 0.5, f"took over after {took:.2f} s"
-
-            async def follower_plans() -> bool:
-                return total(await metrics(session, follower), "sluice_pool_plans_total", model="demo") > 0
-
-            await wait_for(follower_plans, 5.0, "the new leader planning")
-            await send(follower.url, 20.0, 2.0, np.random.default_rng(2))
-            print(f"follower took over {took:.2f} s after the leader died (lease {LEASE_S} s)")
+        cluster = Replicas(redis_server, start_replicas(tmp_path, demo_path, redis_server.url, emulator.port))
+        yield cluster
     finally:
-        if worker is not None:
-            worker.terminate()
-            worker.wait(10)
-        for gw in replicas:
-            gw.stop()
+        if cluster is not None:
+            for worker in cluster.workers:
+                worker.terminate()
+                worker.wait(10)
+            for gw in cluster.gateways:
+                gw.stop()
         assert emulator.stop() == 0
 
 
-async def test_redis_killed_and_restarted_under_load_loses_nothing(tmp_path, demo_path, monkeypatch, redis_server) -> None:
-    monkeypatch.setenv("SLUICE_ADMIN_TOKEN", TOKEN)
-    emulator = start_emulator("--function", f"demo={demo_path}", "--max-concurrency", "16")
-    replicas: list[GatewayProcess] = []
-    worker = None
-    try:
-        replicas = start_replicas(tmp_path, demo_path, redis_server.url, emulator.port)
-        worker = start_worker(demo_path, replicas[0].url, lease_s=6.0)
-        async with aiohttp.ClientSession() as session:
-            await wait_members(session, replicas[1].url, 1, healthy=True, limit_s=60.0)
+async def test_two_replicas_share_servers_rate_and_plan_and_the_follower_takes_over(replicas, demo_path) -> None:
+    gateways = replicas.gateways
+    async with aiohttp.ClientSession() as session:
 
-            async def state_up(value: float) -> bool:
-                texts = [await metrics(session, gw) for gw in replicas]
-                return all(total(t, "sluice_state_store_up") == value for t in texts)
+        async def leaders() -> list[float]:
+            return [total(await metrics(session, gw), "sluice_leader", model="demo") for gw in gateways]
 
-            async def outage() -> None:
-                await asyncio.sleep(1.5)
-                redis_server.kill()
-                await wait_for(lambda: state_up(0.0), 5.0, "both replicas noticing Redis gone")
-                await asyncio.sleep(2.0)
-                redis_server.start()
-                await wait_for(lambda: state_up(1.0), 5.0, "both replicas rejoining")
+        async def one_leader() -> bool:
+            return sorted(await leaders()) == [0.0, 1.0]
 
-            # 30 req/s at each replica for 8 s; `send` asserts that every answer is a 200.
-            rng = np.random.default_rng(7)
-            await asyncio.gather(send(replicas[0].url, 30.0, 8.0, rng), send(replicas[1].url, 30.0, 8.0, rng), outage())
+        await wait_for(one_leader, 10.0, "exactly one leader")
+        flags = await leaders()
+        leader, follower = (gateways[0], gateways[1]) if flags[0] == 1.0 else (gateways[1], gateways[0])
 
-            async def one_leader() -> bool:
-                flags = [total(await metrics(session, gw), "sluice_leader", model="demo") for gw in replicas]
-                return sorted(flags) == [0.0, 1.0]
+        # A server joins through the follower; the leader learns it from Redis.
+        replicas.add_worker(demo_path, follower)
+        await wait_members(session, leader.url, 1, healthy=True, limit_s=60.0)
 
-            await wait_for(one_leader, 2 * LEASE_S, "one leader again after Redis came back")
-            texts = [await metrics(session, gw) for gw in replicas]
-    finally:
-        if worker is not None:
-            worker.terminate()
-            worker.wait(10)
-        for gw in replicas:
-            assert gw.stop() == 0
-        assert emulator.stop() == 0
-    for gw, text in zip(replicas, texts):
+        # Traffic at the leader only: the follower sees it in the cluster's rate.
+        await send(leader.url, 40.0, 3.0, np.random.default_rng(1))
+        await asyncio.sleep(1.2)  # the last second's bucket completes
+        seen = [total(await metrics(session, gw), "sluice_cluster_arrival_rate", model="demo") for gw in gateways]
+        assert min(seen) > 0 and seen[0] == pytest.approx(seen[1], rel=0.25), seen
+        shares = [total(await metrics(session, gw), "sluice_faas_concurrency_share", model="demo") for gw in gateways]
+        assert min(shares) >= 1 and sum(shares) <= 8, shares  # one budget of 8, split
+
+        # The leader plans; the follower publishes the leader's plan instead of its own.
+        before = [total(await metrics(session, gw), "sluice_pool_plans_total", model="demo") for gw in (leader, follower)]
+        await asyncio.sleep(2.5)
+        text = [await metrics(session, gw) for gw in (leader, follower)]
+        assert total(text[0], "sluice_pool_plans_total", model="demo") > before[0]
+        assert total(text[1], "sluice_pool_plans_total", model="demo") == before[1] == 0
+        desired = [total(t, "sluice_pool_desired_instances", model="demo") for t in text]
+        assert desired[0] == desired[1], desired
+
+        # The leader dies without a word: the follower leads within the lease.
+        killed = time.monotonic()
+        leader.process.kill()
+        leader.process.wait()
+
+        async def follower_leads() -> bool:
+            return total(await metrics(session, follower), "sluice_leader", model="demo") == 1.0
+
+        await wait_for(follower_leads, 3 * LEASE_S, "the follower taking over")
+        took = time.monotonic() - killed
+        assert took <= LEASE_S + 4 * SYNC_S + 0.5, f"took over after {took:.2f} s"
+
+        async def follower_plans() -> bool:
+            return total(await metrics(session, follower), "sluice_pool_plans_total", model="demo") > 0
+
+        await wait_for(follower_plans, 5.0, "the new leader planning")
+        await send(follower.url, 20.0, 2.0, np.random.default_rng(2))
+        print(f"follower took over {took:.2f} s after the leader died (lease {LEASE_S} s)")
+
+
+async def test_redis_killed_and_restarted_under_load_loses_nothing(replicas, demo_path) -> None:
+    gateways = replicas.gateways
+    replicas.add_worker(demo_path, gateways[0])
+    async with aiohttp.ClientSession() as session:
+        await wait_members(session, gateways[1].url, 1, healthy=True, limit_s=60.0)
+
+        async def state_up(value: float) -> bool:
+            texts = [await metrics(session, gw) for gw in gateways]
+            return all(total(t, "sluice_state_store_up") == value for t in texts)
+
+        async def outage() -> None:
+            await asyncio.sleep(1.5)
+            replicas.redis.kill()
+            await wait_for(lambda: state_up(0.0), 5.0, "both replicas noticing Redis gone")
+            await asyncio.sleep(2.0)
+            replicas.redis.start()
+            await wait_for(lambda: state_up(1.0), 5.0, "both replicas rejoining")
+
+        # 30 req/s at each replica for 8 s; `send` asserts that every answer is a 200.
+        rng = np.random.default_rng(7)
+        await asyncio.gather(send(gateways[0].url, 30.0, 8.0, rng), send(gateways[1].url, 30.0, 8.0, rng), outage())
+
+        async def one_leader() -> bool:
+            flags = [total(await metrics(session, gw), "sluice_leader", model="demo") for gw in gateways]
+            return sorted(flags) == [0.0, 1.0]
+
+        await wait_for(one_leader, 2 * LEASE_S, "one leader again after Redis came back")
+        texts = [await metrics(session, gw) for gw in gateways]
+    for gw, text in zip(gateways, texts):
+        assert gw.stop() == 0
         messages = [e.get("msg") for e in gw.logs()]
         assert "state store unreachable; going on with local state" in messages
         assert "state store reachable again; rejoined the cluster" in messages

@@ -209,6 +209,15 @@ def test_flag_model_replaces_the_file_model_of_the_same_name(tmp_path: Path) -> 
     assert config.models["b"].path == "/models/b.onnx"
 
 
+def test_state_is_in_memory_unless_a_redis_url_is_given(tmp_path: Path) -> None:
+    assert load(None, {}, DemoCalls()).state.url is None
+    path = write_toml(tmp_path, '[state]\nurl = "redis://10.0.0.5:6379/0"\nsync_s = 0.25\n')
+    config = load(path, {"state": {"replica": "gw-2"}}, DemoCalls())
+    assert (config.state.url, config.state.sync_s, config.state.replica) == ("redis://10.0.0.5:6379/0", 0.25, "gw-2")
+    flagged = load(path, {"state": {"url": "redis://127.0.0.1:6380/1"}}, DemoCalls())
+    assert flagged.state.url == "redis://127.0.0.1:6380/1" and flagged.state.sync_s == 0.25  # the flag wins
+
+
 # ---------------------------------------------------------------------------
 # Errors
 
@@ -246,6 +255,10 @@ ERRORS = [
     pytest.param("[models.a.faas]\nfunction = 'f'\nmemory_mb = '1GB'\n", None, "memory_mb = '1GB' is not a valid int", id="faas-memory-type"),
     pytest.param("[models.a.faas]\nfunction = 'f'\nendpoint_url = 'localhost:9000'\n", None, "is not an http", id="faas-endpoint-scheme"),
     pytest.param("[models.a]\nfaas = 'f'\n", None, "faas must be a table", id="faas-not-a-table"),
+    pytest.param("[state]\nurl = 'http://r:6379'\n", None, "must be redis://", id="state-url-scheme"),
+    pytest.param("[state]\nleader_lease_s = 0.5\n", None, "at least twice sync_s", id="state-lease-short"),
+    pytest.param("[state]\nurl = 6379\n", None, "url = 6379 is not a valid str", id="state-url-type"),
+    pytest.param("[state]\nhost = 'r'\n", None, r"unknown \[state\] setting\(s\) \['host'\]", id="state-typo"),
     pytest.param("[models.a\npath = 1\n", None, "cannot read config", id="malformed-toml"),
     pytest.param('[models.a]\npath = "/a.onnx"\npath = "/b.onnx"\n', None, "cannot read config", id="duplicate-toml-key"),
 ]

@@ -77,11 +77,11 @@ class HttpV2Backend:
                        timeout_s: float | None = None) -> HttpResponse:  # fmt: skip
         try:
             return await self.transport.request(method, path, body, headers, timeout_s)
-        except (TransportError, OSError) as exc:
-            raise BackendUnavailable(f"{self.name} unreachable: {exc}") from exc
-        except TimeoutError as exc:
+        except TimeoutError as exc:  # first: TimeoutError (asyncio's too, since 3.11) is an OSError
             limit = timeout_s or self.transport.timeout_s
             raise BackendUnavailable(f"{self.name} timed out after {limit} s", status=504) from exc
+        except (TransportError, OSError) as exc:
+            raise BackendUnavailable(f"{self.name} unreachable: {exc}") from exc
 
 
 def _error_message(payload: bytes) -> str | None:

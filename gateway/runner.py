@@ -57,6 +57,7 @@ class Placer(Protocol):
 class _Work:
     inputs: dict[str, np.ndarray]
     future: asyncio.Future
+    retried: bool = False  # its batch failed on an instance and ran again: a fault, not a misprediction
 
 
 class ModelRunner:
@@ -136,11 +137,12 @@ class ModelRunner:
         if self.placer is not None:
             self.placer.observe(now)
         future = self._loop.create_future()
-        request = Request(request_id, now, size=rows, deadline=deadline, priority=priority, payload=_Work(inputs, future))
+        work = _Work(inputs, future)
+        request = Request(request_id, now, size=rows, deadline=deadline, priority=priority, payload=work)
         self._idle.clear()
         self.pending += 1
         corrections = (self.admission_margin, self.admission_allowance_s)  # as the prediction used them
-        future.add_done_callback(partial(self._answered, now, admission, corrections))
+        future.add_done_callback(partial(self._answered, now, admission, corrections, work))
         self._ready.arrived(request)
         self._accept(self.queue.push(request, now))
         self._arm_timer()
@@ -163,15 +165,17 @@ class ModelRunner:
         )  # fmt: skip
 
     def _answered(
-        self, arrival: float, admission: Admission, corrections: tuple[float, float], future: asyncio.Future
+        self, arrival: float, admission: Admission, corrections: tuple[float, float], work: _Work,
+        future: asyncio.Future,
     ) -> None:
         """One answer given. Served ones teach admission how far off its predictions run:
         behind a backlog, as a ratio of the drain (the throughput's error grows with it);
         with a short queue, in seconds. Under overload every admitted request is predicted
         right at the edge, so the share answered late is the share of misses beyond the
-        correction: take the 99.5th percentile, half the tail a p99 SLO allows."""
+        correction: take the 99.5th percentile, half the tail a p99 SLO allows. Answers
+        delayed by a retry after an instance failed teach nothing: a fault, not noise."""
         self.pending -= 1
-        if admission.predicted_s <= 0 or future.cancelled() or future.exception() is not None:
+        if admission.predicted_s <= 0 or work.retried or future.cancelled() or future.exception() is not None:
             return
         took = time.monotonic() - arrival
         drain, (margin, allowance) = admission.drain_s, corrections
@@ -289,6 +293,8 @@ class ModelRunner:
             if batch.attempts < self.max_attempts:
                 log.warning("batch retried elsewhere", extra={"model": self.name, "backend": instance.name, "error": str(exc)})
                 m.retries.inc()
+                for r in live:
+                    r.payload.retried = True
                 batch.requests = live
                 self._ready.retry(batch)
             else:

@@ -19,15 +19,14 @@ from importlib.metadata import PackageNotFoundError, version
 from aiohttp import web
 
 from backends import ProtocolError, decode_request, encode_response
-from backends.oip import HEADER_LENGTH
-
-from .codec import check_outputs, decode_v1, encode_v1, validate_inputs
 from backends.faas_pool import FaasPool
 from backends.mixed_pool import MixedPool
+from backends.oip import HEADER_LENGTH
 from backends.registered_pool import RegisteredPool
 
 from . import admin
 from .cluster import Cluster, default_replica_id
+from .codec import check_outputs, decode_v1, encode_v1, validate_inputs
 from .config import GatewayConfig, ModelConfig
 from .metrics import Metrics
 from .runner import RequestFailed

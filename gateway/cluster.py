@@ -162,6 +162,8 @@ class Cluster(BackgroundLoop):
             bucket = int(wall)
             model.unsent[bucket] = model.unsent.get(bucket, 0) + total - model.counted
             model.counted = total
+        for bucket in [b for b in model.unsent if b < wall - 2 * RATE_WINDOW_S]:
+            del model.unsent[bucket]  # unsent while the store was away, and too old to matter now
 
     async def _rate(self, model: ClusterModel, wall: float, now: float) -> None:
         current = int(wall)

@@ -57,6 +57,7 @@ class Gateway:
         self.registries: dict[str, RegisteredPool] = {}  # models whose servers register themselves
         self.starting: dict[str, asyncio.Task] = {}  # models waiting for their first server
         self.draining = False
+        self._drains: asyncio.Future | None = None  # the runners' drains, once stopping
         self.cluster = self._make_cluster()
 
     def _make_cluster(self) -> Cluster:
@@ -107,15 +108,24 @@ class Gateway:
         runner = model.runner
         self.cluster.watch(model.name, runner_arrivals=lambda: runner.arrivals, plan=model.plan, faas=faas)
 
-    async def shutdown(self, app: web.Application) -> None:
+    def stop_admitting(self) -> None:
+        """The first step of a stop: open batches close at once, new requests get 503 with
+        Retry-After (and their connection closed after it), readiness says no. The socket
+        may go on listening a while (`shutdown_grace_s`), so that a request already on its
+        way gets that clear answer instead of a reset connection."""
+        if self.draining:
+            return
         self.draining = True
-        await self.cluster.stop()
-        await self.cluster.leave()  # another replica leads at once, not a lease later
         waiting = sum(m.runner.waiting for m in self.models.values())
         log.info("draining", extra={"waiting": waiting})
-        drains = [m.runner.drain() for m in self.models.values()]
+        self._drains = asyncio.gather(*(m.runner.drain() for m in self.models.values()))
+
+    async def shutdown(self, app: web.Application) -> None:
+        self.stop_admitting()
+        await self.cluster.stop()
+        await self.cluster.leave()  # another replica leads at once, not a lease later
         try:
-            await asyncio.wait_for(asyncio.gather(*drains), self.config.shutdown_timeout_s)
+            await asyncio.wait_for(self._drains, self.config.shutdown_timeout_s)
         except asyncio.TimeoutError:
             error = RequestFailed(503, "the gateway stopped before this request could be served", retry_after=1.0)
             for model in self.models.values():
@@ -218,6 +228,8 @@ async def _edge(request: web.Request, handler) -> web.StreamResponse:
         log.exception("unhandled error", extra={"request_id": request_id})
         response = _error(500, "internal error")
     response.headers["X-Request-Id"] = request_id
+    if gateway.draining:
+        response.force_close()  # a client on keep-alive learns to go elsewhere, not by a reset
     elapsed = time.perf_counter() - started
     model = request.get("model")
     if model is not None:

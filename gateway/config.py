@@ -177,6 +177,7 @@ class GatewayConfig:
     max_body_bytes: int = 8 << 20
     request_timeout_s: float = 30.0
     shutdown_timeout_s: float = 30.0
+    shutdown_grace_s: float = 0.5  # after SIGTERM, still listening (answering 503) this long before the socket closes
     log_level: str = "info"
     access_log: bool = True
     admin_token: str | None = None  # bearer token of the /admin endpoints (or SLUICE_ADMIN_TOKEN); none: they refuse

@@ -1,8 +1,10 @@
 """Run the gateway until SIGTERM or SIGINT, then stop gracefully.
 
-The order matters: stop listening, answer every queued and in-flight request,
-then stop the workers. aiohttp's runner does the first and calls our hooks for
-the rest (see `gateway.app`).
+The order matters: stop admitting (503 with Retry-After for anything new, open
+batches closed at once) while still listening for `shutdown_grace_s`, so that a
+request already on its way gets an answer and not a reset; then stop listening,
+answer every queued and in-flight request, and stop the workers. aiohttp's runner
+closes the socket and calls our hooks for the rest (see `gateway.app`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import signal
 
 from aiohttp import web
 
-from .app import create_app
+from .app import GATEWAY, create_app
 from .config import GatewayConfig
 
 log = logging.getLogger("sluice.gateway")
@@ -42,6 +44,8 @@ async def serve(config: GatewayConfig) -> None:
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         log.info("stopping")
+        app[GATEWAY].stop_admitting()
+        await asyncio.sleep(config.shutdown_grace_s)
     finally:
         await runner.cleanup()
     log.info("stopped")

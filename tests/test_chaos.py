@@ -439,10 +439,12 @@ TERM_RATE, TERM_SECONDS = 120.0, 6.0
 async def test_sigterm_under_sustained_load_answers_everything_admitted(tmp_path, demo_path, reference) -> None:
     """120 req/s, a new connection per request; SIGTERM once 200 requests are served and at
     least 10 wait in the open batch (batches wait up to 200 ms to fill), and the load goes on
-    for the rest of its 6 s. The gateway stops listening at once: later requests
-    are refused (they never reached it, and are counted apart); every request it took in is
-    answered, 200 with the right outputs, or 503 + Retry-After if it came while the gateway
-    was draining. It exits 0 and no worker outlives it."""
+    for the rest of its 6 s. For its grace (0.5 s) the gateway still listens and answers new
+    requests 503 + Retry-After, so that one already on its way is answered, not reset; then
+    later requests are refused at connect (they never reached it, and are counted apart; one
+    arriving in the very instant the socket closes may be reset unread). Every request sent
+    before the signal is answered, 200 with the right outputs. It exits 0 and no worker
+    outlives it."""
     began = time.monotonic()
     gw = start_gateway(tmp_path, "--model", f"demo={demo_path}", "--workers", "2", "--threads", "1",
                        "--batch-size", "64", "--timeout-ms", "200")  # fmt: skip
@@ -481,15 +483,19 @@ async def test_sigterm_under_sustained_load_answers_everything_admitted(tmp_path
     assert code == 0
     assert not [p for p in pids + gw.worker_pids() if alive(p)], "workers outlived the gateway"
     assert counts["lost"] == 0, [(a.index, a.failure, a.detail) for a in answers if a.failure not in (None, "refused")][:5]
-    assert counts["reset-unseen"] == 0, [(a.index, a.sent - t_sig, a.detail) for a in answers if a.failure == "reset"][:5]
     check_errors_are_clear(answers, allowed={503})
     assert all(b"shutting down" in a.body for a in answers if a.status == 503)
     assert check_outputs(answers, xs, reference) == counts["200"]
-    # Refused only once the gateway had been told to stop; served or refused, nothing between.
-    assert all(a.sent >= t_sig for a in answers if a.failure == "refused")
-    assert counts["200"] + counts["503"] + counts["refused"] == len(xs), counts
+    # Refused (or reset unread) only once the gateway had been told to stop; nothing else.
+    early = [(a.index, a.sent - t_sig, a.failure) for a in answers if a.failure is not None and a.sent < t_sig]
+    assert not early, f"requests sent before SIGTERM got no answer: {early[:5]}"
+    assert counts["200"] + counts["503"] + counts["refused"] + counts["reset-unseen"] == len(xs), counts
+    assert counts["503"] > 0, "no request was answered 503 in the grace before the socket closed"
     assert counts["refused"] > 0, "the load should have outlived the listening socket"
-    assert waiting and all(a.status == 200 for a in waiting), "requests waiting at SIGTERM are served by the drain"
+    # The >= 10 queued when the signal went are served by the drain; a request sent just before
+    # it but read just after gets the 503 (it was never admitted).
+    assert all(a.status in (200, 503) for a in waiting), Counter(a.status for a in waiting)
+    assert sum(a.status == 200 for a in waiting) >= 10, "requests waiting at SIGTERM are served by the drain"
     # What the client saw matches what the gateway says it answered, request by request.
     assert {a.request_id: a.status for a in answers if a.status is not None} == {
         k: v for k, v in answered.items() if k.startswith("chaos-")

@@ -140,6 +140,9 @@ class Cluster(BackgroundLoop):
                 self._down(exc)
                 self._alone(model)
                 continue
+            except Exception:  # a bug here must not end the loop for every model
+                log.exception("cluster sync failed", extra={"model": model.name})
+                continue
             self._back()
 
     async def _sync_model(self, model: ClusterModel, wall: float, now: float) -> None:
@@ -259,7 +262,7 @@ class Cluster(BackgroundLoop):
             log.info("state store reachable again; rejoined the cluster", extra={"store": self.store.name})
 
     def _alone(self, model: ClusterModel) -> None:
-        """Local state: this replica's rate, its own plan, its last share of the function
+        """Local state: this replica's rate, its own plan, and an even share of the function
         (the limit over the replicas it last knew of)."""
         plan = model.plan
         if plan is not None:

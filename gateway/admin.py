@@ -22,22 +22,21 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from yarl import URL
 
+from .codec import error_response
+
 _MAX_BODY = 16 << 10
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _error(status: int, message: str, headers: dict | None = None) -> web.Response:
-    return web.json_response({"error": message}, status=status, headers=headers)
-
 
 def _authorized(token: str | None, request: web.Request) -> web.Response | None:
     """None when the request carries the token; else the response that refuses it."""
     if not token:
-        return _error(403, "control endpoints are disabled: set [server] admin_token or SLUICE_ADMIN_TOKEN")
+        return error_response(403, "control endpoints are disabled: set [server] admin_token or SLUICE_ADMIN_TOKEN")
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-        return _error(401, "a valid bearer token is required", {"WWW-Authenticate": 'Bearer realm="sluice"'})
+        return error_response(401, "a valid bearer token is required", {"WWW-Authenticate": 'Bearer realm="sluice"'})
     return None
 
 
@@ -80,12 +79,12 @@ def add_routes(app: web.Application, gateway) -> None:
             name = request.match_info["model"]
             if name not in gateway.registries:
                 known = name in gateway.config.models
-                return _error(404 if not known else 409, f"model {name!r} " +
-                              ("does not take registrations (set registered = true)" if known else "is unknown"))  # fmt: skip
+                why = "does not take registrations (set registered = true)" if known else "is unknown"
+                return error_response(409 if known else 404, f"model {name!r} {why}")
             try:
                 return await handler(request)
             except ValueError as exc:
-                return _error(400, str(exc))
+                return error_response(400, str(exc))
 
         return checked
 
@@ -109,7 +108,7 @@ def add_routes(app: web.Application, gateway) -> None:
         body = await _json_body(request)
         url = server_url(body.get("url", request.query.get("url")))
         if not gateway.registries[name].deregister(url):
-            return _error(404, f"{url} is not a member of model {name!r}")
+            return error_response(404, f"{url} is not a member of model {name!r}")
         await gateway.cluster.member_left(name, url)
         return web.json_response({"model": name, "url": url, "left": True})
 

@@ -26,7 +26,7 @@ from backends.registered_pool import RegisteredPool
 
 from . import admin
 from .cluster import Cluster, default_replica_id
-from .codec import check_outputs, decode_v1, encode_v1, validate_inputs
+from .codec import check_outputs, decode_v1, encode_v1, error_response, validate_inputs
 from .config import GatewayConfig, ModelConfig
 from .metrics import Metrics
 from .runner import RequestFailed
@@ -198,10 +198,6 @@ def _expire(future: asyncio.Future) -> None:
         future.set_exception(RequestFailed(504, "deadline exceeded before the batch was answered"))
 
 
-def _error(status: int, message: str, headers: dict | None = None) -> web.Response:
-    return web.json_response({"error": message}, status=status, headers=headers)
-
-
 GATEWAY = web.AppKey("gateway", Gateway)
 
 
@@ -216,17 +212,17 @@ async def _edge(request: web.Request, handler) -> web.StreamResponse:
     try:
         response = await handler(request)
     except web.HTTPException as exc:
-        response = _error(exc.status, exc.reason or exc.text or "error")
+        response = error_response(exc.status, exc.reason or exc.text or "error")
         if "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
     except ProtocolError as exc:
-        response = _error(400, str(exc))
+        response = error_response(400, str(exc))
     except RequestFailed as exc:
         headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if exc.retry_after is not None else None
-        response = _error(exc.status, str(exc), headers)
+        response = error_response(exc.status, str(exc), headers)
     except Exception:
         log.exception("unhandled error", extra={"request_id": request_id})
-        response = _error(500, "internal error")
+        response = error_response(500, "internal error")
     response.headers["X-Request-Id"] = request_id
     if gateway.draining:
         response.force_close()  # a client on keep-alive learns to go elsewhere, not by a reset

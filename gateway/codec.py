@@ -1,4 +1,4 @@
-"""Client-facing request checks and the KServe V1 dialect.
+"""Client-facing request checks, the error envelope, and the KServe V1 dialect.
 
 Everything here runs before a request is queued: a request that fails a check
 gets a 400 and never reaches a batch.
@@ -11,9 +11,15 @@ from typing import Any
 
 import numpy as np
 import orjson
+from aiohttp import web
 
 from backends import ModelMetadata, ProtocolError
 from backends.oip import array_from_json
+
+
+def error_response(status: int, message: str, headers: dict | None = None) -> web.Response:
+    """Every error the gateway answers, on any route: `{"error": "..."}` with its status."""
+    return web.json_response({"error": message}, status=status, headers=headers)
 
 
 def validate_inputs(meta: ModelMetadata, inputs: Mapping[str, np.ndarray], max_elements: int) -> int:

@@ -13,6 +13,8 @@ that cannot reach Redis goes on with its own state instead of waiting on it.
 
 from __future__ import annotations
 
+import asyncio
+
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -41,7 +43,7 @@ return 0
 class RedisState:
     def __init__(self, url: str, *, prefix: str = "sluice:", timeout_s: float = _TIMEOUT_S) -> None:
         self.name = url
-        self.prefix = prefix
+        self.prefix, self.timeout_s = prefix, timeout_s
         self.redis = Redis.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0),
             decode_responses=True,
@@ -54,8 +56,11 @@ class RedisState:
 
     async def _do(self, call):
         try:
-            return await call
-        except (RedisError, OSError) as exc:
+            # The client's own timeouts bound each socket operation; this bounds the call
+            # as a whole (connect, send, read, and the pool's bookkeeping around them).
+            async with asyncio.timeout(4 * self.timeout_s):
+                return await call
+        except (RedisError, OSError) as exc:  # TimeoutError included: it is an OSError
             raise StateUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
     async def count_arrivals(self, model: str, replica: str, counts: dict[int, int]) -> None:
@@ -127,4 +132,8 @@ class RedisState:
         return live
 
     async def close(self) -> None:
-        await self.redis.aclose()
+        try:
+            async with asyncio.timeout(4 * self.timeout_s):
+                await self.redis.aclose()
+        except (RedisError, OSError):  # closing: nothing more to do about it
+            pass

@@ -57,7 +57,8 @@ class GatewayProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-            raise
+            tail = self.log_path.read_text()[-6000:]
+            raise AssertionError(f"gateway did not stop within {timeout} s of signal {sig}; its log ends:\n{tail}") from None
 
 
 def start_gateway(tmp_path: Path, *args: str) -> GatewayProcess:

@@ -5,6 +5,7 @@ arrivals and members, and going on alone while Redis is away."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import uuid
 
 import pytest
@@ -171,3 +172,32 @@ async def test_a_replica_goes_on_alone_while_redis_is_away_and_rejoins(redis_ser
     finally:
         await pool.stop()
         await store.close()
+
+
+async def test_a_hung_redis_fails_every_call_fast_and_lets_the_replica_stop(redis_server) -> None:
+    """Redis alive but not answering (SIGSTOP: a stuck fork, a paused VM): every call gives
+    up within a second, the loop can be stopped mid-call, and closing does not wait on it."""
+    store = RedisState(redis_server.url, prefix="t:")
+    cluster = Cluster(store, "a", Metrics(), sync_s=0.05)
+    cluster.watch("m", runner_arrivals=Counter())
+    loop = asyncio.get_running_loop()
+    try:
+        assert await store.hold_lease("plan:m", "a", 5.0, 0.0)
+        redis_server.process.send_signal(signal.SIGSTOP)
+        for call in (store.hold_lease("plan:m", "a", 5.0, 0.0), store.count_arrivals("m", "a", {1: 2}),
+                     store.members("m", 0.0), store.release_lease("plan:m", "a")):  # fmt: skip
+            began = loop.time()
+            with pytest.raises(StateUnavailable):
+                await call
+            assert loop.time() - began < 1.5
+        cluster.start()
+        await asyncio.sleep(0.6)  # some syncs, one of them in flight now
+        assert not cluster.up
+        began = loop.time()
+        await cluster.stop()
+        await cluster.leave()
+        await store.close()
+        assert loop.time() - began < 2.0, "stopping waited on the hung store"
+    finally:
+        redis_server.process.send_signal(signal.SIGCONT)
+        await cluster.stop()

@@ -39,7 +39,10 @@ _NAMES = {dtype: name for name, dtype in DTYPES.items() if name != "BYTES"}
 
 # Which numpy kinds of parsed JSON data each datatype accepts (no silent truncation
 # of 1.5 into an INT32, no strings into a float).
-_ACCEPTS = {"b": "b", "u": "biu", "i": "biu", "f": "biuf"}
+# The numpy kinds of parsed JSON each datatype's kind takes. JSON true/false are not
+# numbers (an all-boolean list parses as kind "b"); mixed with numbers numpy has already
+# made them 1 and 0, which would take a walk over every value to catch.
+_ACCEPTS = {"b": "b", "u": "iu", "i": "iu", "f": "iuf"}
 
 
 class ProtocolError(ValueError):
@@ -65,6 +68,16 @@ class InferRequest:
     outputs: list[str] | None = None  # None: all outputs
     binary_outputs: set[str] = field(default_factory=set)
     binary_default: bool = False
+
+
+def _parameters(doc: dict, where: str) -> dict:
+    """`doc`'s optional 'parameters': an object, or absent (null taken as absent)."""
+    params = doc.get("parameters")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise ProtocolError(f"{where}: 'parameters' must be an object")
+    return params
 
 
 def _shape(value: Any, where: str) -> tuple[int, ...]:
@@ -167,9 +180,7 @@ def _tensor(spec: Any, binary: memoryview, offset: int, where: str, kind: str = 
     if not isinstance(datatype, str) or datatype not in DTYPES:
         raise ProtocolError(f"{where}: unknown datatype {datatype!r}")
     shape = _shape(spec.get("shape"), where)
-    params = spec.get("parameters") or {}
-    if not isinstance(params, dict):
-        raise ProtocolError(f"{where}: 'parameters' must be an object")
+    params = _parameters(spec, where)
     size = params.get("binary_data_size")
     if size is not None:
         if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(binary):
@@ -202,21 +213,16 @@ def decode_request(body: bytes, header_length: int | None = None) -> InferReques
     request_id = doc.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise ProtocolError("'id' must be a string")
-    parameters = doc.get("parameters") or {}
-    if not isinstance(parameters, dict):
-        raise ProtocolError("'parameters' must be an object")
+    parameters = _parameters(doc, "the request")
     request = InferRequest(inputs=inputs, id=request_id, parameters=parameters)
     request.binary_default = bool(parameters.get("binary_data_output", False))
     raw_outputs = doc.get("outputs")
     if raw_outputs is not None:
-        if not isinstance(raw_outputs, list) or not all(
-            isinstance(o, dict) and isinstance(o.get("name"), str) and isinstance(o.get("parameters") or {}, dict)
-            for o in raw_outputs
-        ):
+        if not isinstance(raw_outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in raw_outputs):
             raise ProtocolError("'outputs' must be a list of objects with a 'name' (and object 'parameters')")
         request.outputs = [o["name"] for o in raw_outputs]
         for o in raw_outputs:
-            if (o.get("parameters") or {}).get("binary_data", request.binary_default):
+            if _parameters(o, f"output {o['name']!r}").get("binary_data", request.binary_default):
                 request.binary_outputs.add(o["name"])
     return request
 

@@ -350,6 +350,10 @@ TENSOR_REFUSALS = [
     pytest.param(dict(shape=[1], data=[1]), "unknown datatype None", id="no-datatype"),
     pytest.param(dict(datatype="FP32", shape=[1]), "needs 'data' or a binary_data_size", id="no-data"),
     pytest.param(dict(datatype="FP32", shape=[1], data=[1], parameters="x"), "'parameters' must be an object", id="bad-parameters"),
+    pytest.param(dict(datatype="FP32", shape=[1], data=[1], parameters=[]), "'parameters' must be an object", id="empty-list-parameters"),
+    pytest.param(dict(datatype="FP32", shape=[1], data=[1], parameters=0), "'parameters' must be an object", id="zero-parameters"),
+    pytest.param(dict(datatype="FP32", shape=[2], data=[True, False]), "does not hold FP32 values", id="booleans-as-floats"),
+    pytest.param(dict(datatype="INT32", shape=[1], data=[True]), "does not hold INT32 values", id="boolean-as-int"),
 ]
 
 
@@ -362,9 +366,10 @@ def test_bad_tensor_refused_naming_the_input(fields: dict[str, Any], match: str)
 
 
 def test_good_tensor_control() -> None:
-    """What the refusals above break: a well-formed input (empty parameters are fine)."""
-    request = decode_request(body_of(one_input(datatype="FP32", shape=[1], data=[1], parameters=[])))
-    assert_same_tensor(request.inputs["a"], np.array([1.0], dtype=np.float32))
+    """What the refusals above break: a well-formed input (empty or null parameters are fine)."""
+    for parameters in ({}, None):
+        request = decode_request(body_of(one_input(datatype="FP32", shape=[1], data=[1], parameters=parameters)))
+        assert_same_tensor(request.inputs["a"], np.array([1.0], dtype=np.float32))
 
 
 X2 = {"name": "x", "datatype": "FP32", "shape": [2], "data": [1.0, 2.0]}
@@ -385,6 +390,8 @@ X2 = {"name": "x", "datatype": "FP32", "shape": [2], "data": [1.0, 2.0]}
         pytest.param({"inputs": [X2], "id": 5}, "'id' must be a string", id="number-id"),
         pytest.param({"inputs": [X2], "id": ["a"]}, "'id' must be a string", id="list-id"),
         pytest.param({"inputs": [X2], "parameters": [1]}, "'parameters' must be an object", id="list-parameters"),
+        pytest.param({"inputs": [X2], "parameters": ""}, "'parameters' must be an object", id="empty-string-parameters"),
+        pytest.param({"inputs": [X2], "outputs": [{"name": "y", "parameters": []}]}, "output 'y': 'parameters' must be an object", id="output-list-parameters"),
         pytest.param({"inputs": [X2], "outputs": "y"}, "'outputs' must be a list of objects with a 'name'", id="outputs-string"),
         pytest.param({"inputs": [X2], "outputs": {"name": "y"}}, "'outputs' must be a list", id="outputs-object"),
         pytest.param({"inputs": [X2], "outputs": ["y"]}, "'outputs' must be a list of objects", id="outputs-names"),

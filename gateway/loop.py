@@ -4,6 +4,11 @@ and waits. The gateway's periodic jobs (re-tuning, keep-warm pings, pool plannin
 from __future__ import annotations
 
 import asyncio
+import logging
+
+log = logging.getLogger("sluice.gateway")
+
+_RECANCEL_S = 1.0
 
 
 class BackgroundLoop:
@@ -16,10 +21,18 @@ class BackgroundLoop:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        """Cancel the task and wait for it to end. A cancellation swallowed on the way (a
+        library that catches it) would leave the loop running and this wait endless: cancel
+        again every second until it ends, and say so."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=_RECANCEL_S)
+            if done:
+                break
+            log.warning("a background loop ignored its cancellation; cancelling again", extra={"loop": type(self).__name__})
+            task.cancel()
+        if not task.cancelled():
+            task.result()  # an error that ended the loop: raise it here, as awaiting the task would

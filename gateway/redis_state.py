@@ -59,9 +59,12 @@ class RedisState:
             # The client's own timeouts bound each socket operation; this bounds the call
             # as a whole (connect, send, read, and the pool's bookkeeping around them).
             async with asyncio.timeout(4 * self.timeout_s):
-                return await call
+                result = await call
         except (RedisError, OSError) as exc:  # TimeoutError included: it is an OSError
+            _still_cancelled()
             raise StateUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        _still_cancelled()
+        return result
 
     async def count_arrivals(self, model: str, replica: str, counts: dict[int, int]) -> None:
         pipe = self.redis.pipeline(transaction=False)
@@ -137,3 +140,13 @@ class RedisState:
                 await self.redis.aclose()
         except (RedisError, OSError):  # closing: nothing more to do about it
             pass
+
+
+def _still_cancelled() -> None:
+    """Raise CancelledError if this task was cancelled during the call. redis-py at times
+    swallows a cancellation that lands in a command (measured: a third of those landing
+    mid-call returned normally); a background loop stopped then would run on, and its
+    `stop()` wait forever. The cancel request is still on the task: honour it here."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

@@ -5,6 +5,7 @@ arrivals and members, and going on alone while Redis is away."""
 from __future__ import annotations
 
 import asyncio
+import random
 import signal
 import uuid
 
@@ -201,3 +202,31 @@ async def test_a_hung_redis_fails_every_call_fast_and_lets_the_replica_stop(redi
     finally:
         redis_server.process.send_signal(signal.SIGCONT)
         await cluster.stop()
+
+
+async def test_a_cancelled_call_ends_cancelled_so_a_stopped_loop_stops(redis_server) -> None:
+    """redis-py at times swallows a cancellation that lands in a command and returns as if
+    nothing happened; the store re-raises it. Without that, stopping a cluster whose sync
+    was mid-call waited forever (seen once in CI, at a gateway's SIGTERM)."""
+    store = RedisState(redis_server.url, prefix="t:")
+    rng = random.Random(3)
+    landed = 0
+    try:
+        for _ in range(300):
+            call = asyncio.create_task(store.count_arrivals("m", "a", {1: 2, 2: 3}))
+            await asyncio.sleep(rng.random() * 0.002)
+            if call.cancel():
+                landed += 1
+                with pytest.raises(asyncio.CancelledError):
+                    await call
+            else:
+                await call
+        assert landed >= 30, "too few cancels landed mid-call to tell"
+        for _ in range(20):  # a loop that is nearly always inside a call stops at once
+            cluster = Cluster(store, "a", Metrics(), sync_s=0.0)
+            cluster.watch("m", runner_arrivals=Counter())
+            cluster.start()
+            await asyncio.sleep(rng.random() * 0.01)
+            await asyncio.wait_for(cluster.stop(), 2.0)
+    finally:
+        await store.close()

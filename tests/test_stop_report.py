@@ -7,6 +7,7 @@ import logging
 
 import pytest
 
+from gateway.loop import BackgroundLoop
 from gateway.server import _report_slow_stop, _where
 
 
@@ -34,3 +35,24 @@ async def test_a_slow_stop_names_the_tasks_it_waits_on_and_their_lines(caplog: p
     assert len(warnings) == 2
     assert any(w == where for w in warnings[0].waiting_on)
     assert not any("_report_slow_stop" in w for w in warnings[0].waiting_on)
+
+
+async def test_a_loop_that_swallows_its_cancellation_is_cancelled_again_until_it_ends(caplog: pytest.LogCaptureFixture) -> None:
+    class Stubborn(BackgroundLoop):
+        swallowed = 0
+
+        async def _run(self) -> None:
+            while True:
+                try:
+                    await asyncio.sleep(3600)
+                except asyncio.CancelledError:
+                    if self.swallowed == 1:
+                        raise
+                    self.swallowed += 1  # as a library catching it would
+
+    loop = Stubborn()
+    loop.start()
+    await asyncio.sleep(0)
+    await asyncio.wait_for(loop.stop(), 5.0)
+    assert loop.swallowed == 1
+    assert any("ignored its cancellation" in r.getMessage() for r in caplog.records)

@@ -139,7 +139,15 @@ async def test_adaptive_policy_follows_a_step_in_load_and_keeps_p99_within_the_s
         assert gw.stop() == 0
     (_, low_start, low_end), (_, high_start, high_end) = measured
     low_mean, high_mean = mean_batch(low_start, low_end), mean_batch(high_start, high_end)
-    assert high_mean > 3 * low_mean, f"mean batch {low_mean:.1f} at 40/s and {high_mean:.1f} at 250/s"
+    assert high_mean > low_mean, f"mean batch {low_mean:.1f} at 40/s and {high_mean:.1f} at 250/s"
+    # Much larger batches at 250/s only where they are much cheaper per row. The policy
+    # picks the cheapest (B, T) that meets the SLO, so on a busy machine whose measured
+    # s(b) came out about linear (seen in CI: 0.065 ms a row at 8, 0.061 at 64), B=8
+    # is as right as B=64.
+    ms = next(e["ms"] for e in gw.logs() if e.get("msg") == "measured service times")
+    per_row = {int(b): t / int(b) for b, t in ms.items()}
+    if per_row[64] < 0.5 * per_row[8]:
+        assert high_mean > 3 * low_mean, f"mean batch {low_mean:.1f} at 40/s and {high_mean:.1f} at 250/s; s(b) {ms}"
     for rate, before, after in measured:
         within, total = histogram_delta(before, after, "0.1")
         assert total >= 0.8 * rate * 8.0

@@ -37,11 +37,10 @@ DTYPES: dict[str, np.dtype] = {
 }
 _NAMES = {dtype: name for name, dtype in DTYPES.items() if name != "BYTES"}
 
-# Which numpy kinds of parsed JSON data each datatype accepts (no silent truncation
-# of 1.5 into an INT32, no strings into a float).
-# The numpy kinds of parsed JSON each datatype's kind takes. JSON true/false are not
-# numbers (an all-boolean list parses as kind "b"); mixed with numbers numpy has already
-# made them 1 and 0, which would take a walk over every value to catch.
+# Which numpy kinds of parsed JSON data each datatype accepts: no silent truncation of
+# 1.5 into an INT32, no strings into a float, no true/false as numbers (an all-boolean
+# list parses as kind "b"; mixed with numbers, numpy has already made them 1 and 0, which
+# would take a walk over every value to catch).
 _ACCEPTS = {"b": "b", "u": "iu", "i": "iu", "f": "iuf"}
 
 

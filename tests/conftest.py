@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 from backends.demo import demo_model_path
 
@@ -23,11 +24,21 @@ _START_TIMEOUT_S = 60.0
 # (saying so) on a machine without them.
 TRACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "traces"
 
-# Live tests assert an SLO at its percentile less this many points. A shared 2-core machine
-# now and then stalls a process for tens of milliseconds, which puts the requests of that
-# moment over any tight SLO (seen in CI: 20 of 1934 over 100 ms where 1% was allowed). A
-# policy that aims wrong misses by far more; the figures themselves are measured in bench/.
-STALL_ALLOWANCE = 0.01
+# A shared 2-core machine now and then stalls a process for a while (CI once put 20 of
+# 1934 requests over a 100 ms SLO where 1% was allowed). Live tests allow one such stall
+# in a measured window: the requests arriving during it may all be late. A policy that
+# aims wrong misses by far more; the figures themselves are measured in bench/.
+STALL_S = 0.2
+
+
+def fewest_within_slo(percentile: float, answered: float, rate: float) -> float:
+    """How many of `answered` requests, arriving at `rate` a second, must meet the SLO."""
+    return percentile * answered - STALL_S * rate
+
+
+# Hypothesis times each example; on a stalled machine any deadline is a coin toss.
+settings.register_profile("sluice", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("sluice")
 needs_traces = pytest.mark.skipif(not TRACES.is_dir(), reason=f"no trace data at {TRACES}")
 
 

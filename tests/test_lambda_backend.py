@@ -114,9 +114,13 @@ def total(text: str, name: str, **labels: str) -> float:
 
 
 async def test_keep_warm_pings_bridge_gaps_longer_than_the_keep_alive(tmp_path, demo_path) -> None:
-    """Requests every 1.1 s, the emulator keeps an idle environment 1 s: every request is a
-    cold start until the gateway's histogram has 10 gaps, then pings keep it warm."""
-    emulator = start_emulator("--function", f"demo={demo_path}", "--keep-alive-s", "1")
+    """Requests every 1.6 s, the emulator keeps an idle environment 1.5 s: every request is a
+    cold start until the gateway's histogram has 10 gaps, then pings keep it warm. The
+    gateway is told a keep-alive of 1 s, shorter than the provider's, as a user who cannot
+    know it should. Its pings then come 0.9 s into a gap, 0.6 s before the environment
+    would go (or, where the gaps plainly outlast 1 s, a cold start's time before the next
+    request is due): room for a stalled machine."""
+    emulator = start_emulator("--function", f"demo={demo_path}", "--keep-alive-s", "1.5")
     config = tmp_path / "sluice.toml"
     config.write_text(textwrap.dedent(f"""
         [models.demo]
@@ -138,7 +142,7 @@ async def test_keep_warm_pings_bridge_gaps_longer_than_the_keep_alive(tmp_path, 
                 status, _ = await post(session, gw.url, x)
                 assert status == 200
                 colds.append(emulator.metric("sluice_faas_emulator_cold_starts_total", function="demo"))
-                await asyncio.sleep(1.1)
+                await asyncio.sleep(1.6)
             async with session.get(f"{gw.url}/metrics") as resp:
                 text = await resp.text()
     finally:

@@ -11,7 +11,7 @@ import aiohttp
 import numpy as np
 import pytest
 
-from .conftest import STALL_ALLOWANCE, start_gateway
+from .conftest import fewest_within_slo, start_gateway
 from .test_lambda_backend import total
 
 pytestmark = pytest.mark.e2e
@@ -101,12 +101,16 @@ async def test_three_times_capacity_for_20_s(tmp_path: Path) -> None:
     refused = [(t, retry) for s, t, retry in answers if s == 429]
     assert len(refused) > 0.4 * len(answers), "at 3x capacity most of the excess is refused"
     assert all(retry is not None and int(retry) >= 1 for _, retry in refused)
-    assert np.percentile([t for t, _ in refused], 99) < SLO_S, "refusals are quick, not timeouts"
+    # Refusals are quick, not timeouts: at once (a queued request refused at its deadline
+    # would take the SLO), and hardly any waits long even when the client's loop stalls.
+    waits = [t for t, _ in refused]
+    median, p99 = np.percentile(waits, [50, 99])
+    assert median < SLO_S / 5 and p99 < 1.0, f"refusals took {median:.3f} s (median), {p99:.3f} s (p99)"
     # The requests admitted meet the SLO, by the gateway's own histogram (200s only).
     within = total(after, "sluice_request_duration_seconds_bucket", le=str(SLO_S)) - total(
         before, "sluice_request_duration_seconds_bucket", le=str(SLO_S))
     served = total(after, "sluice_request_duration_seconds_count") - total(before, "sluice_request_duration_seconds_count")
     assert served == int(np.sum(statuses == 200))
-    assert within >= (0.99 - STALL_ALLOWANCE) * served, f"{within:.0f} of {served:.0f} admitted requests within {SLO_S * 1e3:.0f} ms"
+    assert within >= fewest_within_slo(0.99, served, served / 20.0), f"{within:.0f} of {served:.0f} admitted requests within {SLO_S * 1e3:.0f} ms"
     # Shedding does not throw capacity away: the goodput stays near what was measured.
     assert served / 20.0 > 0.7 * capacity, f"goodput {served / 20.0:.0f} req/s against a capacity of {capacity:.0f}"

@@ -15,6 +15,8 @@ import aiohttp
 import numpy as np
 import pytest
 
+from gateway.cluster import RATE_WINDOW_S
+
 from .conftest import GatewayProcess, start_gateway
 from .redis_server import RedisServer
 from .test_adaptive_serve import send
@@ -120,10 +122,13 @@ async def test_two_replicas_share_servers_rate_and_plan_and_the_follower_takes_o
         await wait_members(session, leader.url, 1, healthy=True, limit_s=60.0)
 
         # Traffic at the leader only: the follower sees it in the cluster's rate.
-        await send(leader.url, 40.0, 3.0, np.random.default_rng(1))
-        await asyncio.sleep(1.2)  # the last second's bucket completes
-        seen = [total(await metrics(session, gw), "sluice_cluster_arrival_rate", model="demo") for gw in gateways]
-        assert min(seen) > 0 and seen[0] == pytest.approx(seen[1], rel=0.25), seen
+        await send(leader.url, 40.0, 3.0, np.random.default_rng(1))  # 120 requests
+
+        async def both_see_them() -> bool:  # once the last second's bucket completes
+            seen = [total(await metrics(session, gw), "sluice_cluster_arrival_rate", model="demo") for gw in gateways]
+            return seen == [120 / RATE_WINDOW_S] * 2
+
+        await wait_for(both_see_them, 5.0, f"both replicas seeing 120 arrivals in {RATE_WINDOW_S} s")
         shares = [total(await metrics(session, gw), "sluice_faas_concurrency_share", model="demo") for gw in gateways]
         assert min(shares) >= 1 and sum(shares) <= 8, shares  # one budget of 8, split
 

@@ -388,14 +388,14 @@ async def test_a_throttling_function_is_retried_until_every_request_is_served(tm
     """A function-only model: the gateway may have 6 invocations in flight, the emulator runs
     1 at a time and answers the rest 429 TooManyRequests (at 512 MB, about 0.3 of a vCPU, so each
     invocation holds its slot long enough for others to collide). 80 req/s for 8 s in small batches:
-    the backend retries throttled invocations with backoff until the batch's deadline (15 s),
+    the backend retries throttled invocations with backoff until the batch's deadline (30 s),
     so every request is served with the right outputs, and the throttles are counted."""
     began = time.monotonic()
     emulator = start_emulator("--function", f"demo={demo_path}", "--max-concurrency", "1", "--memory-mb", "512")
     config = tmp_path / "sluice.toml"
     config.write_text(textwrap.dedent(f"""
         [server]
-        request_timeout_s = 15
+        request_timeout_s = 30
         [models.demo]
         batch_size = 4
         timeout_ms = 2
@@ -410,7 +410,7 @@ async def test_a_throttling_function_is_retried_until_every_request_is_served(tm
         gw = start_gateway(tmp_path, "--config", str(config))
         xs = small_inputs(int(FAAS_RATE * FAAS_SECONDS), seed=303)
         answers = await poisson_load(f"{gw.url}/v2/models/demo/infer", xs, FAAS_RATE, np.random.default_rng(3),
-                                     hang_s=40.0)  # fmt: skip
+                                     hang_s=60.0)  # fmt: skip
         async with aiohttp.ClientSession() as session, session.get(f"{gw.url}/metrics") as resp:
             text = await resp.text()
         refused_by_emulator = emulator.metric("sluice_faas_emulator_throttles_total", function="demo")

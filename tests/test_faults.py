@@ -46,8 +46,9 @@ async def test_a_bad_request_is_bisected_out_of_its_batch(tmp_path: Path) -> Non
     """15 good ids and one out of range, in one batch of 16: the good ones get their rows,
     only the bad one gets the error, in about 2 log2(16) extra batches."""
     model = lookup_model(tmp_path / "lookup.onnx")
+    # A long timeout: the batch closes on size, however slowly the 16 arrive.
     gw = start_gateway(tmp_path, "--model", f"lookup={model}", "--workers", "1", "--batch-size", "16",
-                       "--timeout-ms", "500")  # fmt: skip
+                       "--timeout-ms", "10000")  # fmt: skip
     try:
         async with aiohttp.ClientSession() as session:
 
@@ -105,7 +106,8 @@ async def test_under_a_backlog_higher_priority_goes_first_and_hopeless_requests_
             await asyncio.gather(*low, *high)
     finally:
         assert gw.stop() == 0
-    assert hopeless[0] == 429 and hopeless[1] < 0.5, hopeless
+    # Refused, not a 504 at its deadline; the time also holds the client's own backlog of 210.
+    assert hopeless[0] == 429 and hopeless[1] < 2.0, hopeless
     answered = [p for p, status in done if status == 200]
     assert len(answered) == 210
     last_high = max(i for i, p in enumerate(answered) if p == 5)

@@ -154,12 +154,16 @@ async def test_workers_join_serve_and_leave_a_gateway_by_themselves(tmp_path, de
             workers[0].wait()
             statuses = await infer_all(session, gw.url, 100)
             assert statuses.count(200) == 100, "a lost batch is retried on the other server"
-            await wait_members(session, gw.url, 1, healthy=True, limit_s=3.0 + 2.0)
+            await wait_members(session, gw.url, 1, healthy=True, limit_s=15.0)
+            assert any(e.get("msg") == "instance lease expired" for e in gw.logs())
 
             # The other stops on purpose: it deregisters, finishing what it holds.
             workers[1].send_signal(signal.SIGTERM)
             assert workers[1].wait(10.0) == 0
-            await wait_members(session, gw.url, 0, healthy=True, limit_s=2.0)
+            await wait_members(session, gw.url, 0, healthy=True, limit_s=10.0)
+            expired = [e for e in gw.logs() if e.get("msg") == "instance lease expired"]
+            assert len(expired) == 1, "the second left by deregistering, not by its lease running out"
+            assert sum(e.get("msg") == "instance leaving" for e in gw.logs()) == 1
             async with session.post(f"{gw.url}/v2/models/demo/infer", json=v2_body(np.ones((1, 256), np.float32))) as resp:
                 assert resp.status == 503 and "Retry-After" in resp.headers
     finally:

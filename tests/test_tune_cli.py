@@ -40,7 +40,12 @@ def start(*argv: str) -> subprocess.Popen:
 
 
 def finish(process: subprocess.Popen) -> dict[str, Any]:
-    out, err = process.communicate(timeout=120)
+    try:
+        out, err = process.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise
     doc = json.loads(out) if out.strip() else None
     if doc is not None:
         assert out.count("\n") == 1, "--json prints exactly one line: one JSON object"

@@ -134,12 +134,17 @@ async def test_two_replicas_share_servers_rate_and_plan_and_the_follower_takes_o
 
         # The leader plans; the follower publishes the leader's plan instead of its own.
         before = [total(await metrics(session, gw), "sluice_pool_plans_total", model="demo") for gw in (leader, follower)]
-        await asyncio.sleep(2.5)
-        text = [await metrics(session, gw) for gw in (leader, follower)]
-        assert total(text[0], "sluice_pool_plans_total", model="demo") > before[0]
-        assert total(text[1], "sluice_pool_plans_total", model="demo") == before[1] == 0
-        desired = [total(t, "sluice_pool_desired_instances", model="demo") for t in text]
-        assert desired[0] == desired[1], desired
+
+        async def leader_planned() -> bool:
+            return total(await metrics(session, leader), "sluice_pool_plans_total", model="demo") > before[0]
+
+        async def same_plan() -> bool:  # the follower publishes the leader's plan within a sync or two
+            desired = [total(await metrics(session, gw), "sluice_pool_desired_instances", model="demo") for gw in gateways]
+            return desired[0] == desired[1]
+
+        await wait_for(leader_planned, 10.0, "the leader planning")
+        await wait_for(same_plan, 5.0, "the follower publishing the leader's plan")
+        assert total(await metrics(session, follower), "sluice_pool_plans_total", model="demo") == before[1] == 0
 
         # The leader dies without a word: the follower leads within the lease.
         killed = time.monotonic()

@@ -53,27 +53,28 @@ async def test_members_expire_and_leavers_are_remembered_until_they_return(store
 
 
 async def test_a_lease_has_one_holder_until_it_lapses_or_is_released(store) -> None:
-    assert await store.hold_lease("plan:m", "a", 0.3, 100.0)
-    assert not await store.hold_lease("plan:m", "b", 0.3, 100.1)
-    assert await store.hold_lease("plan:m", "a", 0.3, 100.2)  # renewed
+    assert await store.hold_lease("plan:m", "a", 1.0, 100.0)
+    assert not await store.hold_lease("plan:m", "b", 1.0, 100.1)
+    assert await store.hold_lease("plan:m", "a", 1.0, 100.2)  # renewed
     await store.release_lease("plan:m", "b")  # not b's to give up
-    assert not await store.hold_lease("plan:m", "b", 0.3, 100.25)
+    assert not await store.hold_lease("plan:m", "b", 1.0, 100.25)
     await store.release_lease("plan:m", "a")
-    assert await store.hold_lease("plan:m", "b", 0.3, 100.3)
+    assert await store.hold_lease("plan:m", "b", 1.0, 100.3)
     # Unrenewed, it lapses: Redis counts its own time; the memory store, the `now` given.
-    await asyncio.sleep(0.4)
-    assert await store.hold_lease("plan:m", "a", 0.3, 100.71)
+    # (A second's lease: consecutive calls stay inside it even on a stalled machine.)
+    await asyncio.sleep(1.1)
+    assert await store.hold_lease("plan:m", "a", 1.0, 101.31)
 
 
 async def test_published_values_and_demands_expire(store) -> None:
-    await store.publish("plan:m", "3", 0.3, 100.0)
+    await store.publish("plan:m", "3", 1.0, 100.0)
     assert await store.read("plan:m", 100.1) == "3"
     await store.report_demand("m", "a", 4, 101.0)
     await store.report_demand("m", "b", 0, 100.5)
     assert await store.demands("m", 100.2) == {"a": 4, "b": 0}
     assert await store.demands("m", 100.7) == {"a": 4}
-    await asyncio.sleep(0.4)
-    assert await store.read("plan:m", 100.41) is None
+    await asyncio.sleep(1.1)
+    assert await store.read("plan:m", 101.11) is None
 
 
 @given(st.integers(1, 64), st.dictionaries(st.text("abcdef", min_size=1, max_size=3), st.integers(0, 80), min_size=1))

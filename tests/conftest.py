@@ -39,6 +39,7 @@ def fewest_within_slo(percentile: float, answered: float, rate: float) -> float:
 # Hypothesis times each example; on a stalled machine any deadline is a coin toss.
 settings.register_profile("sluice", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("sluice")
+
 needs_traces = pytest.mark.skipif(not TRACES.is_dir(), reason=f"no trace data at {TRACES}")
 
 

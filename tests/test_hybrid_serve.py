@@ -11,7 +11,7 @@ import aiohttp
 import numpy as np
 import pytest
 
-from .conftest import start_gateway
+from .conftest import GatewayProcess, start_gateway
 from .test_adaptive_serve import send, send_until
 from .test_faas_emulator import start_emulator
 from .test_lambda_backend import total
@@ -19,7 +19,7 @@ from .test_lambda_backend import total
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("aws_credentials")]
 
 
-async def send_until_logged(gw, rate: float, rng: np.random.Generator, msg: str, above: int,
+async def send_until_logged(gw: GatewayProcess, rate: float, rng: np.random.Generator, msg: str, above: int,
                             at_least_s: float = 0.0, limit_s: float = 60.0) -> int:  # fmt: skip
     """Poisson load at `rate` for `at_least_s`, and on until the gateway has logged `msg`
     more than `above` times (or `limit_s` passed); how many times it has. Every answer must

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,14 @@ STALL_S = 0.2
 def fewest_within_slo(percentile: float, answered: float, rate: float) -> float:
     """How many of `answered` requests, arriving at `rate` a second, must meet the SLO."""
     return percentile * answered - STALL_S * rate
+
+
+async def until(condition: Callable[[], bool], deadline_s: float, what: str) -> None:
+    """Poll `condition` until it holds; fail saying `what` did not happen within `deadline_s`."""
+    give_up = time.monotonic() + deadline_s
+    while not condition():
+        assert time.monotonic() < give_up, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
 
 
 # Hypothesis times each example; on a stalled machine any deadline is a coin toss.

@@ -38,7 +38,7 @@ import numpy as np
 import pytest
 from aiohttp import web
 
-from .conftest import GatewayProcess, start_gateway, v2_body
+from .conftest import GatewayProcess, start_gateway, until, v2_body
 from .test_faas_emulator import alive, start_emulator
 from .test_gateway_e2e import metric, output, scrape
 from .test_lambda_backend import total
@@ -176,13 +176,6 @@ def first_running(pids: list[int], within_s: float) -> int | None:
                 return pid
         time.sleep(0.0003)
     return None
-
-
-async def until(condition: Callable[[], bool], deadline_s: float, what: str) -> None:
-    give_up = time.monotonic() + deadline_s
-    while not condition():
-        assert time.monotonic() < give_up, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 # -- 1. workers killed at random ----------------------------------------------------------------

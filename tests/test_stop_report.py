@@ -10,6 +10,8 @@ import pytest
 from gateway.loop import BackgroundLoop
 from gateway.server import _report_slow_stop, _where
 
+from .conftest import until
+
 
 async def _stuck_inner(never: asyncio.Event) -> None:
     await never.wait()
@@ -29,15 +31,13 @@ async def test_a_slow_stop_names_the_tasks_it_waits_on_and_their_lines(caplog: p
     caplog.set_level(logging.WARNING, logger="sluice.gateway")
     report = asyncio.create_task(_report_slow_stop(0.05))
 
-    def warnings() -> list[logging.LogRecord]:
+    def reports() -> list[logging.LogRecord]:
         return [r for r in caplog.records if r.getMessage() == "stop is taking long"]
 
-    began = asyncio.get_running_loop().time()
-    while len(warnings()) < 2 and asyncio.get_running_loop().time() - began < 5.0:
-        await asyncio.sleep(0.01)  # it reports again every 0.05 s, for as long as the stop lasts
+    await until(lambda: len(reports()) >= 2, 5.0, "a second report")  # every 0.05 s while the stop lasts
     report.cancel()
     stuck.cancel()
-    warnings = warnings()
+    warnings = reports()
     assert len(warnings) >= 2
     assert any(w == where for w in warnings[0].waiting_on)
     assert not any("_report_slow_stop" in w for w in warnings[0].waiting_on)

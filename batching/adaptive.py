@@ -9,6 +9,14 @@ Tuning is split so that the gateway can keep it off its event loop: `plan(now)`
 (cheap: is a re-tune due, and on what model?), `solve(model)` (pure; may run in a
 worker thread) and `apply(result, now)`. With `inline=True` (the simulator's way)
 `observe_arrival` runs all three itself, at virtual time.
+
+On a server pool (`work_conserving=True`) there is nothing to trade: the instances
+are paid for whether they run or idle, so holding a request back to fill a batch only
+spends the user's latency. The policy then releases a batch whenever an instance is
+free (`BatchLimits.work_conserving`), and batches grow with the load by themselves:
+while every instance is busy, arrivals gather into the next batch. What is left to
+choose is the largest batch the SLO allows (`pool_batch_limit`), which bounds the
+wait of a request that arrives just after a full batch started. No tuner runs.
 """
 
 from __future__ import annotations
@@ -21,6 +29,18 @@ from .arrivals import MAP
 from .estimator import ArrivalEstimator
 from .policy import BatchLimits
 from .tuner import Choice, Target, TuneResult, tune_coarse_to_fine
+
+
+def pool_batch_limit(service_s: Sequence[float], overhead_s: float, budget_s: float) -> int:
+    """The largest batch size b (at least 1) that a work-conserving pool may form within
+    `budget_s`: a request that arrives just after a batch of b started waits for it, then
+    for its own batch of up to b, so 2 s(b) + overhead must fit. Capacity grows with b,
+    so this is also the configuration that serves the most within the SLO."""
+    best = 1
+    for b, s in enumerate(service_s, start=1):
+        if 2.0 * float(s) + overhead_s <= budget_s:
+            best = b
+    return best
 
 
 class AdaptivePolicy:
@@ -40,6 +60,7 @@ class AdaptivePolicy:
         shape_tolerance: float = 0.2,
         headroom: float = 0.03,
         deadline_aware: bool = True,
+        work_conserving: bool = False,
     ) -> None:
         if not 0 < percentile < 1 or slo_s <= 0:
             raise ValueError("need 0 < percentile < 1 and a positive SLO")
@@ -54,12 +75,18 @@ class AdaptivePolicy:
         # request late is released early (`BatchLimits`), and the tuner models that.
         self.deadline_aware = deadline_aware
         self.allowance_s = 0.0  # measured lateness beyond the targets' predictions (`OverrunTracker`)
+        self.work_conserving = work_conserving
         self._limits = initial
         self.choice: Choice | None = None
         self.tuned_for: MAP | None = None
         self.retunes = 0
         self._next_check = -math.inf
         self._changes_seen = 0
+        if work_conserving:
+            if len(self.targets) != 1:
+                raise ValueError("a work-conserving policy serves one pool: give exactly one target")
+            self.choice = self._pool_choice()
+            self._limits = self._limits_for(self.choice)
 
     # -- what the queue asks ----------------------------------------------------
 
@@ -76,7 +103,10 @@ class AdaptivePolicy:
     # -- re-tuning, in three steps ----------------------------------------------
 
     def plan(self, now: float) -> MAP | None:
-        """The model to tune for, when a re-tune is due and the traffic has moved; else None."""
+        """The model to tune for, when a re-tune is due and the traffic has moved; else None.
+        Never on a work-conserving pool: its batches follow the load without a tuner."""
+        if self.work_conserving:
+            return None
         changed = self.estimator.changes != self._changes_seen
         if now < self._next_check and not changed:
             return None
@@ -110,7 +140,23 @@ class AdaptivePolicy:
         self.tuned_for = model
         self.retunes += 1
 
+    def _pool_choice(self) -> Choice:
+        """The work-conserving choice: the largest batch the SLO allows, the measured
+        allowance counted once on top (it is lateness per answer, not per batch); its
+        wait bounded by the SLO."""
+        target = self.targets[0]
+        extra = target.overhead_s + self.allowance_s
+        size = pool_batch_limit(target.service_s, extra, self.tuning_slo_s)
+        return Choice(
+            size, self.tuning_slo_s, target, latency_s=2.0 * float(target.service_s[size - 1]) + extra,
+            cost_per_request=float(target.batch_cost[size - 1]) / size, mean_batch_size=float(size),
+        )  # fmt: skip
+
     def _limits_for(self, chosen: Choice) -> BatchLimits:
+        if self.work_conserving:
+            service = self.predicted_service(chosen) if self.deadline_aware else ()
+            deadline = self.tuning_slo_s if self.deadline_aware else None
+            return BatchLimits(chosen.batch_size, chosen.timeout_s, service, deadline, work_conserving=True)
         timeout = math.floor(chosen.timeout_s * 1e6) / 1e6
         if not self.deadline_aware:
             return BatchLimits(chosen.batch_size, timeout)
@@ -135,6 +181,8 @@ class AdaptivePolicy:
         """Take a new measured allowance: at once for deadline-aware closing, and in the
         next solve for the tuner."""
         self.allowance_s = max(0.0, allowance_s)
+        if self.work_conserving:
+            self.choice = self._pool_choice()
         if self.choice is not None:
             self._limits = self._limits_for(self.choice)
 

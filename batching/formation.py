@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SIZE, TIMEOUT, DRAIN, DEADLINE = 0, 1, 2, 3
-REASONS = ("size", "timeout", "drain", "deadline")  # REASONS[code] is the queue's `Batch.reason`
+SIZE, TIMEOUT, DRAIN, DEADLINE, IDLE = 0, 1, 2, 3, 4
+REASONS = ("size", "timeout", "drain", "deadline", "idle")  # REASONS[code] is the queue's `Batch.reason`
 
 
 @dataclass(frozen=True, eq=False)
@@ -34,7 +34,7 @@ class Formation:
     start: np.ndarray  # int64 index of the batch's first request
     size: np.ndarray  # int64 requests in the batch
     close_time: np.ndarray  # float64 when the batch closed
-    reason: np.ndarray  # int8 code: SIZE, TIMEOUT or DRAIN (DEADLINE only from the queue)
+    reason: np.ndarray  # int8 code: SIZE, TIMEOUT or DRAIN (DEADLINE and IDLE only from the queue)
 
     def __len__(self) -> int:
         return len(self.start)

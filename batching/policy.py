@@ -20,12 +20,19 @@ class BatchLimits:
     time from closing a batch of b rows to its answer, and a batch also closes as soon
     as its earliest deadline is nearer than that. A request's deadline is its own, or
     `deadline_s` after its arrival (the SLO), whichever is sooner.
+
+    `work_conserving`: the open batch also closes the moment an instance is free to run
+    it and no closed batch waits (the owner asks `BatchQueue.idle`), as Triton's dynamic
+    batcher does with no queue delay. On a pool that is already paid for, holding a
+    request back while an instance idles buys nothing: B and T then only bound how large
+    and how old a batch gets while every instance is busy.
     """
 
     max_size: int
     max_wait: float
     service_s: tuple[float, ...] = ()
     deadline_s: float | None = None
+    work_conserving: bool = False
 
     def __post_init__(self) -> None:
         if self.max_size < 1:
@@ -75,9 +82,10 @@ class FixedPolicy:
     name = "fixed"
 
     def __init__(
-        self, batch_size: int, timeout_s: float, *, service_s: tuple[float, ...] = (), deadline_s: float | None = None
+        self, batch_size: int, timeout_s: float, *, service_s: tuple[float, ...] = (), deadline_s: float | None = None,
+        work_conserving: bool = False,
     ) -> None:
-        self._limits = BatchLimits(batch_size, timeout_s, tuple(service_s), deadline_s)
+        self._limits = BatchLimits(batch_size, timeout_s, tuple(service_s), deadline_s, work_conserving)
 
     def limits(self, now: float) -> BatchLimits:
         return self._limits
@@ -86,7 +94,8 @@ class FixedPolicy:
         pass
 
     def __repr__(self) -> str:
-        return f"FixedPolicy(batch_size={self._limits.max_size}, timeout_s={self._limits.max_wait})"
+        wc = ", work_conserving=True" if self._limits.work_conserving else ""
+        return f"FixedPolicy(batch_size={self._limits.max_size}, timeout_s={self._limits.max_wait}{wc})"
 
 
 class NoBatchingPolicy(FixedPolicy):

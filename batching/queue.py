@@ -16,6 +16,8 @@ A batch closes when:
   newcomer then opens the next batch). Waiting or growing longer could only make
   that request late; closed now, the batch still answers it in time if the
   prediction holds;
+- an instance is free and no closed batch waits for one, under work-conserving
+  limits ("idle"): the owner asks `idle(now)` whenever that is so;
 - the owner drains the queue ("drain").
 
 Invariant between calls: fewer than B rows are pending, so every pending request
@@ -117,6 +119,18 @@ class BatchQueue:
         Computed as `_closing_time` is, so a poll at `next_wakeup()` always closes."""
         closing = self._closing_time(limits)
         return closing is not None and now >= closing
+
+    def idle(self, now: float) -> list[Batch]:
+        """An instance is free to run a batch now and no closed batch waits for it. Under
+        work-conserving limits the open batch goes at once (reason "idle"); otherwise it
+        keeps waiting for B rows or T. Both drivers call this whenever they see a free
+        instance, so a pool never idles while a request it could run is held back."""
+        if not self._pending:
+            return []
+        limits = self._limits = self.policy.limits(now)
+        if not limits.work_conserving:
+            return []
+        return self._release(now, "idle", limits.max_size)
 
     def drain(self, now: float) -> list[Batch]:
         """Release everything pending, in order, in batches of at most B rows."""

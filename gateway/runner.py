@@ -144,7 +144,11 @@ class ModelRunner:
         corrections = (self.admission_margin, self.admission_allowance_s)  # as the prediction used them
         future.add_done_callback(partial(self._answered, now, admission, corrections, work))
         self._ready.arrived(request)
-        self._accept(self.queue.push(request, now))
+        closed = self.queue.push(request, now)
+        if closed:
+            self._accept(closed)
+        elif not self._ready:
+            self._dispatch()  # an idle instance takes it now, if the policy is work-conserving
         self._arm_timer()
         return future
 
@@ -222,8 +226,23 @@ class ModelRunner:
 
     def _dispatch(self) -> None:
         instances = self.pool.instances
-        while (batch := self._ready.peek()) is not None:
+        released = False
+        while True:
             now = time.monotonic()
+            batch = self._ready.peek()
+            if batch is None:
+                # Nothing closed waits: a free instance takes the open batch now, when the
+                # policy is work-conserving (`BatchQueue.idle`).
+                if self.placer is not None or not len(self.queue) or not self._free(instances, now):
+                    break
+                idle = self.queue.idle(now)
+                if not idle:
+                    break
+                released = True
+                for closed in idle:
+                    self.metrics.batches_closed(closed.reason).inc()
+                    self._ready.add(closed)
+                continue
             if self.placer is not None:
                 chosen = self.placer.choose(batch, now)
                 if chosen is None:
@@ -243,11 +262,18 @@ class ModelRunner:
             task = self._loop.create_task(self._run(batch, instance))
             self._running.add(task)
             task.add_done_callback(self._finished)
+        if released:
+            self._arm_timer()
         if self._ready and self._outage is None and not any(i.healthy for i in instances):
             # Nothing can run these batches now. A worker restarts in about a second;
             # past the grace, answer rather than let clients wait out their deadlines.
             self._outage = self._loop.call_later(self.outage_grace_s, self._end_of_grace)
         self._check_idle()
+
+    @staticmethod
+    def _free(instances: list[Instance], now: float) -> bool:
+        """Could an instance take a batch now?"""
+        return any(i.healthy and i.inflight < i.max_inflight and i.breaker.allows(now, i.inflight) for i in instances)
 
     def _end_of_grace(self) -> None:
         self._outage = None

@@ -118,9 +118,9 @@ def make_policy(config: ModelConfig, metadata: ModelMetadata) -> BatchPolicy:
 
 
 async def make_adaptive_policy(config: ModelConfig, metadata: ModelMetadata, pool: Pool) -> AdaptivePolicy:
-    """Measure s(b) on one instance, then tune for the SLO. The pool's cost is the
-    instance time a batch occupies, so among configurations that meet the SLO the
-    policy picks the one that leaves the most capacity."""
+    """Measure s(b) on one instance, then build the policy for the SLO: on a function,
+    tuned to the cheapest (B, T) that meets it; on a pool, work-conserving with the
+    largest batch the SLO allows (the most capacity, and no wait while an instance idles)."""
     healthy = [i for i in pool.instances if i.healthy]
     if not healthy:
         raise RuntimeError(f"model {config.name!r}: no healthy instance to measure service times on")
@@ -137,9 +137,10 @@ async def make_adaptive_policy(config: ModelConfig, metadata: ModelMetadata, poo
         cost = np.array([config.faas.batch_cost(math.ceil(s * 1e3)) for s in service])
         target = Target(f"faas-{config.faas.memory_mb}mb", service, cost, overhead_s=EDGE_ALLOWANCE_S,
                         memory_mb=config.faas.memory_mb)  # fmt: skip
-    else:
-        target = Target("pool", service, service.copy(), overhead_s=EDGE_ALLOWANCE_S)
-    return AdaptivePolicy([target], config.slo_ms / 1e3, config.percentile / 100.0, inline=False)
+        return AdaptivePolicy([target], config.slo_ms / 1e3, config.percentile / 100.0, inline=False)
+    # A pool is paid for whether it runs or idles: batches go whenever an instance is free.
+    target = Target("pool", service, service.copy(), overhead_s=EDGE_ALLOWANCE_S)
+    return AdaptivePolicy([target], config.slo_ms / 1e3, config.percentile / 100.0, inline=False, work_conserving=True)
 
 
 async def make_placer(

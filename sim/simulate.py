@@ -355,6 +355,7 @@ class _EventRun(QueueTimer):
         if self.progress and i % _PROGRESS_EVERY == 0:
             self.progress(i / len(self.times))
         self.batches_closed(self.queue.push(Request(id=str(i), arrival=now, payload=i), now))
+        self.offer_idle()
         if last and self.queue.next_wakeup() == math.inf:
             # No timer will ever close the last batch: release it with the last arrival.
             self.batches_closed(self.queue.drain(now))
@@ -388,3 +389,12 @@ class _EventRun(QueueTimer):
         self.busy -= 1
         if self.waiting:
             self.begin(self.waiting.popleft())
+        else:
+            self.offer_idle()
+            self.rearm()
+
+    def offer_idle(self) -> None:
+        """A slot is free and no closed batch waits: the queue may release its open batch
+        now (work-conserving limits), as the gateway's runner asks it to."""
+        if self.target.slots is not None and self.busy < self.target.slots and not self.waiting:
+            self.batches_closed(self.queue.idle(self.engine.now))

@@ -55,9 +55,10 @@ def targets_from_profile(profile: ServiceProfile, target: str = "faas", memory_m
 
 
 def adaptive_policy(args: argparse.Namespace, profile: ServiceProfile) -> AdaptivePolicy:
-    """`sluice sim --policy adaptive`: the SLO-adaptive policy on the simulated target."""
+    """`sluice sim --policy adaptive`: the SLO-adaptive policy on the simulated target
+    (work-conserving on a pool, as `sluice serve` runs it)."""
     targets = targets_from_profile(profile, args.target, args.memory_mb)
-    return AdaptivePolicy(targets, args.slo_ms / 1e3, args.percentile / 100.0)
+    return AdaptivePolicy(targets, args.slo_ms / 1e3, args.percentile / 100.0, work_conserving=args.target == "pool")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -132,6 +132,21 @@ class BatchQueue:
             return []
         return self._release(now, "idle", limits.max_size)
 
+    def withdraw(self, request: Request) -> bool:
+        """Take a pending request out of the open batch (its client has gone, say); False
+        when it is not pending. The batch's timer stays where it was: it may close a little
+        early for the requests left, never late."""
+        try:
+            self._pending.remove(request)
+        except ValueError:
+            return False
+        self._rows -= request.size
+        if not self._pending:
+            self._due, self._own_deadline = None, math.inf
+        elif request.deadline is not None and request.deadline <= self._own_deadline:
+            self._own_deadline = min((r.deadline for r in self._pending if r.deadline is not None), default=math.inf)
+        return True
+
     def drain(self, now: float) -> list[Batch]:
         """Release everything pending, in order, in batches of at most B rows."""
         return self._release(now, "drain", self.policy.limits(now).max_size)

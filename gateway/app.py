@@ -177,6 +177,14 @@ class Gateway:
             raise ProtocolError("timeout must be positive")
         return time.monotonic() + timeout_s
 
+    def screen(self, model: ServedModel, request: web.Request) -> None:
+        """Refuse at once, before the body is read, what admission would refuse anyway."""
+        model.runner.screen(self.deadline(request, {}), self.slo_s(model))
+
+    @staticmethod
+    def slo_s(model: ServedModel) -> float | None:
+        return model.config.slo_ms / 1e3 if model.config.slo_ms is not None else None
+
     async def serve(
         self, model: ServedModel, request: web.Request, inputs: dict, rows: int, deadline: float, priority: int = 0
     ) -> dict:
@@ -184,8 +192,7 @@ class Gateway:
         weighs it against its deadline, and against the model's SLO when that is sooner: a
         request the client gave no deadline is still refused if the backlog would make it
         wait past the SLO."""
-        slo_s = model.config.slo_ms / 1e3 if model.config.slo_ms is not None else None
-        future = model.runner.submit(request["request_id"], inputs, rows, deadline, priority=priority, slo_s=slo_s)
+        future = model.runner.submit(request["request_id"], inputs, rows, deadline, priority=priority, slo_s=self.slo_s(model))
         timer = asyncio.get_running_loop().call_later(deadline - time.monotonic(), _expire, future)
         try:
             return await future
@@ -254,6 +261,7 @@ async def infer_v2(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
     model = gateway.model(request)
     request["model"] = model.name
+    gateway.screen(model, request)
     body = await _body(request, gateway.config.max_body_bytes)
     header = request.headers.get(HEADER_LENGTH)
     try:
@@ -286,6 +294,7 @@ async def predict_v1(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
     model = gateway.model(request)
     request["model"] = model.name
+    gateway.screen(model, request)
     inputs = decode_v1(model.metadata, await _body(request, gateway.config.max_body_bytes))
     rows = validate_inputs(model.metadata, inputs, _MAX_ELEMENTS)
     outputs = await gateway.serve(model, request, inputs, rows, gateway.deadline(request, {}))

@@ -3,6 +3,7 @@
 Within one priority, batches go in the order they closed. The backlog also counts the
 rows waiting per priority, from a request's admission until its batch is sent
 (the open batch included): what a new request waits behind, for admission control.
+A request whose client has gone is withdrawn from the batch that holds it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class Backlog:
         self._batches: deque[Batch] = deque()
         self._rows: Counter[int] = Counter()
         self._prioritised = False  # any priority other than 0 seen: peek must look further
+        self._holding: dict[int, Batch] = {}  # id(request) -> the waiting batch that holds it
 
     def arrived(self, request: Request) -> None:
         self._rows[request.priority] += request.size
@@ -35,12 +37,30 @@ class Backlog:
 
     def add(self, batch: Batch) -> None:
         self._batches.append(batch)
+        self._hold(batch)
 
     def retry(self, batch: Batch) -> None:
         """A batch sent and back for another try: first in line, and waiting again."""
         self._batches.appendleft(batch)
         for r in batch.requests:
             self._rows[r.priority] += r.size
+        self._hold(batch)
+
+    def _hold(self, batch: Batch) -> None:
+        for r in batch.requests:
+            self._holding[id(r)] = batch
+
+    def withdraw(self, request: Request) -> bool:
+        """Take `request` out of the waiting batch that holds it (dropping the batch once
+        empty); False when no waiting batch holds it (it is running, or still open)."""
+        batch = self._holding.pop(id(request), None)
+        if batch is None:
+            return False
+        batch.requests.remove(request)
+        self.left([request])
+        if not batch.requests:
+            self._batches.remove(batch)
+        return True
 
     def peek(self) -> Batch | None:
         if not self._batches:
@@ -56,12 +76,20 @@ class Backlog:
         else:
             self._batches.remove(batch)
         self.left(batch.requests)
+        for r in batch.requests:
+            self._holding.pop(id(r), None)
 
     def rows_ahead(self, priority: int) -> int:
         """Rows waiting that a request of `priority` would not pass."""
         if not self._prioritised:
             return self._rows[0]
         return sum(rows for p, rows in self._rows.items() if p >= priority)
+
+    def top_priority(self) -> int:
+        """The highest priority with rows waiting (0 when none do)."""
+        if not self._prioritised:
+            return 0
+        return max((p for p, rows in self._rows.items() if rows > 0), default=0)
 
     def batches_ahead(self, priority: int) -> int:
         """Closed batches waiting that a request of `priority` would not pass."""
@@ -72,6 +100,7 @@ class Backlog:
     def clear(self) -> list[Batch]:
         batches = list(self._batches)
         self._batches.clear()
+        self._holding.clear()
         for batch in batches:
             self.left(batch.requests)
         return batches

@@ -48,7 +48,13 @@ class Metrics:
         )  # fmt: skip
         self.batches_closed = Counter(
             "sluice_batches_closed", "Batches closed, by model and why: size, timeout, deadline (closed early so "
-            "that its oldest request is answered in time) or drain.", ["model", "reason"], registry=r,
+            "that its oldest request is answered in time), idle (an instance was free: work-conserving) or drain.",
+            ["model", "reason"], registry=r,
+        )  # fmt: skip
+        self.abandoned = Counter(
+            "sluice_requests_abandoned", "Admitted requests whose client went away before the answer, by model and "
+            "where they were: queued (taken out, never sent) or running (the answer dropped).", ["model", "stage"],
+            registry=r,
         )  # fmt: skip
         self.shed = Counter(
             "sluice_requests_shed", "Requests refused at admission (429): predicted to miss their deadline or SLO, "
@@ -201,6 +207,8 @@ class ModelMetrics:
         self.queue_depth = metrics.queue_depth.labels(model)
         self.retries = metrics.retries.labels(model)
         self.shed = metrics.shed.labels(model)
+        self.abandoned_queued = metrics.abandoned.labels(model, "queued")
+        self.abandoned_running = metrics.abandoned.labels(model, "running")
         self.admission_margin = metrics.admission_margin.labels(model)
         self.admission_allowance = metrics.admission_allowance.labels(model)
         self.bisections = metrics.bisections.labels(model)

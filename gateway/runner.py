@@ -131,9 +131,7 @@ class ModelRunner:
         self.arrivals += 1
         admission = self._admission(now, rows, priority, deadline, slo_s)
         if not admission.admitted:
-            self.metrics.shed.inc()
-            raise RequestFailed(429, f"model {self.name!r} cannot answer in time: {admission.reason}",
-                                retry_after=admission.retry_after_s)  # fmt: skip
+            self._refuse(admission)
         if self.placer is not None:
             self.placer.observe(now)
         future = self._loop.create_future()
@@ -142,7 +140,7 @@ class ModelRunner:
         self._idle.clear()
         self.pending += 1
         corrections = (self.admission_margin, self.admission_allowance_s)  # as the prediction used them
-        future.add_done_callback(partial(self._answered, now, admission, corrections, work))
+        future.add_done_callback(partial(self._answered, now, admission, corrections, request))
         self._ready.arrived(request)
         closed = self.queue.push(request, now)
         if closed:
@@ -152,10 +150,31 @@ class ModelRunner:
         self._arm_timer()
         return future
 
+    def screen(self, deadline: float | None, slo_s: float | None) -> None:
+        """Refuse, before its body is read and parsed, a request that admission would refuse
+        whatever the body holds: taken at its most favourable (one row, the highest priority
+        waiting, no deadline of its own beyond `deadline`). Under overload this is most
+        requests, and parsing them would take the CPU the instances need."""
+        if self._draining:
+            raise RequestFailed(503, "the gateway is shutting down", retry_after=1.0)
+        now = time.monotonic()
+        admission = self._admission(now, 1, self._ready.top_priority(), deadline, slo_s)
+        if not admission.admitted:
+            self.arrivals += 1
+            self._refuse(admission)
+
+    def _refuse(self, admission: Admission) -> None:
+        self.metrics.shed.inc()
+        raise RequestFailed(429, f"model {self.name!r} cannot answer in time: {admission.reason}",
+                            retry_after=admission.retry_after_s)  # fmt: skip
+
     def _admission(self, now: float, rows: int, priority: int, deadline: float | None, slo_s: float | None) -> Admission:
         slots = sum(i.max_inflight for i in self.pool.instances if i.healthy)
+        limits = self.queue.policy.limits(now)
         due = self.queue.next_wakeup()  # the open batch closes by then; else a new one waits up to T
-        max_wait = max(0.0, due - now) if due is not None else self.queue.policy.limits(now).max_wait
+        max_wait = max(0.0, due - now) if due is not None else limits.max_wait
+        if limits.work_conserving:  # the open batch goes as soon as the work ahead (the drain) is done
+            max_wait = 0.0
         left = deadline - now if deadline is not None else float("inf")
         slo_binds = slo_s is not None and slo_s < left
         return admit(
@@ -169,7 +188,7 @@ class ModelRunner:
         )  # fmt: skip
 
     def _answered(
-        self, arrival: float, admission: Admission, corrections: tuple[float, float], work: _Work,
+        self, arrival: float, admission: Admission, corrections: tuple[float, float], request: Request,
         future: asyncio.Future,
     ) -> None:
         """One answer given. Served ones teach admission how far off its predictions run:
@@ -177,9 +196,14 @@ class ModelRunner:
         with a short queue, in seconds. Under overload every admitted request is predicted
         right at the edge, so the share answered late is the share of misses beyond the
         correction: take the 99.5th percentile, half the tail a p99 SLO allows. Answers
-        delayed by a retry after an instance failed teach nothing: a fault, not noise."""
+        delayed by a retry after an instance failed teach nothing: a fault, not noise.
+        A cancelled future is a client that went away: its request leaves the queue."""
         self.pending -= 1
-        if admission.predicted_s <= 0 or work.retried or future.cancelled() or future.exception() is not None:
+        if future.cancelled():
+            self._abandoned(request)
+            return
+        work = request.payload
+        if admission.predicted_s <= 0 or work.retried or future.exception() is not None:
             return
         took = time.monotonic() - arrival
         drain, (margin, allowance) = admission.drain_s, corrections
@@ -192,6 +216,19 @@ class ModelRunner:
         if self._answers % 8 == 0:  # a sort of 2048 values: cheap enough every 8 answers
             self.admission_margin = self._drain_misses.allowance()
             self.admission_allowance_s = self._short_misses.allowance()
+
+    def _abandoned(self, request: Request) -> None:
+        """The client of `request` has gone (its handler was cancelled). Still waiting: it
+        leaves the open batch or its closed batch, so it costs the living nothing. Already
+        running: its answer is dropped when the batch returns."""
+        if self.queue.withdraw(request):
+            self._ready.left([request])
+            self._arm_timer()
+        elif not self._ready.withdraw(request):
+            self.metrics.abandoned_running.inc()
+            return
+        self.metrics.abandoned_queued.inc()
+        self._check_idle()
 
     def _arm_timer(self) -> None:
         due = self.queue.next_wakeup()

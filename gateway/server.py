@@ -30,7 +30,10 @@ SLOW_EXIT_S = 5.0
 async def serve(config: GatewayConfig) -> None:
     app = create_app(config)
     runner = web.AppRunner(
-        app, handle_signals=False, access_log=None, shutdown_timeout=config.shutdown_timeout_s + 5
+        app, handle_signals=False, access_log=None, shutdown_timeout=config.shutdown_timeout_s + 5,
+        # A client that disconnects cancels its handler, so its request leaves the queue
+        # (`ModelRunner._abandoned`) instead of being served to nobody.
+        handler_cancellation=True,
     )
     await runner.setup()  # starts the pools: workers are up before we listen
     # Move everything loaded so far out of the collector's sight: full collections

@@ -10,7 +10,7 @@ import aiohttp
 import numpy as np
 import pytest
 
-from .conftest import start_gateway
+from .conftest import start_gateway, v2_body
 from .test_lambda_backend import total
 from .test_overload import heavy_model
 
@@ -116,3 +116,53 @@ async def test_under_a_backlog_higher_priority_goes_first_and_hopeless_requests_
     assert len(answered) == 210
     last_high = max(i for i, p in enumerate(answered) if p == 5)
     assert last_high < 100, f"the priority-5 requests were answered by position {last_high} of 210"  # 23 to 30 seen
+
+
+async def test_a_client_that_goes_away_leaves_the_queue_and_delays_no_one(tmp_path, demo_path) -> None:
+    """Three clients give up on requests held in the open batch (B=4, T=3 s). Their requests
+    leave the queue, so the next four living requests fill a batch of their own and are
+    answered at once; had the dead ones stayed, the living would have waited out T."""
+    gw = start_gateway(tmp_path, "--model", f"demo={demo_path}", "--workers", "1",
+                       "--batch-size", "4", "--timeout-ms", "3000", "--no-access-log")  # fmt: skip
+    url = f"{gw.url}/v2/models/demo/infer"
+    body = v2_body(np.ones((1, 256), np.float32))
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def give_up() -> None:
+                with pytest.raises(asyncio.TimeoutError):
+                    async with session.post(url, json=body, timeout=aiohttp.ClientTimeout(total=0.3)) as resp:
+                        await resp.read()
+
+            await asyncio.gather(*(give_up() for _ in range(3)))
+            await until_metric(session, gw.url, "sluice_requests_abandoned_total", 3.0, stage="queued")
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+
+            async def live() -> int:
+                async with session.post(url, json=body) as resp:
+                    await resp.read()
+                    return resp.status
+
+            statuses = await asyncio.gather(*(live() for _ in range(4)))
+            took = loop.time() - started
+            async with session.get(f"{gw.url}/metrics") as resp:
+                text = await resp.text()
+    finally:
+        assert gw.stop() == 0
+    assert statuses == [200] * 4
+    assert took < 2.0, f"the living waited {took:.2f} s: the dead requests still held the batch"
+    assert total(text, "sluice_batch_size_count") == 1 and total(text, "sluice_batch_size_sum") == 4
+    assert total(text, "sluice_requests_abandoned_total", stage="queued") == 3
+    assert total(text, "sluice_queue_depth") == 0
+
+
+async def until_metric(session: aiohttp.ClientSession, url: str, name: str, value: float, **labels: str) -> None:
+    async def reached() -> bool:
+        async with session.get(f"{url}/metrics") as resp:
+            return total(await resp.text(), name, **labels) >= value
+
+    give_up = asyncio.get_running_loop().time() + 10.0
+    while not await reached():
+        assert asyncio.get_running_loop().time() < give_up, f"{name} never reached {value}"
+        await asyncio.sleep(0.05)

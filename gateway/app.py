@@ -28,6 +28,7 @@ from . import admin
 from .cluster import Cluster, default_replica_id
 from .codec import check_outputs, decode_v1, encode_v1, error_response, validate_inputs
 from .config import GatewayConfig, ModelConfig
+from .lag import LoopLag
 from .metrics import Metrics
 from .runner import RequestFailed
 from .served import ServedModel, make_pool, registry_of, start_model
@@ -59,6 +60,8 @@ class Gateway:
         self.draining = False
         self._drains: asyncio.Future | None = None  # the runners' drains, once stopping
         self.cluster = self._make_cluster()
+        self.lag = LoopLag()
+        self.metrics.loop_lag.set_function(lambda: self.lag.seconds)
 
     def _make_cluster(self) -> Cluster:
         state = self.config.state
@@ -74,6 +77,7 @@ class Gateway:
                        member_lease_s=lease)  # fmt: skip
 
     async def startup(self, app: web.Application) -> None:
+        self.lag.start()
         self.cluster.start()
         log.info("cluster state", extra={"store": self.cluster.store.name, "replica": self.cluster.replica})
         try:
@@ -133,6 +137,7 @@ class Gateway:
         log.info("drained")
 
     async def cleanup(self, app: web.Application) -> None:
+        await self.lag.stop()
         await self.cluster.stop()
         await self.cluster.store.close()
         for task in list(self.starting.values()):
@@ -179,7 +184,7 @@ class Gateway:
 
     def screen(self, model: ServedModel, request: web.Request) -> None:
         """Refuse at once, before the body is read, what admission would refuse anyway."""
-        model.runner.screen(self.deadline(request, {}), self.slo_s(model))
+        model.runner.screen(self.deadline(request, {}), self.slo_s(model), edge_s=self.lag.edge_s)
 
     @staticmethod
     def slo_s(model: ServedModel) -> float | None:
@@ -192,7 +197,9 @@ class Gateway:
         weighs it against its deadline, and against the model's SLO when that is sooner: a
         request the client gave no deadline is still refused if the backlog would make it
         wait past the SLO."""
-        future = model.runner.submit(request["request_id"], inputs, rows, deadline, priority=priority, slo_s=self.slo_s(model))
+        future = model.runner.submit(
+            request["request_id"], inputs, rows, deadline, priority=priority, slo_s=self.slo_s(model), edge_s=self.lag.edge_s
+        )
         timer = asyncio.get_running_loop().call_later(deadline - time.monotonic(), _expire, future)
         try:
             return await future

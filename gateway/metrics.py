@@ -51,6 +51,11 @@ class Metrics:
             "that its oldest request is answered in time), idle (an instance was free: work-conserving) or drain.",
             ["model", "reason"], registry=r,
         )  # fmt: skip
+        self.loop_lag = Gauge(
+            "sluice_event_loop_lag_seconds", "How late the gateway's event loop ran a timer, the most in about the "
+            "last second; admission takes twice this (reading a request, writing its answer) off the SLO.",
+            registry=r,
+        )  # fmt: skip
         self.abandoned = Counter(
             "sluice_requests_abandoned", "Admitted requests whose client went away before the answer, by model and "
             "where they were: queued (taken out, never sent) or running (the answer dropped).", ["model", "stage"],

@@ -77,7 +77,6 @@ class Gateway:
                        member_lease_s=lease)  # fmt: skip
 
     async def startup(self, app: web.Application) -> None:
-        self.lag.start()
         self.cluster.start()
         log.info("cluster state", extra={"store": self.cluster.store.name, "replica": self.cluster.replica})
         try:

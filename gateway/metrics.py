@@ -52,8 +52,9 @@ class Metrics:
             ["model", "reason"], registry=r,
         )  # fmt: skip
         self.loop_lag = Gauge(
-            "sluice_event_loop_lag_seconds", "How late the gateway's event loop ran a timer, the most in about the "
-            "last second; admission takes twice this (reading a request, writing its answer) off the SLO.",
+            "sluice_event_loop_lag_seconds", "How late the gateway's event loop runs a timer (90th percentile over "
+            "about the last second); admission takes twice this (reading a request, writing its answer) off the "
+            "SLO, at most half of it.",
             registry=r,
         )  # fmt: skip
         self.abandoned = Counter(

@@ -45,6 +45,7 @@ async def serve(config: GatewayConfig) -> None:
     try:
         site = web.TCPSite(runner, config.host, config.port, backlog=1024)
         await site.start()
+        app[GATEWAY].lag.start()  # from now on: the stalls of starting up are not load
         host, port = runner.addresses[0][:2]
         log.info("serving", extra={"url": f"http://{host}:{port}", "port": port, "models": sorted(config.models)})
         stop = asyncio.Event()

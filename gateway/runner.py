@@ -218,7 +218,7 @@ class ModelRunner:
         else:
             self._short_misses.record(took - (admission.predicted_s - allowance))
         self._answers += 1
-        if self._answers % 32 == 0:  # a sort of 2048 values: 5% of a loaded gateway's CPU at every 8th answer
+        if self._answers % 32 == 0:  # two sorts of 2048 values: every 8th answer, 5% of a loaded gateway's CPU
             self.admission_margin = self._drain_misses.allowance()
             self.admission_allowance_s = self._short_misses.allowance()
 

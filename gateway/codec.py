@@ -18,8 +18,11 @@ from backends.oip import array_from_json
 
 
 def error_response(status: int, message: str, headers: dict | None = None) -> web.Response:
-    """Every error the gateway answers, on any route: `{"error": "..."}` with its status."""
-    return web.json_response({"error": message}, status=status, headers=headers)
+    """Every error the gateway answers, on any route: `{"error": "..."}` with its status.
+    Written with orjson: under overload most answers are refusals, and the standard
+    library's encoder was a tenth of the gateway's CPU there."""
+    return web.Response(body=orjson.dumps({"error": message}), status=status, headers=headers,
+                        content_type="application/json")  # fmt: skip
 
 
 def validate_inputs(meta: ModelMetadata, inputs: Mapping[str, np.ndarray], max_elements: int) -> int:

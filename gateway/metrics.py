@@ -54,7 +54,7 @@ class Metrics:
         self.loop_lag = Gauge(
             "sluice_event_loop_lag_seconds", "How late the gateway's event loop runs a timer (90th percentile over "
             "about the last second); admission takes twice this (reading a request, writing its answer) off the "
-            "SLO, at most half of it.",
+            "SLO.",
             registry=r,
         )  # fmt: skip
         self.abandoned = Counter(

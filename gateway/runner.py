@@ -179,8 +179,8 @@ class ModelRunner:
         if limits.work_conserving:  # the open batch goes as soon as the work ahead (the drain) is done
             max_wait = 0.0
         left = deadline - now if deadline is not None else float("inf")
-        if slo_s is not None:  # a loop lagging half the SLO is broken, not busy: leave the rest
-            slo_s -= min(edge_s, slo_s / 2)
+        if slo_s is not None:  # a loop lagging half the SLO answers no one in time: refuse until it catches up
+            slo_s = max(0.0, slo_s - edge_s)
         slo_binds = slo_s is not None and slo_s < left
         return admit(
             # Ahead: the closed batches waiting, and those running (counted whole: a bias

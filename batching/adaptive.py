@@ -31,6 +31,23 @@ from .policy import BatchLimits
 from .tuner import Choice, Target, TuneResult, tune_coarse_to_fine
 
 
+def pool_hold(service_s: Sequence[float], rate: float, utilization: float, max_size: int, slack_s: float) -> tuple[int, float]:
+    """How far a work-conserving pool holds the open batch back at arrival `rate`: the
+    fewest rows b (up to `max_size`) whose batches keep an instance busy at most
+    `utilization` of the time (rate x s(b) / b), and the expected time to gather them,
+    at most `slack_s`. At low load (1, 0.0): every request goes at once. The instance
+    and the gateway share the machine's CPU, and each batch costs both of them a hop:
+    batches of one row at high load would take the CPU that fuller ones leave free."""
+    if rate <= 0:
+        return 1, 0.0
+    rows = max_size
+    for b in range(1, max_size + 1):
+        if rate * float(service_s[b - 1]) / b <= utilization:
+            rows = b
+            break
+    return rows, min((rows - 1) / rate, max(0.0, slack_s))
+
+
 def pool_batch_limit(service_s: Sequence[float], overhead_s: float, budget_s: float) -> int:
     """The largest batch size b (at least 1) that a work-conserving pool may form within
     `budget_s`: a request that arrives just after a batch of b started waits for it, then
@@ -61,6 +78,7 @@ class AdaptivePolicy:
         headroom: float = 0.03,
         deadline_aware: bool = True,
         work_conserving: bool = False,
+        utilization: float = 0.5,
     ) -> None:
         if not 0 < percentile < 1 or slo_s <= 0:
             raise ValueError("need 0 < percentile < 1 and a positive SLO")
@@ -76,6 +94,8 @@ class AdaptivePolicy:
         self.deadline_aware = deadline_aware
         self.allowance_s = 0.0  # measured lateness beyond the targets' predictions (`OverrunTracker`)
         self.work_conserving = work_conserving
+        self.utilization = utilization  # a work-conserving pool's instances: busy at most this
+        self._hold: tuple[int, float] = (1, 0.0)  # its (idle_rows, hold_s) for the measured rate
         self._limits = initial
         self.choice: Choice | None = None
         self.tuned_for: MAP | None = None
@@ -104,8 +124,13 @@ class AdaptivePolicy:
 
     def plan(self, now: float) -> MAP | None:
         """The model to tune for, when a re-tune is due and the traffic has moved; else None.
-        Never on a work-conserving pool: its batches follow the load without a tuner."""
+        Never on a work-conserving pool: its batches follow the load without a tuner; its
+        hold (`pool_hold`) is refreshed here from the measured rate, every second at most."""
         if self.work_conserving:
+            changed = self.estimator.changes != self._changes_seen
+            if now >= self._next_check or changed:
+                self._next_check, self._changes_seen = now + min(self.retune_s, 1.0), self.estimator.changes
+                self._refresh_hold(now)
             return None
         changed = self.estimator.changes != self._changes_seen
         if now < self._next_check and not changed:
@@ -152,11 +177,23 @@ class AdaptivePolicy:
             cost_per_request=float(target.batch_cost[size - 1]) / size, mean_batch_size=float(size),
         )  # fmt: skip
 
+    def _refresh_hold(self, now: float) -> None:
+        if self.choice is None:
+            return
+        target, size = self.choice.target, self.choice.batch_size
+        slack = self.tuning_slo_s - self.choice.latency_s  # what the largest batch leaves of the SLO
+        hold = pool_hold(target.service_s, self.estimator.rate(now), self.utilization, size, slack)
+        if hold != self._hold:
+            self._hold = hold
+            self._limits = self._limits_for(self.choice)
+
     def _limits_for(self, chosen: Choice) -> BatchLimits:
         if self.work_conserving:
             service = self.predicted_service(chosen) if self.deadline_aware else ()
             deadline = self.tuning_slo_s if self.deadline_aware else None
-            return BatchLimits(chosen.batch_size, chosen.timeout_s, service, deadline, work_conserving=True)
+            rows, hold = self._hold
+            return BatchLimits(chosen.batch_size, chosen.timeout_s, service, deadline, work_conserving=True,
+                               idle_rows=min(rows, chosen.batch_size), hold_s=hold)  # fmt: skip
         timeout = math.floor(chosen.timeout_s * 1e6) / 1e6
         if not self.deadline_aware:
             return BatchLimits(chosen.batch_size, timeout)

@@ -25,7 +25,10 @@ class BatchLimits:
     it and no closed batch waits (the owner asks `BatchQueue.idle`), as Triton's dynamic
     batcher does with no queue delay. On a pool that is already paid for, holding a
     request back while an instance idles buys nothing: B and T then only bound how large
-    and how old a batch gets while every instance is busy.
+    and how old a batch gets while every instance is busy. `idle_rows` and `hold_s` hold
+    it back only as far as the load needs: a free instance takes the open batch once it
+    has `idle_rows` rows or its oldest request has waited `hold_s` (at high load, batches
+    of one row would spend the CPU that the instances and the gateway share).
     """
 
     max_size: int
@@ -33,6 +36,8 @@ class BatchLimits:
     service_s: tuple[float, ...] = ()
     deadline_s: float | None = None
     work_conserving: bool = False
+    idle_rows: int = 1
+    hold_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.max_size < 1:
@@ -43,6 +48,8 @@ class BatchLimits:
             raise ValueError("predicted service times must be non-negative")
         if self.deadline_s is not None and not self.deadline_s > 0:
             raise ValueError(f"the deadline budget must be positive, got {self.deadline_s}")
+        if self.idle_rows < 1 or not self.hold_s >= 0:
+            raise ValueError("idle_rows must be at least 1 and hold_s non-negative")
 
     def predicted_service(self, rows: int) -> float:
         """Predicted close-to-answer time of a batch of `rows` (the last known size beyond the curve)."""

@@ -17,7 +17,9 @@ A batch closes when:
   that request late; closed now, the batch still answers it in time if the
   prediction holds;
 - an instance is free and no closed batch waits for one, under work-conserving
-  limits ("idle"): the owner asks `idle(now)` whenever that is so;
+  limits ("idle"), once the batch holds `idle_rows` rows or its oldest request has
+  waited `hold_s`: the owner asks `idle(now)` whenever an instance is free, and at
+  every due `next_wakeup()`;
 - the owner drains the queue ("drain").
 
 Invariant between calls: fewer than B rows are pending, so every pending request
@@ -41,6 +43,7 @@ class BatchQueue:
         self._due: float | None = None  # when the open batch times out
         self._own_deadline = math.inf  # the earliest deadline pending requests brought themselves
         self._limits = BatchLimits(1, 0.0)  # the limits in force at the last push or poll
+        self._polled = -math.inf  # when the owner last polled (a hold's end is a wakeup until then)
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -87,6 +90,7 @@ class BatchQueue:
         its earliest deadline no longer leaves time to wait."""
         if not self._pending:
             return []
+        self._polled = now
         limits = self._limits = self.policy.limits(now)
         if self._due is not None and now >= self._due:
             return self._release(now, "timeout", limits.max_size)
@@ -98,8 +102,16 @@ class BatchQueue:
         """When the open batch closes unless more requests come first; None if the queue is empty."""
         if not self._pending:
             return None
-        closing = self._closing_time(self._limits)
-        return self._due if closing is None else min(self._due, closing)  # type: ignore[type-var]
+        limits = self._limits
+        due = self._due
+        closing = self._closing_time(limits)
+        if closing is not None:
+            due = min(due, closing)  # type: ignore[type-var]
+        if limits.work_conserving and self._rows < limits.idle_rows:
+            held = self._pending[0].arrival + limits.hold_s
+            if held > self._polled:  # once polled past, an instance that frees asks idle() itself
+                due = min(due, held)  # type: ignore[type-var]
+        return due
 
     def _earliest_deadline(self, limits: BatchLimits) -> float:
         """The pending requests' earliest deadline: their own, or the policy's budget after
@@ -122,14 +134,18 @@ class BatchQueue:
 
     def idle(self, now: float) -> list[Batch]:
         """An instance is free to run a batch now and no closed batch waits for it. Under
-        work-conserving limits the open batch goes at once (reason "idle"); otherwise it
-        keeps waiting for B rows or T. Both drivers call this whenever they see a free
-        instance, so a pool never idles while a request it could run is held back."""
+        work-conserving limits the open batch goes at once (reason "idle") if it holds
+        `idle_rows` rows or its oldest request has waited `hold_s`; otherwise it keeps
+        waiting for B rows or T. Both drivers call this whenever they see a free instance
+        and at every due `next_wakeup()`, so a pool never idles while a request it could
+        run is held back further than the limits say."""
         if not self._pending:
             return []
         limits = self._limits = self.policy.limits(now)
         if not limits.work_conserving:
             return []
+        if self._rows < limits.idle_rows and now < self._pending[0].arrival + limits.hold_s:
+            return []  # held: the load needs fuller batches than this
         return self._release(now, "idle", limits.max_size)
 
     def withdraw(self, request: Request) -> bool:

@@ -256,6 +256,7 @@ class ModelRunner:
         for batch in batches:
             batch.tags["planned"] = due  # its lateness counts as overrun
         self._accept(batches)
+        self._dispatch(at=now)  # a hold may have run out while an instance is free
         self._arm_timer()
 
     def _accept(self, batches: list[Batch]) -> None:
@@ -266,7 +267,10 @@ class ModelRunner:
                 self._ready.add(batch)
             self._dispatch()
 
-    def _dispatch(self) -> None:
+    def _dispatch(self, at: float = 0.0) -> None:
+        """Send closed batches to free instances, and the open batch too when the policy
+        is work-conserving; `at`: the timer's due time, when a timer called (it may fire
+        a little early, and must not then find the hold still running)."""
         instances = self.pool.instances
         released = False
         while True:
@@ -277,7 +281,7 @@ class ModelRunner:
                 # policy is work-conserving (`BatchQueue.idle`).
                 if self.placer is not None or not len(self.queue) or not self._free(instances, now):
                     break
-                idle = self.queue.idle(now)
+                idle = self.queue.idle(max(now, at))
                 if not idle:
                     break
                 released = True

@@ -393,6 +393,12 @@ class _EventRun(QueueTimer):
             self.offer_idle()
             self.rearm()
 
+    def timer_due(self) -> None:
+        self.timer = None
+        self.batches_closed(self.queue.poll(self.engine.now))
+        self.offer_idle()  # a hold may have run out while a slot is free
+        self.rearm()
+
     def offer_idle(self) -> None:
         """A slot is free and no closed batch waits: the queue may release its open batch
         now (work-conserving limits), as the gateway's runner asks it to."""

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backends.breaker import CircuitBreaker
-from batching import Batch, Request
+from batching import Batch, BatchQueue, FixedPolicy, Request
 from batching.admission import ServiceMeter, admit
 from gateway.backlog import Backlog
 
@@ -89,6 +89,36 @@ def test_the_backlog_sends_higher_priority_first_and_counts_what_waits_ahead() -
     backlog.retry(first)  # back for another try: first in line, waiting again
     assert backlog.peek() is first and backlog.rows_ahead(0) == 4
     assert [b for b in backlog.clear()] == [first, second] and backlog.rows_ahead(0) == 0
+
+
+def test_a_withdrawn_request_leaves_its_waiting_batch_and_stops_counting() -> None:
+    backlog = Backlog()
+    reqs = [request(i) for i in range(3)] + [request(9, priority=5, size=4)]
+    for r in reqs:
+        backlog.arrived(r)
+    batch, urgent = Batch(reqs[:3], 0.0, "size"), Batch(reqs[3:], 0.0, "size")
+    backlog.add(batch)
+    backlog.add(urgent)
+    assert backlog.top_priority() == 5
+    assert backlog.withdraw(reqs[1]) and [r.id for r in batch.requests] == ["0", "2"]
+    assert backlog.rows_ahead(0) == 6 and not backlog.withdraw(reqs[1]), "once only"
+    assert backlog.withdraw(reqs[3]) and backlog.peek() is batch, "an emptied batch is dropped"
+    assert backlog.top_priority() == 0 and backlog.batches_ahead(0) == 1
+    backlog.pop(batch)
+    assert not backlog.withdraw(reqs[0]), "sent: its answer is dropped instead"
+    assert backlog.rows_ahead(0) == 0
+
+
+def test_a_withdrawn_request_leaves_the_open_batch() -> None:
+    queue = BatchQueue(FixedPolicy(3, 1.0))
+    first, second = Request("a", 0.0, deadline=0.5), Request("b", 0.1)
+    queue.push(first, 0.0)
+    queue.push(second, 0.1)
+    assert queue.withdraw(first) and queue.rows == 1 and not queue.withdraw(first)
+    (batch,) = queue.push(Request("c", 0.2), 0.2) + queue.push(Request("d", 0.3), 0.3)
+    assert [r.id for r in batch.requests] == ["b", "c", "d"] and batch.reason == "size"
+    queue.push(Request("e", 0.4), 0.4)
+    assert queue.withdraw(queue.pending[0]) and queue.next_wakeup() is None
 
 
 def test_the_breaker_opens_after_failures_in_a_row_and_recovers_through_one_trial() -> None:

@@ -78,12 +78,19 @@ async def open_loop(session: aiohttp.ClientSession, url: str, body: bytes, rate:
     return list(await asyncio.gather(*(one(t) for t in times)))
 
 
-async def test_three_times_capacity_for_20_s(tmp_path: Path) -> None:
+POLICIES = {
+    "fixed": ("--batch-size", "8", "--timeout-ms", "5", "--policy", "fixed"),
+    "adaptive": (),  # work-conserving on the pool, the largest batch the SLO allows
+}
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+async def test_three_times_capacity_for_20_s(tmp_path: Path, policy: str) -> None:
     model = heavy_model(tmp_path / "heavy.onnx")
-    gw = start_gateway(tmp_path, "--model", f"heavy={model}", "--workers", "1", "--threads", "1", "--batch-size", "8",
-                       "--timeout-ms", "5", "--policy", "fixed", "--slo-ms", str(SLO_S * 1e3), "--no-access-log")  # fmt: skip
+    gw = start_gateway(tmp_path, "--model", f"heavy={model}", "--workers", "1", "--threads", "1", *POLICIES[policy],
+                       "--slo-ms", str(SLO_S * 1e3), "--no-access-log")  # fmt: skip
     url = f"{gw.url}/v2/models/heavy/infer"
-    # Requests of 8 rows, batches of 8 rows: a request is a batch, and the client's and the
+    # Requests of 8 rows (with the fixed policy, a request is a batch): the client's and the
     # gateway's work per row served stays small beside the worker's (2 shared cores).
     body = {"inputs": [{"name": "x", "shape": [8, 256], "datatype": "FP32", "data": [0.5] * 8 * 256}]}
     try:

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batching import AdaptivePolicy, BatchQueue, FixedPolicy, Request, Target
-from batching.adaptive import pool_batch_limit
+from batching import AdaptivePolicy, BatchLimits, BatchQueue, FixedPolicy, Request, Target
+from batching.adaptive import pool_batch_limit, pool_hold
 from sim import SimResult, simulate
 
 from .test_sim_simulate import make_profile
@@ -21,6 +21,21 @@ from .test_sim_simulate import make_profile
 
 def request(i: int, at: float, size: int = 1) -> Request:
     return Request(id=str(i), arrival=at, size=size)
+
+
+class Held:
+    """Constant limits of any kind (FixedPolicy offers no hold)."""
+
+    name = "held"
+
+    def __init__(self, limits: BatchLimits) -> None:
+        self._limits = limits
+
+    def limits(self, now: float) -> BatchLimits:
+        return self._limits
+
+    def observe_arrival(self, now: float) -> None:
+        pass
 
 
 def test_idle_releases_the_open_batch_only_under_work_conserving_limits() -> None:
@@ -34,6 +49,29 @@ def test_idle_releases_the_open_batch_only_under_work_conserving_limits() -> Non
     (batch,) = greedy.idle(0.002)
     assert batch.reason == "idle" and [r.id for r in batch.requests] == ["0", "1"] and len(greedy) == 0
     assert greedy.next_wakeup() is None
+
+
+def test_a_hold_keeps_a_thin_batch_from_a_free_instance_until_it_fills_or_runs_out() -> None:
+    queue = BatchQueue(Held(BatchLimits(8, 1.0, work_conserving=True, idle_rows=3, hold_s=0.005)))
+    queue.push(request(0, 0.0), 0.0)
+    assert queue.next_wakeup() == 0.005, "the hold's end is a wakeup: the owner asks idle() then"
+    assert queue.idle(0.001) == []
+    (ran_out,) = queue.idle(0.005)
+    assert ran_out.reason == "idle" and len(ran_out.requests) == 1
+    for i in range(3):
+        queue.push(request(i, 0.01 + i * 1e-4), 0.01 + i * 1e-4)
+    (full,) = queue.idle(0.0103)
+    assert len(full.requests) == 3, "enough rows: no need to wait out the hold"
+
+
+def test_pool_hold_gathers_rows_only_when_the_load_needs_them() -> None:
+    service = [0.002 + 0.001 * b for b in range(1, 65)]  # s(1) = 3 ms
+    assert pool_hold(service, 100.0, 0.5, 64, 0.05) == (1, 0.0), "0.3 of an instance: nothing held"
+    rows, hold = pool_hold(service, 400.0, 0.5, 64, 0.05)
+    assert rows > 1 and 400.0 * service[rows - 1] / rows <= 0.5 and hold == pytest.approx((rows - 1) / 400.0)
+    assert 400.0 * service[rows - 2] / (rows - 1) > 0.5, "the fewest rows that do"
+    assert pool_hold(service, 400.0, 0.5, 64, 0.001)[1] == 0.001, "never beyond the SLO's slack"
+    assert pool_hold(service, 0.0, 0.5, 64, 0.05) == (1, 0.0)
 
 
 def test_pool_batch_limit_fits_two_batches_and_the_overhead_in_the_budget() -> None:

@@ -34,17 +34,17 @@ from .tuner import Choice, Target, TuneResult, tune_coarse_to_fine
 def pool_hold(service_s: Sequence[float], rate: float, utilization: float, max_size: int, slack_s: float) -> tuple[int, float]:
     """How far a work-conserving pool holds the open batch back at arrival `rate`: the
     fewest rows b (up to `max_size`) whose batches keep an instance busy at most
-    `utilization` of the time (rate x s(b) / b), and the expected time to gather them,
-    at most `slack_s`. At low load (1, 0.0): every request goes at once. The instance
+    `utilization` of the time (rate x s(b) / b) or, where none does, come within 10% of
+    the cheapest rows; and the expected time to gather them, at most `slack_s`. At low load (1, 0.0): every request goes at once. The instance
     and the gateway share the machine's CPU, and each batch costs both of them a hop:
     batches of one row at high load would take the CPU that fuller ones leave free."""
     if rate <= 0:
         return 1, 0.0
-    rows = max_size
-    for b in range(1, max_size + 1):
-        if rate * float(service_s[b - 1]) / b <= utilization:
-            rows = b
-            break
+    per_row = [float(service_s[b - 1]) / b for b in range(1, max_size + 1)]
+    # Where no batch gets there (a model batching barely helps), the fewest rows within
+    # 10% of the cheapest per row: holding longer would cost latency for next to nothing.
+    enough = max(utilization / rate, 1.1 * min(per_row))
+    rows = next(b for b, cost in enumerate(per_row, start=1) if cost <= enough)
     return rows, min((rows - 1) / rate, max(0.0, slack_s))
 
 

@@ -72,6 +72,9 @@ def test_pool_hold_gathers_rows_only_when_the_load_needs_them() -> None:
     assert 400.0 * service[rows - 2] / (rows - 1) > 0.5, "the fewest rows that do"
     assert pool_hold(service, 400.0, 0.5, 64, 0.001)[1] == 0.001, "never beyond the SLO's slack"
     assert pool_hold(service, 0.0, 0.5, 64, 0.05) == (1, 0.0)
+    flat = [0.0016, 0.00257, 0.0036, 0.0046, 0.0057, 0.0068, 0.0079, 0.0088]  # a CNN: batching barely pays
+    rows, hold = pool_hold(flat, 565.0, 0.5, 8, 0.035)
+    assert rows == 3 and hold == pytest.approx(2 / 565.0), "within 10% of the cheapest rows, not the most"
 
 
 def test_pool_batch_limit_fits_two_batches_and_the_overhead_in_the_budget() -> None:

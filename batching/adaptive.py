@@ -16,7 +16,9 @@ spends the user's latency. The policy then releases a batch whenever an instance
 free (`BatchLimits.work_conserving`), and batches grow with the load by themselves:
 while every instance is busy, arrivals gather into the next batch. What is left to
 choose is the largest batch the SLO allows (`pool_batch_limit`), which bounds the
-wait of a request that arrives just after a full batch started. No tuner runs.
+wait of a request that arrives just after a full batch started, and, at high load
+only, how far a thin batch is held back from a free instance (`pool_hold`, from the
+measured rate). No tuner runs.
 """
 
 from __future__ import annotations
@@ -35,9 +37,10 @@ def pool_hold(service_s: Sequence[float], rate: float, utilization: float, max_s
     """How far a work-conserving pool holds the open batch back at arrival `rate`: the
     fewest rows b (up to `max_size`) whose batches keep an instance busy at most
     `utilization` of the time (rate x s(b) / b) or, where none does, come within 10% of
-    the cheapest rows; and the expected time to gather them, at most `slack_s`. At low load (1, 0.0): every request goes at once. The instance
-    and the gateway share the machine's CPU, and each batch costs both of them a hop:
-    batches of one row at high load would take the CPU that fuller ones leave free."""
+    the cheapest rows; and the expected time to gather them, at most `slack_s`. At low
+    load that is (1, 0.0): every request goes at once. The instances and the gateway
+    share the machine's CPU, and each batch costs both of them a hop: batches of one
+    row at high load would take the CPU that fuller ones leave free."""
     if rate <= 0:
         return 1, 0.0
     per_row = [float(service_s[b - 1]) / b for b in range(1, max_size + 1)]

@@ -16,26 +16,12 @@ from batching import AdaptivePolicy, BatchLimits, BatchQueue, FixedPolicy, Reque
 from batching.adaptive import pool_batch_limit, pool_hold
 from sim import SimResult, simulate
 
+from .test_deadline_closing import SwitchingPolicy
 from .test_sim_simulate import make_profile
 
 
 def request(i: int, at: float, size: int = 1) -> Request:
     return Request(id=str(i), arrival=at, size=size)
-
-
-class Held:
-    """Constant limits of any kind (FixedPolicy offers no hold)."""
-
-    name = "held"
-
-    def __init__(self, limits: BatchLimits) -> None:
-        self._limits = limits
-
-    def limits(self, now: float) -> BatchLimits:
-        return self._limits
-
-    def observe_arrival(self, now: float) -> None:
-        pass
 
 
 def test_idle_releases_the_open_batch_only_under_work_conserving_limits() -> None:
@@ -52,7 +38,8 @@ def test_idle_releases_the_open_batch_only_under_work_conserving_limits() -> Non
 
 
 def test_a_hold_keeps_a_thin_batch_from_a_free_instance_until_it_fills_or_runs_out() -> None:
-    queue = BatchQueue(Held(BatchLimits(8, 1.0, work_conserving=True, idle_rows=3, hold_s=0.005)))
+    # Limits of any kind: FixedPolicy offers no hold.
+    queue = BatchQueue(SwitchingPolicy(BatchLimits(8, 1.0, work_conserving=True, idle_rows=3, hold_s=0.005)))
     queue.push(request(0, 0.0), 0.0)
     assert queue.next_wakeup() == 0.005, "the hold's end is a wakeup: the owner asks idle() then"
     assert queue.idle(0.001) == []

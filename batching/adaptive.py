@@ -129,17 +129,14 @@ class AdaptivePolicy:
         """The model to tune for, when a re-tune is due and the traffic has moved; else None.
         Never on a work-conserving pool: its batches follow the load without a tuner; its
         hold (`pool_hold`) is refreshed here from the measured rate, every second at most."""
-        if self.work_conserving:
-            changed = self.estimator.changes != self._changes_seen
-            if now >= self._next_check or changed:
-                self._next_check, self._changes_seen = now + min(self.retune_s, 1.0), self.estimator.changes
-                self._refresh_hold(now)
-            return None
         changed = self.estimator.changes != self._changes_seen
         if now < self._next_check and not changed:
             return None
-        self._next_check = now + self.retune_s
+        self._next_check = now + (min(self.retune_s, 1.0) if self.work_conserving else self.retune_s)
         self._changes_seen = self.estimator.changes
+        if self.work_conserving:
+            self._refresh_hold(now)
+            return None
         fit = self.estimator.model(now)
         if fit is None:
             return None

@@ -255,17 +255,20 @@ class ModelRunner:
         batches = self.queue.poll(now)
         for batch in batches:
             batch.tags["planned"] = due  # its lateness counts as overrun
-        self._accept(batches)
-        self._dispatch(at=now)  # a hold may have run out while an instance is free
+        self._enqueue(batches)
+        self._dispatch(at=now)  # and a hold may have run out while an instance is free
         self._arm_timer()
 
     def _accept(self, batches: list[Batch]) -> None:
         if batches:
-            for batch in batches:
-                self.metrics.batches_closed(batch.reason).inc()
-            for batch in batches:
-                self._ready.add(batch)
+            self._enqueue(batches)
             self._dispatch()
+
+    def _enqueue(self, batches: list[Batch]) -> None:
+        """Closed batches join the backlog, counted by why they closed."""
+        for batch in batches:
+            self.metrics.batches_closed(batch.reason).inc()
+            self._ready.add(batch)
 
     def _dispatch(self, at: float = 0.0) -> None:
         """Send closed batches to free instances, and the open batch too when the policy
@@ -279,15 +282,13 @@ class ModelRunner:
             if batch is None:
                 # Nothing closed waits: a free instance takes the open batch now, when the
                 # policy is work-conserving (`BatchQueue.idle`).
-                if self.placer is not None or not len(self.queue) or not self._free(instances, now):
+                if self.placer is not None or not len(self.queue) or not any(i.accepts(now) for i in instances):
                     break
                 idle = self.queue.idle(max(now, at))
                 if not idle:
                     break
                 released = True
-                for closed in idle:
-                    self.metrics.batches_closed(closed.reason).inc()
-                    self._ready.add(closed)
+                self._enqueue(idle)
                 continue
             if self.placer is not None:
                 chosen = self.placer.choose(batch, now)
@@ -315,11 +316,6 @@ class ModelRunner:
             # past the grace, answer rather than let clients wait out their deadlines.
             self._outage = self._loop.call_later(self.outage_grace_s, self._end_of_grace)
         self._check_idle()
-
-    @staticmethod
-    def _free(instances: list[Instance], now: float) -> bool:
-        """Could an instance take a batch now?"""
-        return any(i.healthy and i.inflight < i.max_inflight and i.breaker.allows(now, i.inflight) for i in instances)
 
     def _end_of_grace(self) -> None:
         self._outage = None

@@ -297,7 +297,11 @@ class QueueTimer:
     def timer_due(self) -> None:
         self.timer = None
         self.batches_closed(self.queue.poll(self.engine.now))
+        self.offer_idle()  # a hold may have run out while a slot is free
         self.rearm()
+
+    def offer_idle(self) -> None:
+        """A slot may be free to take the open batch (`BatchQueue.idle`); drivers with slots say."""
 
     def rearm(self) -> None:
         due = self.queue.next_wakeup()
@@ -392,12 +396,6 @@ class _EventRun(QueueTimer):
         else:
             self.offer_idle()
             self.rearm()
-
-    def timer_due(self) -> None:
-        self.timer = None
-        self.batches_closed(self.queue.poll(self.engine.now))
-        self.offer_idle()  # a hold may have run out while a slot is free
-        self.rearm()
 
     def offer_idle(self) -> None:
         """A slot is free and no closed batch waits: the queue may release its open batch

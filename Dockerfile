@@ -17,7 +17,7 @@ RUN pip install --no-cache-dir . && rm -rf /root/.cache
 
 USER sluice
 # Build the demo model at image build time, so the first start needs nothing.
-RUN python -c "from backends.demo import demo_model_path; print(demo_model_path())"
+RUN python -c "from backends.worker.demo import demo_model_path; print(demo_model_path())"
 
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \

@@ -2,14 +2,14 @@
 (and `sluice faas-emulator`, a local stand-in for Lambda), and their pools."""
 
 from .base import Backend, BackendError, BackendUnavailable
-from .demo import DEMO_NAME, build_demo_model, demo_model_path
+from .worker.demo import DEMO_NAME, build_demo_model, demo_model_path
 from .faas_pool import FaasPool
 from .http_v2 import HttpV2Backend, Transport
 from .lambda_backend import FaasThrottled, InvocationReport, LambdaBackend, Report
 from .local_pool import LocalWorkerPool
 from .metadata import ModelMetadata, TensorSpec
 from .oip import InferRequest, ProtocolError, decode_request, decode_response, encode_request, encode_response
-from .membership import Membership
+from .worker.membership import Membership
 from .mixed_pool import MixedPool
 from .pool import Instance, Pool, ScalablePool, UpstreamPool, scalable
 from .registered_pool import RegisteredPool

@@ -28,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from backends.demo import demo_model_path  # noqa: E402
+from backends.worker.demo import demo_model_path  # noqa: E402
 
 # (requests per second, seconds): quiet, a burst, quiet long enough for the pool to shrink, again.
 PHASES = ((20.0, 15.0), (300.0, 10.0), (20.0, 30.0), (300.0, 8.0), (20.0, 25.0))

@@ -30,7 +30,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from batching import FixedPolicy  # noqa: E402
-from backends.demo import demo_model_path  # noqa: E402
+from backends.worker.demo import demo_model_path  # noqa: E402
 from scheduler.keepwarm import KeepWarmPolicy  # noqa: E402
 from sim import ServiceProfile, read_trace, simulate  # noqa: E402
 

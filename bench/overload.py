@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from loadgen import run_load  # noqa: E402
 
-from backends.demo import demo_model_path  # noqa: E402
+from backends.worker.demo import demo_model_path  # noqa: E402
 from tests.test_overload import heavy_model  # noqa: E402
 
 # model:workers:rows:slo_ms

@@ -30,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loadgen import run_load  # noqa: E402
 
-from backends.demo import demo_model_path  # noqa: E402
+from backends.worker.demo import demo_model_path  # noqa: E402
 
 P99_TARGET_MS = 50.0
 DEFAULT_RATES = "50,200,500,750,1000,1250,1500,1750,2000,2500,3000,3500,4000,4500,5000,5500,6000,7000,8000"

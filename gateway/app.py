@@ -25,14 +25,13 @@ from backends.oip import HEADER_LENGTH
 from backends.registered_pool import RegisteredPool
 
 from . import admin
-from .cluster import Cluster, default_replica_id
 from .codec import check_outputs, decode_v1, encode_v1, error_response, validate_inputs
 from .config import GatewayConfig, ModelConfig
 from .lag import LoopLag
 from .metrics import Metrics
+from .replicas import Cluster, MemoryState, StateStore, default_replica_id
 from .runner import RequestFailed
 from .served import ServedModel, make_pool, registry_of, start_model
-from .state import MemoryState, StateStore
 
 log = logging.getLogger("sluice.gateway")
 access = logging.getLogger("sluice.access")
@@ -66,7 +65,7 @@ class Gateway:
     def _make_cluster(self) -> Cluster:
         state = self.config.state
         if state.url:
-            from .redis_state import RedisState
+            from .replicas.redis_state import RedisState
 
             store: StateStore = RedisState(state.url, prefix=state.prefix)
         else:

@@ -7,8 +7,9 @@ import logging
 import sys
 from typing import Any
 
-from backends import aio, worker
-from backends.demo import demo_model_path
+from backends import aio
+from backends.worker import server as worker
+from backends.worker.demo import demo_model_path
 from backends.faas_emulator import cli as faas_cli
 from sim import cli as sim_cli
 from sim import tune as tune_cli

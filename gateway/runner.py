@@ -31,7 +31,7 @@ from batching.types import earliest_deadline
 from batching.overrun import OverrunTracker
 from scheduler import pick_instance
 
-from .backlog import Backlog
+from scheduler import Backlog
 from .metrics import ModelMetrics
 
 log = logging.getLogger("sluice.runner")

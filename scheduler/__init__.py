@@ -4,6 +4,7 @@ hybrid scheduler, baselines, forecasters, and keeping FaaS environments warm.
 Like `batching/`, nothing here does I/O or reads a clock.
 """
 
+from .backlog import Backlog
 from .baselines import BUILT_IN, FaasOnly, Mark, PoolOnly, load_scheduler
 from .forecast import Ewma, Holt, Seasonal
 from .hybrid import HybridScheduler
@@ -12,6 +13,7 @@ from .placement import InstanceState, pick_instance
 from .types import ArrivalView, FaasView, InstanceView, Placement, PoolPlan, Prices, Scheduler, View, batch_deadline
 
 __all__ = [
+    "Backlog",
     "BUILT_IN",
     "ArrivalView",
     "Ewma",

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
-from backends.demo import demo_model_path
+from backends.worker.demo import demo_model_path
 
 _START_TIMEOUT_S = 60.0
 

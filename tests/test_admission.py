@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from backends.breaker import CircuitBreaker
 from batching import Batch, BatchQueue, FixedPolicy, Request
 from batching.admission import ServiceMeter, admit
-from gateway.backlog import Backlog
+from scheduler import Backlog
 
 
 @settings(max_examples=60, deadline=None)

@@ -11,10 +11,10 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
-import backends.demo as demo
-from backends.demo import build_demo_model, demo_model_path
+import backends.worker.demo as demo
+from backends.worker.demo import build_demo_model, demo_model_path
 from backends.metadata import ModelMetadata, TensorSpec
-from backends.onnx_model import OnnxModel
+from backends.worker.onnx_model import OnnxModel
 
 FILE_NAME = "demo-mlp-v1.onnx"
 

@@ -15,7 +15,7 @@ import aiohttp
 import numpy as np
 import pytest
 
-from gateway.cluster import RATE_WINDOW_S
+from gateway.replicas import RATE_WINDOW_S
 
 from .conftest import GatewayProcess, start_gateway
 from .redis_server import RedisServer

@@ -13,10 +13,11 @@ import pytest
 from hypothesis import given, strategies as st
 
 from backends.registered_pool import RegisteredPool
-from gateway.cluster import RATE_WINDOW_S, Cluster, faas_demand, split_budget
+from gateway.replicas import RATE_WINDOW_S, Cluster
+from scheduler.budget import faas_demand, split_budget
 from gateway.metrics import Metrics
-from gateway.redis_state import RedisState
-from gateway.state import MemoryState, StateUnavailable
+from gateway.replicas.redis_state import RedisState
+from gateway.replicas import MemoryState, StateUnavailable
 
 from .conftest import until
 

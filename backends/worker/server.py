@@ -23,9 +23,9 @@ import sys
 
 from aiohttp import web
 
-from . import aio
+from .. import aio
 from .membership import Membership
-from .oip import HEADER_LENGTH, ProtocolError, decode_request, encode_response
+from ..oip import HEADER_LENGTH, ProtocolError, decode_request, encode_response
 from .onnx_model import OnnxModel
 
 log = logging.getLogger("sluice.worker")
@@ -141,6 +141,3 @@ def run(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s worker %(levelname)s %(message)s")
     aio.run(serve(args))
 
-
-if __name__ == "__main__":
-    main()

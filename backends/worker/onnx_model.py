@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .metadata import ModelMetadata, TensorSpec
-from .oip import ProtocolError
+from ..metadata import ModelMetadata, TensorSpec
+from ..oip import ProtocolError
 
 
 class OnnxModel:

@@ -1,4 +1,4 @@
-# Everything a fresh machine with Python 3.11 needs: `make run`, `make test`.
+# Everything a fresh machine with Python 3.11 needs: `make run`, `make test` (or `make test-unit`, `make test-e2e`).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install run test bench demo clean
+.PHONY: install run test test-unit test-e2e bench demo clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,12 @@ run: install  ## serve the demo model on http://127.0.0.1:8000
 
 test: install  ## the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: install  ## the unit tests alone (tests/unit): in process, no child processes or sockets; fast
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+test-e2e: install  ## the end-to-end tests alone (tests/e2e): real gateway, worker, emulator and Redis processes on 127.0.0.1
+	$(BIN)/python -m pytest tests/e2e $(PYTEST_ARGS)
 
 bench: install  ## the latency/throughput sweep of bench/
 	$(BIN)/python bench/sweep.py $(ARGS)

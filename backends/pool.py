@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import aiohttp
 
 from .base import Backend
-from .breaker import CircuitBreaker
 from .http_v2 import HttpV2Backend
 from .wire import AiohttpTransport
 
@@ -25,7 +24,9 @@ log = logging.getLogger("sluice.pool")
 
 @dataclass(eq=False)
 class Instance:
-    """One instance of a pool, with the bookkeeping placement decisions read."""
+    """One instance of a pool. The pool owns whether it is healthy and how many batches it
+    takes at once; the dispatch core (`scheduler.Dispatcher`) owns the rest: what is in
+    flight on it, when it was last used, and its circuit breaker."""
 
     backend: Backend
     max_inflight: int = 1
@@ -34,15 +35,10 @@ class Instance:
     healthy: bool = False
     last_dispatch: float = float("-inf")
     dispatched: int = 0
-    breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
 
     @property
     def name(self) -> str:
         return self.backend.name
-
-    def accepts(self, now: float) -> bool:
-        """Healthy, with room, and not shut off by its circuit breaker."""
-        return self.healthy and self.inflight < self.max_inflight and self.breaker.allows(now, self.inflight)
 
 
 class Pool(Protocol):

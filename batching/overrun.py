@@ -13,8 +13,6 @@ queue and the tuner use.
 
 from __future__ import annotations
 
-from collections import deque
-
 import numpy as np
 
 
@@ -26,21 +24,25 @@ class OverrunTracker:
         if not 0 < quantile < 1 or window < 1:
             raise ValueError("need 0 < quantile < 1 and a positive window")
         self.quantile, self.minimum, self.ceiling_s = quantile, minimum, ceiling_s
-        self._recent: deque[tuple[float, int]] = deque(maxlen=window)
+        # A ring of the last `window` (overrun, requests): its order does not matter to a quantile.
+        self._values, self._weights = np.zeros(window), np.zeros(window)
+        self._count = self._next = 0
 
     def __len__(self) -> int:
-        return len(self._recent)
+        return self._count
 
     def record(self, overrun_s: float, requests: int = 1) -> None:
-        self._recent.append((overrun_s, max(1, requests)))
+        self._values[self._next], self._weights[self._next] = overrun_s, max(1, requests)
+        self._next = (self._next + 1) % len(self._values)
+        self._count = min(self._count + 1, len(self._values))
 
     def allowance(self) -> float:
         """The extra time to allow for: the quantile of recent overruns, never below 0 nor
         above `ceiling_s` (an overrun that large is an outage, not noise); 0 until
         `minimum` batches have been seen."""
-        if len(self._recent) < self.minimum:
+        if self._count < self.minimum:
             return 0.0
-        values, weights = np.array(self._recent).T
+        values, weights = self._values[: self._count], self._weights[: self._count]
         order = np.argsort(values)
         share = np.cumsum(weights[order]) / weights.sum()
         value = float(values[order][min(int(np.searchsorted(share, self.quantile)), len(values) - 1)])

@@ -93,6 +93,10 @@ def main(argv: list[str] | None = None) -> None:
     faas_cli.add_arguments(sub.add_parser("faas-emulator", help="a local AWS Lambda Invoke API running ONNX functions"))
     profile_cmd.add_arguments(sub.add_parser("profile", help="measure a backend's batch times; write a service profile"))
     args = parser.parse_args(argv)
+    if args.command == "sim" and args.config:
+        from . import simulated
+
+        sys.exit(simulated.run(args))
     if args.command == "sim":
         sys.exit(sim_cli.run(args, policy_factory=tune_cli.adaptive_policy))
     if args.command == "tune":

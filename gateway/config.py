@@ -43,6 +43,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from scheduler import Prices
+
 POLICIES = ("fixed", "none", "adaptive")
 
 
@@ -70,10 +72,14 @@ class FaasConfig:
     price_per_request: float = 0.0000002
     keep_warm: bool = False  # ping environments warm when the idle-time histogram expects a batch
     keep_alive_s: float = 600.0  # how long the provider keeps an idle environment (AWS: unpublished, minutes)
+    cold_start_ms: float = 1000.0  # what a cold environment adds, as the scheduler expects it
+    overhead_ms: float = 0.0  # what an invocation adds beyond the measured s(b) (the measure includes the round trip)
 
     def check(self, model: str) -> None:
         if not self.function:
             raise ConfigError(f"model {model!r}: [faas] needs a function name")
+        if self.cold_start_ms < 0 or self.overhead_ms < 0:
+            raise ConfigError(f"model {model!r}: [faas] cold_start_ms and overhead_ms must not be negative")
         if self.memory_mb < 128 or self.concurrency < 1 or self.timeout_s <= 0 or self.keep_alive_s <= 0:
             raise ConfigError(
                 f"model {model!r}: [faas] memory_mb >= 128, concurrency >= 1, timeout_s > 0 and keep_alive_s > 0"
@@ -83,9 +89,13 @@ class FaasConfig:
         if self.endpoint_url is not None and not self.endpoint_url.startswith(("http://", "https://")):
             raise ConfigError(f"model {model!r}: [faas] endpoint_url {self.endpoint_url!r} is not an http(s) URL")
 
+    @property
+    def prices(self) -> Prices:
+        return Prices(faas_per_gb_s=self.price_per_gb_s, faas_per_request=self.price_per_request, faas_memory_mb=self.memory_mb)
+
     def batch_cost(self, billed_ms: float) -> float:
-        """One invocation's bill: billed duration (whole ms) x memory, plus the request."""
-        return billed_ms / 1000.0 * self.memory_mb / 1024.0 * self.price_per_gb_s + self.price_per_request
+        """One invocation's bill (`Prices.faas_bill`, the one formula)."""
+        return self.prices.faas_bill(billed_ms)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,13 @@
   update, as on AWS) and timing the first invocation. With `--memory-mb 1024,2048`
   each memory size is set in turn and measured.
 
-The result follows DESIGN.md's profile contract, with measured tables (`batch_ms`).
+- `--config FILE [--model NAME]`: every backend the config names for the model (its
+  local workers, or its first upstream, and its function), with the config's prices,
+  into one profile: what `sluice sim --config FILE` needs to simulate that model.
+
+Batch times are measured as the gateway measures them (`backends.profiling`); the
+result follows DESIGN.md's profile contract, with measured tables (`batch_ms`), and is
+checked by the same parser `sluice sim` reads it with (`sim.profiles`).
 """
 
 from __future__ import annotations
@@ -20,7 +26,6 @@ import asyncio
 import json
 import statistics
 import sys
-import time
 import uuid
 from typing import Any
 
@@ -29,14 +34,20 @@ from botocore.exceptions import BotoCoreError, ClientError
 from backends import AiohttpTransport, BackendError, HttpV2Backend, LocalWorkerPool
 from backends.lambda_backend import InvocationReport, LambdaBackend
 from backends.pool import new_session
-from backends.profiling import synthetic_inputs
+from backends.profiling import measure_batch_times, synthetic_inputs
+from sim.profiles import ServiceProfile
+
+from .config import load as load_config
+from .simulated import pick_model
 
 TARGETS = ("worker", "faas", "upstream")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--target", choices=TARGETS, required=True)
-    parser.add_argument("--model", metavar="PATH.onnx", help="worker: the model to start a worker for")
+    parser.add_argument("--target", choices=TARGETS, help="what to measure (or --config)")
+    parser.add_argument("--config", metavar="FILE", help="measure every backend of a model as `sluice serve --config FILE` runs it")
+    parser.add_argument("--model", metavar="PATH.onnx|NAME", help="worker: the model to start a worker for; "
+                        "with --config: the model's name in it (needed if it has several)")
     parser.add_argument("--threads", type=int, default=1, help="worker: onnxruntime threads (default 1)")
     parser.add_argument("--url", help="upstream: the server's base URL")
     parser.add_argument("--model-name", help="upstream: the model's name on the server")
@@ -45,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--region", help="faas: AWS region (default: boto3's chain)")
     parser.add_argument("--memory-mb", help="faas: memory sizes to set and measure in turn, e.g. 1024,2048")
     parser.add_argument("--cold-starts", type=int, default=3, help="faas: cold starts to time (default 3)")
-    parser.add_argument("--batch-sizes", default="1,2,4,8,16,32", help="comma-separated (default 1,2,4,8,16,32)")
+    parser.add_argument("--batch-sizes", help="comma-separated (default 1,2,4,8,16,32; with --config the gateway's 1,2,4,...,64)")
     parser.add_argument("--repeats", type=int, default=7, help="timed calls per batch size (median; default 7)")
     parser.add_argument("--name", help="the profile's name (default: the model or function)")
     parser.add_argument("--price-per-hour", type=float, default=0.085, help="worker/upstream: instance price")
@@ -67,20 +78,31 @@ def _sizes(text: str, flag: str) -> list[int]:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        sizes = _sizes(args.batch_sizes, "--batch-sizes")
+        default = "1,2,4,8,16,32,64" if args.config else "1,2,4,8,16,32"
+        sizes = _sizes(args.batch_sizes or default, "--batch-sizes")
         if len(sizes) < 2:
             raise ValueError("--batch-sizes needs at least two sizes (a profile's curve needs two points)")
         if args.repeats < 1 or args.cold_starts < 0:
             raise ValueError("--repeats must be at least 1 and --cold-starts not negative")
+        if args.config:
+            profile = asyncio.run(_measure_config(args, sizes))
+            return _write(args, profile)
+        if args.target is None:
+            raise ValueError("give --target worker|upstream|faas, or --config FILE")
         needed = {"worker": ("model",), "upstream": ("url", "model_name"), "faas": ("function",)}[args.target]
         missing = [f"--{n.replace('_', '-')}" for n in needed if not getattr(args, n)]
         if missing:
             raise ValueError(f"--target {args.target} needs {' and '.join(missing)}")
         memories = _sizes(args.memory_mb, "--memory-mb") if args.memory_mb else []
         profile = asyncio.run(_measure(args, sizes, memories))
+        return _write(args, profile)
     except (ValueError, OSError, RuntimeError, BackendError, ClientError, BotoCoreError) as exc:
         print(f"sluice profile: {exc}", file=sys.stderr)
         return 2
+
+
+def _write(args: argparse.Namespace, profile: dict[str, Any]) -> int:
+    ServiceProfile.from_dict(profile)  # what `sluice sim` will read: refuse to write what it cannot
     text = json.dumps(profile, indent=None if args.json else 2)
     if args.output:
         with open(args.output, "w") as f:
@@ -123,19 +145,36 @@ async def _measure(args: argparse.Namespace, sizes: list[int], memories: list[in
 
 
 async def _warm_times(backend: Any, sizes: list[int], repeats: int) -> dict[str, float]:
-    """Median ms per batch size through the backend, after one warm-up call each."""
-    metadata = await backend.metadata()
-    result = {}
-    for size in sizes:
-        inputs = synthetic_inputs(metadata, size)
-        await backend.infer(inputs)
-        samples = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            await backend.infer(inputs)
-            samples.append(time.perf_counter() - started)
-        result[str(size)] = round(statistics.median(samples) * 1e3, 4)
-    return result
+    """Median ms per batch size through the backend, as the gateway measures s(b)."""
+    measured = await measure_batch_times(backend, await backend.metadata(), sizes, repeats)
+    return {str(size): round(seconds * 1e3, 4) for size, seconds in measured.items()}
+
+
+async def _measure_config(args: argparse.Namespace, sizes: list[int]) -> dict[str, Any]:
+    """One profile for a model of a config: its servers ('iaas') and its function ('faas')."""
+    config = load_config(args.config)
+    model = pick_model(config, args.model)
+    doc: dict[str, Any] = {"name": args.name or model.name}
+    if model.path or model.upstream:
+        servers = argparse.Namespace(
+            **{**vars(args), "target": "worker" if model.path else "upstream", "model": model.path,
+               "threads": model.worker_threads, "url": model.upstream[0] if model.upstream else None,
+               "model_name": model.name, "price_per_hour": model.instance_price_per_hour},
+        )  # fmt: skip
+        doc["iaas"] = (await _measure(servers, sizes, []))["iaas"]
+    elif model.registered:
+        print("sluice profile: registered servers are not known before they register; measure one with "
+              "--target upstream --url URL", file=sys.stderr)  # fmt: skip
+    if model.faas is not None:
+        f = model.faas
+        function = argparse.Namespace(
+            **{**vars(args), "function": f.function, "endpoint_url": f.endpoint_url, "region": f.region,
+               "price_per_gb_s": f.price_per_gb_s, "price_per_request": f.price_per_request},
+        )  # fmt: skip
+        doc["faas"] = (await _measure_faas(function, sizes, []))["faas"]
+    if "iaas" not in doc and "faas" not in doc:
+        raise ValueError(f"model {model.name!r}: nothing to measure")
+    return doc
 
 
 async def _measure_faas(args: argparse.Namespace, sizes: list[int], memories: list[int]) -> dict[str, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from dataclasses import dataclass
 
@@ -20,14 +19,14 @@ from batching import BatchPolicy, FixedPolicy, NoBatchingPolicy
 from batching.adaptive import AdaptivePolicy
 from batching.tuner import MAX_BATCH, Target
 
-from scheduler import HybridScheduler, Prices, Scheduler, load_scheduler
+from scheduler import Dispatcher, Fleet, FunctionSettings, HybridScheduler, Prices, Scheduler, load_scheduler
 from scheduler.keepwarm import KeepWarmPolicy
 
 from .config import FaasConfig, ModelConfig
 from .keepwarm import KeepWarmLoop
 from .metrics import Metrics, ModelMetrics
 from .retune import RetuneLoop
-from .scheduling import LivePlacer, PlanLoop
+from .scheduling import PlanLoop
 from .runner import ModelRunner
 
 log = logging.getLogger("sluice.gateway")
@@ -94,20 +93,31 @@ def registry_of(pool: Pool) -> RegisteredPool | None:
     return servers if isinstance(servers, RegisteredPool) else None
 
 
+class FunctionBill:
+    """Hears each invocation's REPORT line: the function's metrics, and its bill, which the
+    model's fleet keeps (`Fleet.faas_billed`) once it serves (before: the measurement's
+    invocations, priced by the same formula)."""
+
+    def __init__(self, faas: FaasConfig, metrics: ModelMetrics | None) -> None:
+        self.faas, self.metrics = faas, metrics
+        self.fleet: Fleet | None = None
+
+    def __call__(self, r: InvocationReport) -> None:
+        cost = 0.0
+        if r.billed_ms is not None:
+            cost = self.fleet.faas_billed(r.billed_ms) if self.fleet is not None else self.faas.prices.faas_bill(r.billed_ms)
+        if self.metrics is not None:
+            outcome = "ping" if r.ping else "ok" if r.ok else ("throttled" if r.billed_ms is None and r.throttles else "error")
+            self.metrics.faas_invocation(r.function, outcome, r.throttles, r.billed_ms, r.cold, cost)
+
+
 def make_lambda_backend(faas: FaasConfig, metrics: ModelMetrics | None) -> LambdaBackend:
-    """The function's backend; each invocation's REPORT line feeds the FaaS metrics and cost."""
-
-    def report(r: InvocationReport) -> None:
-        if metrics is None:
-            return
-        outcome = "ping" if r.ping else "ok" if r.ok else ("throttled" if r.billed_ms is None and r.throttles else "error")
-        cost = faas.batch_cost(r.billed_ms) if r.billed_ms is not None else 0.0
-        metrics.faas_invocation(r.function, outcome, r.throttles, r.billed_ms, r.cold, cost)
-
+    """The function's backend; each invocation's REPORT line feeds the FaaS metrics and bill."""
     keep_warm = KeepWarmPolicy(faas.keep_alive_s, cold_start_s=1.0) if faas.keep_warm else None
     return LambdaBackend(
         faas.function, region=faas.region, endpoint_url=faas.endpoint_url, qualifier=faas.qualifier,
-        timeout_s=faas.timeout_s, max_concurrency=faas.concurrency, on_report=report, keep_warm=keep_warm,
+        timeout_s=faas.timeout_s, max_concurrency=faas.concurrency, on_report=FunctionBill(faas, metrics),
+        keep_warm=keep_warm,
     )  # fmt: skip
 
 
@@ -130,55 +140,92 @@ async def make_adaptive_policy(config: ModelConfig, metadata: ModelMetadata, poo
         raise RuntimeError(f"model {config.name!r}: measuring service times failed: {exc}") from exc
     service = service_curve(measured, MAX_BATCH)
     log.info("measured service times", extra={"model": config.name, "ms": _ms(measured)})
+    return adaptive_for(config, service, inline=False)
+
+
+def adaptive_for(config: ModelConfig, service: np.ndarray, *, inline: bool) -> AdaptivePolicy:
+    """The adaptive policy for the SLO, from s(b) (measured live, or a profile's in
+    `sluice sim --config`): on a function, tuned to the cheapest (B, T) that meets it; on
+    a pool, work-conserving with the largest batch the SLO allows. `inline`: re-tune in
+    the caller (the simulator) rather than in the gateway's background solver."""
+    assert config.slo_ms is not None
     # The model covers the wait and the measured batch time (which includes the hop to
     # the worker, or the invocation); the gateway's own handling of the request is on top.
     if config.faas is not None:
         # A function bills each batch (its duration, at most the round trip measured here).
-        cost = np.array([config.faas.batch_cost(math.ceil(s * 1e3)) for s in service])
+        cost = np.asarray(config.faas.prices.faas_batch_cost(service), dtype=float)
         target = Target(f"faas-{config.faas.memory_mb}mb", service, cost, overhead_s=EDGE_ALLOWANCE_S,
                         memory_mb=config.faas.memory_mb)  # fmt: skip
-        return AdaptivePolicy([target], config.slo_ms / 1e3, config.percentile / 100.0, inline=False)
+        return AdaptivePolicy([target], config.slo_ms / 1e3, config.percentile / 100.0, inline=inline)
     # A pool is paid for whether it runs or idles: batches go whenever an instance is free.
     target = Target("pool", service, service.copy(), overhead_s=EDGE_ALLOWANCE_S)
-    return AdaptivePolicy([target], config.slo_ms / 1e3, config.percentile / 100.0, inline=False, work_conserving=True)
+    return AdaptivePolicy([target], config.slo_ms / 1e3, config.percentile / 100.0, inline=inline, work_conserving=True)
 
 
-async def make_placer(
-    config: ModelConfig, metadata: ModelMetadata, pool: MixedPool, policy: BatchPolicy, metrics: ModelMetrics | None = None
-) -> LivePlacer:
-    """The scheduler for a model with servers and a function, with s(b) measured on both.
-    Servers that have not joined yet (registered ones) are measured when the first does;
-    until then the function's curve stands in for theirs."""
-    assert config.faas is not None
+def make_fleet(config: ModelConfig, pool: Pool) -> Fleet:
+    """The core's view of the pool: servers (grown by the planner when they are local
+    workers) and the function, with the prices and the function's settings."""
+    servers: Pool | None = pool.servers if isinstance(pool, MixedPool) else None if isinstance(pool, FaasPool) else pool
+    faas = pool.faas if isinstance(pool, MixedPool) else pool if isinstance(pool, FaasPool) else None
+    settings = None
+    if config.faas is not None:
+        f = config.faas
+        settings = FunctionSettings(f.keep_alive_s, f.overhead_ms / 1e3, f.cold_start_ms / 1e3)
+    return Fleet(
+        (lambda: servers.instances) if servers is not None else (lambda: ()),
+        (lambda: faas.instances[0] if faas.instances else None) if faas is not None else (lambda: None),
+        prices=prices_of(config), function_settings=settings, max_instances=config.max_workers,
+    )  # fmt: skip
+
+
+def prices_of(config: ModelConfig) -> Prices:
+    faas = config.faas
+    return Prices(
+        instance_per_hour=config.instance_price_per_hour, instance_min_billed_s=config.instance_min_billed_s,
+        faas_per_gb_s=faas.price_per_gb_s if faas else Prices.faas_per_gb_s,
+        faas_per_request=faas.price_per_request if faas else Prices.faas_per_request,
+        faas_memory_mb=faas.memory_mb if faas else Prices.faas_memory_mb,
+    )  # fmt: skip
+
+
+def make_scheduler(config: ModelConfig) -> Scheduler:
+    if config.scheduler == "hybrid":
+        return HybridScheduler(
+            plan_interval_s=config.plan_interval_s, step_s=config.plan_interval_s, scale_in_after_s=config.scale_in_after_s
+        )
+    return load_scheduler(config.scheduler)
+
+
+def make_core(config: ModelConfig, policy: BatchPolicy, fleet: Fleet, scheduler: Scheduler | None = None,
+              pool_service=None, faas_service=None) -> Dispatcher:  # fmt: skip
+    """The model's dispatch core, as both `sluice serve` and `sluice sim --config` build it."""
+    return Dispatcher(
+        policy, fleet, name=config.name, scheduler=scheduler, slo_s=(config.slo_ms or 1000.0) / 1e3,
+        pool_service=pool_service, faas_service=faas_service, max_attempts=config.max_attempts,
+        max_pending=config.max_pending, outage_grace_s=config.unavailable_grace_s,
+    )  # fmt: skip
+
+
+async def measure_scheduled(
+    config: ModelConfig, metadata: ModelMetadata, pool: MixedPool, scheduler: Scheduler
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """s(b) on the function and on a server, for the scheduler. Servers that have not
+    joined yet (registered ones) are measured when the first does (None until then)."""
     try:
         on_function = await measure_batch_times(pool.faas.instances[0].backend, metadata)
         first = next((i for i in pool.servers.instances if i.healthy), None)
         on_server = await measure_batch_times(first.backend, metadata) if first is not None else None
     except (BackendError, IndexError) as exc:
         raise RuntimeError(f"model {config.name!r}: measuring service times failed: {exc}") from exc
-    if config.scheduler == "hybrid":
-        scheduler: Scheduler = HybridScheduler(
-            plan_interval_s=config.plan_interval_s, step_s=config.plan_interval_s, scale_in_after_s=config.scale_in_after_s
-        )
-    else:
-        scheduler = load_scheduler(config.scheduler)
-    faas = config.faas
-    prices = Prices(
-        instance_per_hour=config.instance_price_per_hour, instance_min_billed_s=config.instance_min_billed_s,
-        faas_per_gb_s=faas.price_per_gb_s, faas_per_request=faas.price_per_request, faas_memory_mb=faas.memory_mb,
-    )  # fmt: skip
     log.info("scheduler ready", extra={"model": config.name, "scheduler": getattr(scheduler, "name", config.scheduler),
                                        "server_ms": _ms(on_server) if on_server else None,
                                        "function_ms": _ms(on_function)})  # fmt: skip
-    function_curve = service_curve(on_function, MAX_BATCH)
-    placer = LivePlacer(
-        scheduler, pool, pool_service=service_curve(on_server, MAX_BATCH) if on_server else function_curve,
-        faas_service=function_curve, prices=prices, slo_s=(config.slo_ms or 1000.0) / 1e3,
-        batch_size=lambda: policy.limits(time.monotonic()).max_size, max_workers=config.max_workers,
-        keep_alive_s=faas.keep_alive_s, metrics=metrics,
-    )  # fmt: skip
-    placer.pool_measured = on_server is not None
-    return placer
+    return service_curve(on_function, MAX_BATCH), service_curve(on_server, MAX_BATCH) if on_server else None
+
+
+def curve_function(curve: np.ndarray):
+    """s(b) from a measured curve (indexed by b - 1; the last point beyond it)."""
+    return lambda b: float(curve[min(max(1, b), len(curve)) - 1])
 
 
 def _ms(measured: dict[int, float]) -> dict[str, float]:
@@ -218,15 +265,22 @@ async def start_model(config: ModelConfig, metrics: Metrics, pool: Pool | None =
             policy: BatchPolicy = await make_adaptive_policy(config, metadata, pool)
         else:
             policy = make_policy(config, metadata)
-        placer = await make_placer(config, metadata, pool, policy, model_metrics) if isinstance(pool, MixedPool) else None
+        scheduler = make_scheduler(config) if isinstance(pool, MixedPool) else None
+        curves = await measure_scheduled(config, metadata, pool, scheduler) if isinstance(pool, MixedPool) else None
     except BaseException:
         await pool.stop()
         raise
-    runner = ModelRunner(
-        config.name, policy, pool, model_metrics,
-        max_attempts=config.max_attempts, outage_grace_s=config.unavailable_grace_s, placer=placer,
-        max_pending=config.max_pending,
-    )  # fmt: skip
+    fleet = make_fleet(config, pool)
+    faas_pool = pool.faas if isinstance(pool, MixedPool) else pool
+    if isinstance(faas_pool, FaasPool) and isinstance(faas_pool.backend.on_report, FunctionBill):
+        faas_pool.backend.on_report.fleet = fleet
+    if curves is not None:
+        on_function, on_server = curves
+        pool_curve = curve_function(on_server if on_server is not None else on_function)
+        core = make_core(config, policy, fleet, scheduler, pool_curve, curve_function(on_function))
+    else:
+        core = make_core(config, policy, fleet)
+    runner = ModelRunner(core, pool, model_metrics)
     log.info(
         "model ready",
         extra={
@@ -235,10 +289,10 @@ async def start_model(config: ModelConfig, metrics: Metrics, pool: Pool | None =
         },
     )  # fmt: skip
     served = ServedModel(config, pool, metadata, runner)
-    if placer is not None:
-        served.plan = PlanLoop(config.name, placer, metadata)
+    if curves is not None:
+        assert isinstance(pool, MixedPool)
+        served.plan = PlanLoop(config.name, core, pool, metadata, model_metrics, servers_measured=curves[1] is not None)
         served.plan.start()
-    faas_pool = pool.faas if isinstance(pool, MixedPool) else pool
     if isinstance(faas_pool, FaasPool) and isinstance(faas_pool.backend.keep_warm, KeepWarmPolicy):
         served.keep_warm = KeepWarmLoop(faas_pool.backend.keep_warm, faas_pool.backend)
         served.keep_warm.start()

@@ -1,10 +1,19 @@
 """Placement of batches and planning of pools: the `Scheduler` interface, the cost-aware
-hybrid scheduler, baselines, forecasters, and keeping FaaS environments warm.
+hybrid scheduler, baselines, forecasters, keeping FaaS environments warm, and the dispatch
+core (`Dispatcher`: admission, the backlog, placement, retries, the pool's state and bill)
+that the gateway and the simulator both drive.
 
 Like `batching/`, nothing here does I/O or reads a clock.
 """
 
 from .backlog import Backlog
+from .breaker import CircuitBreaker
+from .budget import faas_demand, split_budget
+from .clock import Clock, CoreTimer
+from .actions import Actions, Failure, Send
+from .dispatch import Dispatcher
+from .environments import WarmEnvironments
+from .fleet import RATE_WINDOW_S, FunctionSettings, Fleet, Ledger, Seat
 from .baselines import BUILT_IN, FaasOnly, Mark, PoolOnly, load_scheduler
 from .forecast import Ewma, Holt, Seasonal
 from .hybrid import HybridScheduler
@@ -13,6 +22,21 @@ from .placement import InstanceState, pick_instance
 from .types import ArrivalView, FaasView, InstanceView, Placement, PoolPlan, Prices, Scheduler, View, batch_deadline
 
 __all__ = [
+    "CircuitBreaker",
+    "faas_demand",
+    "split_budget",
+    "Clock",
+    "CoreTimer",
+    "Actions",
+    "Dispatcher",
+    "Failure",
+    "Send",
+    "WarmEnvironments",
+    "RATE_WINDOW_S",
+    "FunctionSettings",
+    "Fleet",
+    "Ledger",
+    "Seat",
     "Backlog",
     "BUILT_IN",
     "ArrivalView",

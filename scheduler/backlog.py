@@ -69,6 +69,12 @@ class Backlog:
             return self._batches[0]
         return max(self._batches, key=priority_of)  # the first of the highest priority
 
+    def ordered(self) -> list[Batch]:
+        """The waiting batches in the order they go: highest priority first, then as they closed."""
+        if not self._prioritised:
+            return list(self._batches)
+        return sorted(self._batches, key=lambda b: -priority_of(b))  # stable: closing order within a priority
+
     def pop(self, batch: Batch) -> None:
         """`batch` is being sent: it no longer waits."""
         if self._batches[0] is batch:

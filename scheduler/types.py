@@ -16,11 +16,22 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
+
+import numpy as np
 
 from batching import Batch
 
 ServiceTime = Callable[[int], float]  # batch size -> seconds
+
+
+def billed_ms(seconds: Any) -> Any:
+    """A duration as the provider bills it: whole milliseconds, at least one. Float noise is
+    rounded away first (0.007 s is 7 ms, not 8)."""
+    if isinstance(seconds, float | int):
+        return float(max(1, math.ceil(round(seconds * 1000.0, 6))))
+    ms = np.maximum(np.ceil(np.round(np.asarray(seconds, dtype=float) * 1000.0, 6)), 1.0)
+    return float(ms) if ms.ndim == 0 else ms
 
 
 @dataclass(frozen=True)
@@ -33,10 +44,15 @@ class Prices:
     faas_per_request: float = 0.0000002
     faas_memory_mb: int = 1024
 
-    def faas_batch_cost(self, service_s: float) -> float:
-        """One invocation: billed duration (whole ms) x memory, plus the request."""
-        billed_s = max(1, math.ceil(service_s * 1000.0 - 1e-9)) / 1000.0
-        return billed_s * self.faas_memory_mb / 1024.0 * self.faas_per_gb_s + self.faas_per_request
+    def faas_batch_cost(self, service_s: Any) -> Any:
+        """One invocation that runs `service_s` (or an array of them): billed in whole milliseconds."""
+        return self.faas_bill(billed_ms(service_s))
+
+    def faas_bill(self, billed_ms: Any) -> Any:
+        """One invocation's bill: billed duration x memory, plus the request. The one
+        formula of the function's bill (the gateway prices each REPORT line with it, the
+        simulator each simulated invocation)."""
+        return billed_ms / 1000.0 * self.faas_memory_mb / 1024.0 * self.faas_per_gb_s + self.faas_per_request
 
     @property
     def instance_per_s(self) -> float:

@@ -30,8 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--arrivals", metavar="SPEC", help="synthetic arrivals: poisson:rate=R, mmpp2:rates=R1,R2;switch=S1,S2, map:D0=a,b,c,d;D1=e,f,g,h, gamma:rate=R,cv=C, diurnal:rate=R,amplitude=A,period=P[,burst=B,every=E,length=L]")
     parser.add_argument("--duration", type=float, metavar="S", help="seconds of synthetic arrivals (required with --arrivals); with --trace, only its first S seconds")
     parser.add_argument("--profile", required=True, metavar="FILE", help="service profile JSON (service times and prices)")
-    parser.add_argument("--slo-ms", type=float, required=True, help="latency objective in milliseconds")
-    parser.add_argument("--percentile", type=float, default=99.0, help="the latency percentile the SLO is about (default 99)")
+    parser.add_argument("--config", metavar="FILE", help="simulate a model as `sluice serve --config FILE` would serve it: "
+                        "its policy, SLO, admission, pool, function, scheduler and prices (the options below are then ignored)")
+    parser.add_argument("--model", metavar="NAME", help="with --config: the model to simulate (needed if it has several)")
+    parser.add_argument("--slo-ms", type=float, help="latency objective in milliseconds (required without --config)")
+    parser.add_argument("--percentile", type=float, help="the latency percentile the SLO is about (default 99, or the model's)")
     parser.add_argument("--policy", choices=POLICIES, default="fixed", help="batching policy (default fixed)")
     parser.add_argument("--batch-size", type=int, default=32, help="fixed policy: largest batch (default 32)")
     parser.add_argument("--timeout-ms", type=float, default=5.0, help="fixed policy: longest wait of a batch's oldest request (default 5)")
@@ -100,6 +103,10 @@ def _check(args: argparse.Namespace, policy_factory: PolicyFactory | None) -> st
         return "--arrivals needs --duration SECONDS"
     if args.duration is not None and not (math.isfinite(args.duration) and args.duration > 0):
         return f"--duration must be a positive number of seconds, got {args.duration:g}"
+    if args.slo_ms is None:
+        return "--slo-ms is required (or --config FILE)"
+    if args.percentile is None:
+        args.percentile = 99.0
     if not (math.isfinite(args.slo_ms) and args.slo_ms > 0):
         return f"--slo-ms must be positive, got {args.slo_ms:g}"
     if not 0 < args.percentile <= 100:

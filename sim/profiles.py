@@ -17,6 +17,8 @@ from typing import Any, overload
 
 import numpy as np
 
+from scheduler import Prices
+
 
 class ProfileError(ValueError):
     """A service profile that cannot be used, with the reason."""
@@ -136,12 +138,16 @@ class ServiceProfile:
     def faas_batch_cost(self, service_s, memory_mb):
         """USD for one invocation: billed duration rounded up to whole milliseconds (at least 1)
         x memory in GB x price per GB-second, plus the per-request price."""
-        faas = self._faas
-        seconds = np.asarray(service_s, dtype=float)
-        # Round away float noise first (0.007 * 1000 is 7.000000000000001), then up.
-        billed_ms = np.maximum(np.ceil(np.round(seconds * 1000.0, 6)), 1.0)
-        cost = billed_ms / 1000.0 * (memory_mb / 1024.0) * faas.price_per_gb_s + faas.price_per_request
-        return float(cost) if cost.ndim == 0 else cost
+        return self.prices(memory_mb).faas_batch_cost(service_s)
+
+    def prices(self, memory_mb: int | None = None, instance_min_billed_s: float = 60.0) -> Prices:
+        """The profile's prices as the scheduler and the bill take them (`scheduler.Prices`)."""
+        faas, iaas = self.faas, self.iaas
+        return Prices(
+            instance_per_hour=iaas.price_per_hour if iaas else 0.0, instance_min_billed_s=instance_min_billed_s,
+            faas_per_gb_s=faas.price_per_gb_s if faas else 0.0, faas_per_request=faas.price_per_request if faas else 0.0,
+            faas_memory_mb=int(memory_mb) if memory_mb else 1024,
+        )  # fmt: skip
 
     @property
     def _faas(self) -> FaasProfile:
@@ -214,3 +220,15 @@ def _batch_size(value: Any, where: str) -> int:
     if number < 1:
         raise ProfileError(f"{where}: {value!r} is not a positive whole number")
     return number
+
+
+def resolved_memory(profile: ServiceProfile, memory_mb: int | None) -> int:
+    """The FaaS memory size to use: the one given, or the profile's only one."""
+    sizes = profile.memory_sizes
+    if memory_mb is None:
+        if len(sizes) != 1:
+            raise ValueError(f"profile {profile.name!r} has FaaS memory sizes {sizes}; choose one (memory_mb)")
+        return sizes[0]
+    if memory_mb not in sizes:
+        raise ValueError(f"profile {profile.name!r} has no FaaS memory size {memory_mb}; it has {sizes}")
+    return int(memory_mb)

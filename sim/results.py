@@ -39,6 +39,10 @@ class SimResult:
     faas_batches: int | None = None
     rejected_batches: int | None = None
     instances_started: int | None = None
+    # Served as the gateway serves (sim.served): requests refused (429), past their deadline (504), failed (5xx).
+    refused: int = 0
+    timed_out: int = 0
+    failed: int = 0
 
     @property
     def requests(self) -> int:
@@ -78,17 +82,27 @@ class SimResult:
             "cost_usd": self.cost_usd,
             "cost_per_million_usd": self.cost_usd / requests * 1e6 if requests else None,
             "batches": self.batches,
-            "mean_batch_size": requests / self.batches if self.batches else None,
+            "mean_batch_size": float(np.mean(self.size)) if self.batches else None,
+            "refused": self.refused,
+            "timed_out": self.timed_out,
+            "failed": self.failed,
+            "faas_share": self.faas_share,
             "cold_starts": int(np.count_nonzero(self.cold)),
             "keep_warm_pings": self.pings,
             "wall_s": self.wall_s,
         } | self._scheduled()
+
+    @property
+    def faas_share(self) -> float:
+        """The share of batches that ran on the function."""
+        if self.faas_batches is not None:
+            return self.faas_batches / self.batches if self.batches else 0.0
+        return 1.0 if self.target == "faas" and self.batches else 0.0
 
     def _scheduled(self) -> dict[str, Any]:
         if self.instance_hours is None:
             return {}
         return {
             "instance_hours": self.instance_hours,
-            "faas_share": (self.faas_batches or 0) / self.batches if self.batches else 0.0,
             "rejected_batches": self.rejected_batches, "instances_started": self.instances_started,
         }  # fmt: skip

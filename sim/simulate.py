@@ -1,116 +1,35 @@
 """simulate(): run a batching policy over arrival times at virtual time, on a simulated target.
 
 Two ways to the same answer:
-- the event path drives a real `batching.BatchQueue` with the policy, request by
-  request, on the discrete-event engine; it runs any policy, on any target;
+- the event path serves the arrivals as the gateway would (`sim.served`: the gateway's
+  own dispatch core, request by request, on the discrete-event engine), with no
+  deadlines and no admission; it runs any policy, on any target;
 - the fast path, for a fixed (B, T) on FaaS with unlimited concurrency, forms all
   batches at once with `form_batches` and computes latencies with numpy.
-Both call the same code for what happens after a batch closes (slots, warm
-environments, service times, jitter) and for latency and cost, so they agree
-exactly; the tests hold them to it.
+Both draw the same jitter, keep warm environments the same way and bill with the same
+formula, so they agree exactly; the tests hold them to it.
 """
 
 from __future__ import annotations
 
-import heapq
 import math
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from batching import BatchPolicy, BatchQueue, FixedPolicy, NoBatchingPolicy, Request
-from batching.formation import REASONS, form_batches
+from batching import BatchPolicy, FixedPolicy, NoBatchingPolicy
+from batching.formation import form_batches
 
-from scheduler.keepwarm import KeepWarmPolicy
+from scheduler import KeepWarmPolicy, WarmEnvironments
 
-from .engine import Engine
-from .profiles import ServiceProfile
+from .served import Serving, simulate_served
+from .profiles import ServiceProfile, resolved_memory
 from .results import SimResult
 
 TARGETS = ("faas", "pool")
 PATHS = ("auto", "fast", "event")
-# Order of events at one instant: batch timers fire before arrivals are pushed (the
-# gateway's owner loop polls first), and finished invocations free their slots in between.
-TIMER, DONE, ARRIVAL = 0, 1, 2
-_REASON_CODE = {name: code for code, name in enumerate(REASONS)}
-_PROGRESS_EVERY = 1 << 16
-
-
-class WarmEnvironments:
-    """FaaS execution environments. A batch reuses an environment that has been idle for
-    less than keep_alive_s, else starts a new one (a cold start). Of several idle ones it
-    takes the one idle longest: every reuse then refreshes the environment closest to
-    being reclaimed, which keeps as many warm as the traffic can.
-
-    With a `KeepWarmPolicy`, the policy hears of every invocation and its pings run as
-    short invocations (`ping_s` each) at the times it asks for; they are counted apart
-    (`pings`, and `ping_cold_starts` for the pings that started an environment)."""
-
-    def __init__(
-        self, keep_alive_s: float, keep_warm: KeepWarmPolicy | None = None, ping_s: float = 0.001, cold_start_s: float = 0.0
-    ) -> None:
-        self.keep_alive_s = keep_alive_s
-        self.keep_warm, self.ping_s, self.cold_start_s = keep_warm, ping_s, cold_start_s
-        self.pings = self.ping_cold_starts = 0
-        self._free_at: list[float] = []  # heap: when each live environment is (or was) free
-        self._ends: list[float] = []  # heap: batch invocations' ends, not yet told to the policy
-
-    def preload(self, count: int, at: float) -> None:
-        """`count` environments already warm and idle at `at` (a gateway warms one at startup)."""
-        for _ in range(count):
-            heapq.heappush(self._free_at, at)
-
-    def idle_count(self, now: float) -> int:
-        """Environments warm and idle at `now`."""
-        return sum(1 for t in self._free_at if t <= now and now - t < self.keep_alive_s)
-
-    def acquire(self, now: float) -> bool:
-        """Take an environment at `now`; True if it had to be started cold."""
-        if self.keep_warm is not None:
-            self.advance(now)
-            self.keep_warm.started(now)
-        return self._take(now)
-
-    def _take(self, now: float) -> bool:
-        free_at = self._free_at
-        while free_at and now - free_at[0] >= self.keep_alive_s:
-            heapq.heappop(free_at)  # idle too long: reclaimed by the provider
-        if free_at and free_at[0] <= now:
-            heapq.heappop(free_at)
-            return False
-        return True
-
-    def release_at(self, free_time: float) -> None:
-        heapq.heappush(self._free_at, free_time)
-        if self.keep_warm is not None:
-            heapq.heappush(self._ends, free_time)
-
-    def advance(self, until: float) -> None:
-        """Tell the policy of the invocations that ended, and run its pings, in time order up to `until`."""
-        policy = self.keep_warm
-        if policy is None:
-            return
-        while True:
-            end = self._ends[0] if self._ends else math.inf
-            ping = policy.next_wakeup()
-            ping = math.inf if ping is None else ping
-            if min(end, ping) > until or min(end, ping) == math.inf:
-                return
-            if end <= ping:
-                policy.ended(heapq.heappop(self._ends))
-                continue
-            count = policy.due(ping)
-            if count == 0 and policy.next_wakeup() == ping:
-                return  # nothing more will change before another invocation
-            taken = [self._take(ping) for _ in range(count)]
-            for cold in taken:  # a ping that starts an environment holds it through the cold start
-                heapq.heappush(self._free_at, ping + self.ping_s + (self.cold_start_s if cold else 0.0))
-            self.pings += count
-            self.ping_cold_starts += sum(taken)
 
 
 @dataclass
@@ -199,10 +118,21 @@ def simulate(
     use_fast = fast_ok and path != "event"
     jitter_draws = _Jitter(jitter, seed) if jitter > 0 else None
 
-    if use_fast:
-        first, size, close, reason, start, cold, service = _fast_path(times, policy, resolved, jitter_draws)
-    else:
-        first, size, close, reason, start, cold, service = _EventRun(times, policy, resolved, jitter_draws, progress).run()
+    if not use_fast:
+        serving = Serving(
+            servers=instances if target == "pool" else 0, function=target == "faas", concurrency=concurrency_limit,
+            memory_mb=resolved.memory_mb, keep_alive_s=keep_alive_s, warm_environments=warm_environments,
+            timeout_s=math.inf, admit_on_slo=False, max_pending=1 << 62, instance_min_billed_s=0.0,
+            jitter=jitter, seed=seed, progress=progress,
+        )  # fmt: skip
+        serving.keep_warm = keep_warm or False
+        result = simulate_served(times, policy, profile, serving, slo_s=slo_s)
+        result.target, result.instance_hours, result.faas_batches, result.rejected_batches = target, None, None, None
+        result.instances_started, result.wall_s = None, time.perf_counter() - began
+        if progress:
+            progress(1.0)
+        return result
+    first, size, close, reason, start, cold, service = _fast_path(times, policy, resolved, jitter_draws)
 
     # Latency = (queue wait + wait for a slot) + overhead + cold start + service, summed
     # in the same order as _Target.begin sums a completion time.
@@ -212,21 +142,17 @@ def simulate(
         raise RuntimeError("batches do not cover the requests once each, in order")
     latency = (start[batch] - times) + delay[batch]
     pings = 0
-    if target == "faas":
-        cost = float(np.sum(profile.faas_batch_cost(service, resolved.memory_mb))) if len(size) else 0.0
-        environments = resolved.environments
-        if environments is not None and environments.keep_warm is not None:
-            environments.advance(math.inf)  # the pings after the last batch are paid for too
-            pings = environments.pings
-            cost += pings * float(profile.faas_batch_cost(np.array([environments.ping_s]), resolved.memory_mb)[0])
-    else:
-        span = float(np.max(start + delay) - times[0]) if len(times) else 0.0
-        cost = instances * span * profile.iaas.price_per_hour / 3600.0  # type: ignore[union-attr]
+    cost = float(np.sum(profile.faas_batch_cost(service, resolved.memory_mb))) if len(size) else 0.0
+    environments = resolved.environments
+    if environments is not None and environments.keep_warm is not None:
+        environments.advance(math.inf)  # the pings after the last batch are paid for too
+        pings = environments.pings
+        cost += pings * float(profile.faas_batch_cost(np.array([environments.ping_s]), resolved.memory_mb)[0])
     return SimResult(
         arrival=times, latency_s=latency, batch=batch, close_time=close, start_time=start,
         size=size, reason=reason, cold=cold, service_s=service, cost_usd=cost,
         wall_s=time.perf_counter() - began, target=target, memory_mb=resolved.memory_mb,
-        path="fast" if use_fast else "event", slo_s=slo_s, pings=pings,
+        path="fast", slo_s=slo_s, pings=pings,
     )  # fmt: skip
 
 
@@ -243,18 +169,6 @@ def _fast_path(times: np.ndarray, policy: BatchPolicy, target: _Target, jitter: 
     for k, (now, service_s) in enumerate(zip(close.tolist(), service.tolist())):
         cold[k] = target.begin(now, service_s)[0]
     return formation.start, size, close, formation.reason, close, cold, service
-
-
-def resolved_memory(profile: ServiceProfile, memory_mb: int | None) -> int:
-    """The FaaS memory size to use: the one given, or the profile's only one."""
-    sizes = profile.memory_sizes
-    if memory_mb is None:
-        if len(sizes) != 1:
-            raise ValueError(f"profile {profile.name!r} has FaaS memory sizes {sizes}; choose one (memory_mb)")
-        return sizes[0]
-    if memory_mb not in sizes:
-        raise ValueError(f"profile {profile.name!r} has no FaaS memory size {memory_mb}; it has {sizes}")
-    return int(memory_mb)
 
 
 def _resolve_target(
@@ -281,124 +195,3 @@ def _resolve_target(
             raise ValueError(f"a pool needs at least one instance, got {instances}")
         return _Target("pool", profile.iaas_service_s, 0.0, 0.0, int(instances), None)
     raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
-
-
-class QueueTimer:
-    """Keeps exactly one engine timer at the queue's next wakeup, and hands what it
-    closes to `batches_closed`: the part of an event run that drives a BatchQueue."""
-
-    engine: Engine
-    queue: BatchQueue
-    timer: Any
-
-    def batches_closed(self, batches: list) -> None:
-        raise NotImplementedError
-
-    def timer_due(self) -> None:
-        self.timer = None
-        self.batches_closed(self.queue.poll(self.engine.now))
-        self.offer_idle()  # a hold may have run out while a slot is free
-        self.rearm()
-
-    def offer_idle(self) -> None:
-        """A slot may be free to take the open batch (`BatchQueue.idle`); drivers with slots say."""
-
-    def rearm(self) -> None:
-        due = self.queue.next_wakeup()
-        if self.timer is not None:
-            if self.timer.time == due:
-                return
-            self.timer.cancel()
-            self.timer = None
-        if due is not None and math.isfinite(due):
-            self.timer = self.engine.schedule(max(due, self.engine.now), self.timer_due, priority=TIMER)
-
-
-class _EventRun(QueueTimer):
-    """The event path: arrivals, batch timers and completions on the engine, with the
-    gateway's own BatchQueue deciding when batches close."""
-
-    def __init__(self, times: np.ndarray, policy: BatchPolicy, target: _Target,
-                 jitter: _Jitter | None, progress: Callable[[float], None] | None) -> None:  # fmt: skip
-        self.times = times.tolist()
-        self.engine = Engine(start=self.times[0] if self.times else 0.0)
-        self.queue = BatchQueue(policy)
-        self.target = target
-        self.jitter = jitter
-        self.progress = progress
-        self.timer = None
-        self.waiting: deque[int] = deque()  # batches waiting for a free slot, FIFO
-        self.busy = 0
-        self.first: list[int] = []
-        self.size: list[int] = []
-        self.close: list[float] = []
-        self.reason: list[int] = []
-        self.start: list[float] = []
-        self.cold: list[bool] = []
-        self.service: list[float] = []
-
-    def run(self) -> tuple[np.ndarray, ...]:
-        if self.times:
-            self.engine.schedule(self.times[0], self.arrive, 0, priority=ARRIVAL)
-        self.engine.run()
-        if len(self.queue):
-            raise RuntimeError("requests left in the queue after the last event")
-        if self.progress:
-            self.progress(1.0)
-        return (
-            np.array(self.first, dtype=np.int64), np.array(self.size, dtype=np.int64),
-            np.array(self.close, dtype=float), np.array(self.reason, dtype=np.int8),
-            np.array(self.start, dtype=float), np.array(self.cold, dtype=bool), np.array(self.service, dtype=float),
-        )  # fmt: skip
-
-    def arrive(self, i: int) -> None:
-        now = self.engine.now
-        last = i + 1 == len(self.times)
-        if not last:
-            self.engine.schedule(self.times[i + 1], self.arrive, i + 1, priority=ARRIVAL)
-        if self.progress and i % _PROGRESS_EVERY == 0:
-            self.progress(i / len(self.times))
-        self.batches_closed(self.queue.push(Request(id=str(i), arrival=now, payload=i), now))
-        self.offer_idle()
-        if last and self.queue.next_wakeup() == math.inf:
-            # No timer will ever close the last batch: release it with the last arrival.
-            self.batches_closed(self.queue.drain(now))
-        self.rearm()
-
-    def batches_closed(self, batches: list) -> None:
-        for batch in batches:
-            k = len(self.size)
-            self.first.append(batch.requests[0].payload)
-            self.size.append(len(batch.requests))
-            self.close.append(batch.closed_at)
-            self.reason.append(_REASON_CODE[batch.reason])
-            service = self.target.service_s(len(batch.requests))
-            self.service.append(service * self.jitter.factor() if self.jitter else service)
-            self.start.append(math.nan)
-            self.cold.append(False)
-            if self.target.slots is None or (self.busy < self.target.slots and not self.waiting):
-                self.begin(k)
-            else:
-                self.waiting.append(k)
-
-    def begin(self, k: int) -> None:
-        now = self.engine.now
-        self.cold[k], done = self.target.begin(now, self.service[k])
-        self.start[k] = now
-        if self.target.slots is not None:
-            self.busy += 1
-            self.engine.schedule(done, self.finished, priority=DONE)
-
-    def finished(self) -> None:
-        self.busy -= 1
-        if self.waiting:
-            self.begin(self.waiting.popleft())
-        else:
-            self.offer_idle()
-            self.rearm()
-
-    def offer_idle(self) -> None:
-        """A slot is free and no closed batch waits: the queue may release its open batch
-        now (work-conserving limits), as the gateway's runner asks it to."""
-        if self.target.slots is not None and self.busy < self.target.slots and not self.waiting:
-            self.batches_closed(self.queue.idle(self.engine.now))

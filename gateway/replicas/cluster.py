@@ -146,7 +146,7 @@ class Cluster(BackgroundLoop):
         plan = model.plan
         if plan is None or not plan.shared:
             return  # local servers serve local traffic: the local rate is the right one
-        plan.placer.cluster_rate = rate
+        plan.fleet.cluster_rate = rate
         others = 0
         for bucket in range(current - 5, current + 1):
             count = sum(n for r, n in buckets.get(bucket, {}).items() if r != self.replica)
@@ -155,7 +155,7 @@ class Cluster(BackgroundLoop):
         for bucket in [b for b in model.others_seen if b < current - 5]:
             del model.others_seen[bucket]
         if others:
-            plan.placer.scheduler.observe(others, now)
+            plan.core.scheduler.observe(others, now)
 
     async def _heartbeat(self, model: ClusterModel, wall: float) -> None:
         """Report this replica alive (with its FaaS demand) and take its share of the function."""
@@ -235,7 +235,7 @@ class Cluster(BackgroundLoop):
         (the limit over the replicas it last knew of)."""
         plan = model.plan
         if plan is not None:
-            plan.placer.cluster_rate = None
+            plan.fleet.cluster_rate = None
             if not plan.leader:
                 log.info("leader", extra={"model": model.name, "replica": self.replica, "alone": True})
             plan.leader = True

@@ -1,0 +1,87 @@
+"""Profile round trip: `sluice profile` measures the emulated function, `sluice sim` predicts a
+live fixed (B, T) run through the gateway to it on a replayed Poisson trace, within 15% at p50
+and 25% at p99 (the issue's bound), latency taken from each request's scheduled send time."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import textwrap
+
+import aiohttp
+import numpy as np
+import pytest
+
+from support import start_emulator, start_gateway, v2_body
+
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("aws_credentials")]
+
+RATE, REQUESTS = 25.0, 500  # a Poisson trace of about 20 s
+BATCH_SIZE, TIMEOUT_MS = 16, 150  # waits dominate, as with batching they do; the gateway adds a few ms
+
+
+def sluice(*argv: str) -> dict:
+    done = subprocess.run([sys.executable, "-m", "gateway", *argv], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+async def replay(url: str, times: np.ndarray) -> np.ndarray:
+    """Send one request at each time (seconds from now); latency of each from its send time."""
+    x = np.random.default_rng(2).standard_normal((1, 256)).astype(np.float32)
+    body = v2_body(x)
+    loop = asyncio.get_running_loop()
+    start = loop.time() + 0.2
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
+        async def one(at: float) -> float:
+            await asyncio.sleep(max(0.0, start + at - loop.time()))
+            async with session.post(f"{url}/v2/models/demo/infer", json=body) as resp:
+                assert resp.status == 200, await resp.text()
+                await resp.read()
+            return loop.time() - (start + at)
+
+        return np.array(await asyncio.gather(*(one(t) for t in times)))
+
+
+async def test_a_measured_profile_predicts_the_live_run(tmp_path, demo_path) -> None:
+    emulator = start_emulator("--function", f"demo={demo_path}", "--max-concurrency", "8", "--memory-mb", "1024")
+    endpoint = f"http://127.0.0.1:{emulator.port}"
+    gw = None
+    try:
+        profile = sluice(
+            "profile", "--target", "faas", "--function", "demo", "--endpoint-url", endpoint, "--region", "us-east-1",
+            "--batch-sizes", "1,2,4,8,16", "--repeats", "5", "--cold-starts", "1", "--json",
+            "--output", str(tmp_path / "profile.json"),
+        )  # fmt: skip
+        assert set(profile["faas"]["memory_mb"]) == {"1024"} and profile["faas"]["cold_start_ms"] > 0
+        times = np.cumsum(np.random.default_rng(8).exponential(1 / RATE, REQUESTS))
+        times -= times[0]
+        (tmp_path / "trace.txt").write_text("".join(f"{t:.6f}\n" for t in times))
+        config = tmp_path / "sluice.toml"
+        config.write_text(textwrap.dedent(f"""
+            [models.demo]
+            batch_size = {BATCH_SIZE}
+            timeout_ms = {TIMEOUT_MS}
+            [models.demo.faas]
+            function = "demo"
+            region = "us-east-1"
+            endpoint_url = "{endpoint}"
+            concurrency = 8
+        """))
+        gw = start_gateway(tmp_path, "--config", str(config))
+        live = await replay(gw.url, times)
+    finally:
+        if gw is not None:
+            assert gw.stop() == 0
+        assert emulator.stop() == 0
+    predicted = sluice(
+        "sim", "--trace", str(tmp_path / "trace.txt"), "--profile", str(tmp_path / "profile.json"), "--slo-ms", "500",
+        "--percentile", "99", "--policy", "fixed", "--batch-size", str(BATCH_SIZE), "--timeout-ms", str(TIMEOUT_MS),
+        "--memory-mb", "1024", "--warm-environments", "1", "--json",  # the gateway's metadata call warms one
+    )["latency_ms"]  # fmt: skip
+    p50, p99 = (float(np.percentile(live, q)) * 1e3 for q in (50, 99))
+    assert p50 == pytest.approx(predicted["p50"], rel=0.15), (p50, p99, predicted)
+    assert p99 == pytest.approx(predicted["p99"], rel=0.25), (p50, p99, predicted)

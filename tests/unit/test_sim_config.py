@@ -1,0 +1,142 @@
+"""`sluice sim --config`: a model simulated as `sluice serve --config` would serve it, by the same core."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from batching import FixedPolicy
+from gateway.config import load as load_config
+from gateway.simulated import pick_model, run, serving_of, simulate_config
+from scheduler.types import billed_ms
+from sim import ServiceProfile
+from sim.cli import add_arguments
+from sim.served import Serving, simulate_served
+
+from support import REPO
+
+PROFILE = ServiceProfile.from_dict({
+    "name": "demo",
+    "faas": {"memory_mb": {"1024": {"base_ms": 8, "per_item_ms": 0.5}}, "cold_start_ms": 300, "invoke_overhead_ms": 3,
+             "price_per_gb_s": 0.0000166667, "price_per_request": 0.0000002},
+    "iaas": {"base_ms": 2.0, "per_item_ms": 0.25, "max_batch_size": 64, "price_per_hour": 0.085, "startup_s": 1.5},
+})  # fmt: skip
+
+
+def poisson(rate: float, seconds: float, seed: int = 0, start: float = 0.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return start + np.sort(rng.uniform(0.0, seconds, rng.poisson(rate * seconds)))
+
+
+def config_file(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "sluice.toml"
+    path.write_text(body)
+    return path
+
+
+def test_the_deploy_hybrid_config_spills_a_burst_to_the_function_and_grows_the_pool() -> None:
+    config = load_config(str(REPO / "deploy" / "sluice-hybrid.toml"))
+    model = pick_model(config, None)
+    base = poisson(100.0, 60.0, seed=1)
+    burst = poisson(4000.0, 15.0, seed=2, start=20.0)
+    times = np.sort(np.concatenate([base, burst]))
+    result = simulate_config(config, model, PROFILE, times)
+    summary = result.summary()
+    assert result.timed_out == result.failed == 0
+    assert summary["completed"] + result.refused == len(times)  # refused: past max_pending, as live
+    assert 0 < summary["faas_share"] < 1 and result.instances_started >= 1
+    # One bill: the servers' seconds at the config's price (not the profile's), the rest the function's.
+    servers_usd = result.instance_hours * model.instance_price_per_hour
+    assert 0 < servers_usd < result.cost_usd
+    assert result.instance_hours * 3600.0 >= 60.0  # one worker from the first arrival to the last answer
+
+
+def test_admission_refuses_what_the_backlog_would_keep_past_the_slo(tmp_path: Path) -> None:
+    path = config_file(tmp_path, '[models.m]\npath = "/m.onnx"\nworkers = 1\nslo_ms = 40\n')
+    config = load_config(str(path))
+    model = pick_model(config, "m")
+    # One worker serves at most 64 / 18 ms ~ 3500 req/s: offer three times that.
+    times = poisson(10_000.0, 4.0)
+    result = simulate_config(config, model, PROFILE, times)
+    assert result.refused > 0.3 * len(times)
+    served = result.latency_s[np.isfinite(result.latency_s)]
+    assert len(served) + result.refused + result.timed_out + result.failed == len(times)
+    assert np.percentile(served, 99) <= 0.040
+
+
+def test_requests_past_their_deadline_get_504_and_are_not_answered_twice() -> None:
+    """Admission refuses what it can predict will miss; a batch retried after its server
+    failed cannot be predicted, and its requests may pass their deadline: 504."""
+    times = poisson(1000.0, 5.0)
+    result = simulate_served(times, FixedPolicy(8, 0.002), PROFILE,
+                             Serving(servers=2, fail_probability=0.3, timeout_s=0.05, seed=1))  # fmt: skip
+    assert result.timed_out > 0
+    served = np.isfinite(result.latency_s)
+    assert (result.latency_s[served] <= 0.05 + 1e-9).all()
+    assert served.sum() + result.refused + result.timed_out + result.failed == len(times)
+
+
+def test_a_failed_server_batch_is_retried_and_max_attempts_bounds_it() -> None:
+    times = poisson(200.0, 5.0)
+    retried = simulate_served(times, FixedPolicy(8, 0.005), PROFILE, Serving(servers=2, fail_probability=0.1, seed=3))
+    assert retried.failed <= 2 and retried.timed_out == 0
+    assert retried.batches > int(np.ceil(len(times) / 8)) + 10  # the failed sends are there too
+    once = simulate_served(times, FixedPolicy(8, 0.005), PROFILE,
+                           Serving(servers=2, fail_probability=0.1, seed=3, max_attempts=1))  # fmt: skip
+    assert once.failed > 5 * max(1, retried.failed)
+
+
+def test_priorities_go_first_in_the_simulated_backlog_too() -> None:
+    times = poisson(6000.0, 2.0)  # more than one worker takes: a backlog forms
+    priorities = ((np.arange(len(times)) // 8) % 10 == 0).astype(int)  # whole batches of high priority
+    result = simulate_served(times, FixedPolicy(8, 0.002), PROFILE, Serving(servers=1, max_pending=1 << 30),
+                             priorities=priorities)  # fmt: skip
+    high, low = result.latency_s[priorities == 1], result.latency_s[priorities == 0]
+    assert np.median(high) < 0.5 * np.median(low)
+
+
+def test_keep_warm_on_a_scheduled_model_pings_in_simulation(tmp_path: Path) -> None:
+    text = (REPO / "deploy" / "sluice-hybrid.toml").read_text().replace('memory_mb = 1024', 'memory_mb = 1024\nkeep_warm = true\nkeep_alive_s = 10')
+    config = load_config(str(config_file(tmp_path, text)))
+    bursts = [poisson(4000.0, 3.0, seed=k, start=20.0 + 25.0 * k) for k in range(6)]
+    times = np.sort(np.concatenate([poisson(50.0, 180.0), *bursts]))
+    serving = serving_of(config, pick_model(config, None), PROFILE)
+    assert serving.keep_warm is True and serving.keep_alive_s == 10
+    result = simulate_config(config, pick_model(config, None), PROFILE, times)
+    assert result.pings > 0
+
+
+def test_the_cli_prints_refusals_faas_share_and_cost(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    profile = tmp_path / "p.json"
+    profile.write_text(json.dumps({"name": "demo", "iaas": {"base_ms": 2.0, "per_item_ms": 0.25, "startup_s": 1, "price_per_hour": 0.085},
+                                   "faas": {"memory_mb": {"1024": {"base_ms": 8, "per_item_ms": 0.5}},
+                                            "price_per_gb_s": 0.0000166667, "price_per_request": 0.0000002}}))  # fmt: skip
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--config", str(REPO / "deploy" / "sluice-hybrid.toml"), "--profile", str(profile),
+                              "--arrivals", "poisson:rate=200", "--duration", "5", "--json"])  # fmt: skip
+    assert run(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    for key in ("refused", "faas_share", "cost_usd", "timed_out", "instance_hours"):
+        assert key in out
+    assert out["requests"] == out["completed"] + out["refused"] + out["timed_out"] + out["failed"]
+    assert out["settings"]["model"] == "demo" and out["settings"]["scheduler"] == "hybrid"
+
+
+def test_the_cli_says_which_model_when_the_config_has_several(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = config_file(tmp_path, '[models.a]\npath = "/a.onnx"\n[models.b]\npath = "/b.onnx"\n')
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--config", str(path), "--profile", str(REPO / "bench" / "profiles" / "demo_faas.json"),
+                              "--arrivals", "poisson:rate=10", "--duration", "1"])  # fmt: skip
+    assert run(args) == 2
+    assert "--model" in capsys.readouterr().err
+
+
+def test_billed_ms_rounds_float_noise_away_then_up() -> None:
+    assert billed_ms(0.007) == 7.0 and billed_ms(0.0070001) == 8.0 and billed_ms(0.0) == 1.0
+    assert billed_ms(np.array([0.007, 0.0000001])).tolist() == [7.0, 1.0]

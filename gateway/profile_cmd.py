@@ -162,6 +162,7 @@ async def _measure_config(args: argparse.Namespace, sizes: list[int]) -> dict[st
                "model_name": model.name, "price_per_hour": model.instance_price_per_hour},
         )  # fmt: skip
         doc["iaas"] = (await _measure(servers, sizes, []))["iaas"]
+        del doc["iaas"]["max_batch_size"]  # the largest size measured, not a limit of the model's servers
     elif model.registered:
         print("sluice profile: registered servers are not known before they register; measure one with "
               "--target upstream --url URL", file=sys.stderr)  # fmt: skip

@@ -42,7 +42,10 @@ def pick_model(config: GatewayConfig, name: str | None) -> ModelConfig:
     return next(iter(config.models.values()))
 
 
-def serving_of(config: GatewayConfig, model: ModelConfig, profile: ServiceProfile, *, jitter: float = 0.0, seed: int = 0) -> Serving:
+def serving_of(
+    config: GatewayConfig, model: ModelConfig, profile: ServiceProfile, *, jitter: float = 0.0, seed: int = 0,
+    fail_probability: float = 0.0,
+) -> Serving:  # fmt: skip
     """How `sluice serve` would serve `model`, as the simulator takes it."""
     if model.path:
         servers, slots = model.workers, 1  # local workers: one batch each at a time
@@ -72,6 +75,7 @@ def serving_of(config: GatewayConfig, model: ModelConfig, profile: ServiceProfil
         as_measured=True, timeout_s=config.request_timeout_s, slo_s=(model.slo_ms or 1000.0) / 1e3,
         admit_on_slo=model.slo_ms is not None, max_pending=model.max_pending, max_attempts=model.max_attempts,
         outage_grace_s=model.unavailable_grace_s, prices=prices_of(model), jitter=jitter, seed=seed,
+        fail_probability=fail_probability,
     )  # fmt: skip
 
 
@@ -94,9 +98,9 @@ def policy_of(model: ModelConfig, profile: ServiceProfile, serving: Serving) -> 
 
 def simulate_config(
     config: GatewayConfig, model: ModelConfig, profile: ServiceProfile, arrivals: np.ndarray, *,
-    jitter: float = 0.0, seed: int = 0,
+    jitter: float = 0.0, seed: int = 0, fail_probability: float = 0.0,
 ) -> SimResult:  # fmt: skip
-    serving = serving_of(config, model, profile, jitter=jitter, seed=seed)
+    serving = serving_of(config, model, profile, jitter=jitter, seed=seed, fail_probability=fail_probability)
     policy = policy_of(model, profile, serving)
     scheduler = make_scheduler(model) if model.hybrid else None
     slo_s = model.slo_ms / 1e3 if model.slo_ms is not None else None
@@ -111,8 +115,11 @@ def run(args: argparse.Namespace) -> int:
         profile = ServiceProfile.load(args.profile)
         if args.arrivals and args.duration is None:
             raise ValueError("--arrivals needs --duration SECONDS")
+        if not 0.0 <= args.fail_probability < 1.0:
+            raise ValueError(f"--fail-probability must be in [0, 1), got {args.fail_probability:g}")
         arrivals = load_arrivals(args)
-        result = simulate_config(config, model, profile, arrivals, jitter=args.jitter, seed=args.seed)
+        result = simulate_config(config, model, profile, arrivals, jitter=args.jitter, seed=args.seed,
+                                 fail_probability=args.fail_probability)  # fmt: skip
     except (ValueError, OSError) as exc:  # ConfigError and ProfileError are ValueErrors
         print(f"sluice sim: {exc}", file=sys.stderr)
         return 2
@@ -125,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     output["settings"] = {
         "config": args.config, "model": model.name, "profile": args.profile, "policy": model.policy,
         "scheduler": model.scheduler if model.hybrid else None, "source": args.trace or f"{args.arrivals} for {args.duration:g} s",
-        "seed": args.seed, "jitter": args.jitter,
+        "seed": args.seed, "jitter": args.jitter, "fail_probability": args.fail_probability,
     }  # fmt: skip
     print(json.dumps(output) if args.json else format_served(output))
     return 0

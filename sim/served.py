@@ -162,6 +162,7 @@ class ServedRun:
         self.requests: list[Request | None] = [None] * n
         self.admissions: dict[int, tuple] = {}
         self._index: dict[int, int] = {}  # id(send) -> its row in out.sends
+        self._last_answer = -math.inf
         self.end = self.engine.now
 
     # -- the run -----------------------------------------------------------------------
@@ -177,7 +178,8 @@ class ServedRun:
         if self.scheduler is not None:
             self.engine.schedule(first + self.scheduler.plan_interval_s, self._plan, priority=PLAN)
         self.engine.run()
-        self.end = self.engine.now
+        # The run ends with its last answer (not with a deadline event that found its request answered).
+        self.end = max(self.times[-1], self._last_answer)
         self.fleet.ledger.close_all(self.end)
         if self.environments is not None and self.environments.keep_warm is not None:
             self.environments.advance(math.inf)  # the pings after the last batch are paid for too
@@ -232,6 +234,7 @@ class ServedRun:
 
     def _answer(self, i: int, status: int, latency: float = math.inf) -> None:
         now = self.engine.now
+        self._last_answer = now
         self.out.status[i] = status
         request = self.requests[i]
         admission, corrections = self.admissions.pop(i)

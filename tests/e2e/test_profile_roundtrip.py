@@ -85,3 +85,36 @@ async def test_a_measured_profile_predicts_the_live_run(tmp_path, demo_path) -> 
     p50, p99 = (float(np.percentile(live, q)) * 1e3 for q in (50, 99))
     assert p50 == pytest.approx(predicted["p50"], rel=0.15), (p50, p99, predicted)
     assert p99 == pytest.approx(predicted["p99"], rel=0.25), (p50, p99, predicted)
+
+
+def test_profile_and_sim_read_the_serve_config(tmp_path, demo_path) -> None:
+    """`sluice profile --config` measures the model's worker and its function into one
+    profile, with the config's prices; `sluice sim --config` runs on it."""
+    emulator = start_emulator("--function", f"demo={demo_path}", "--memory-mb", "1024")
+    try:
+        config = tmp_path / "sluice.toml"
+        config.write_text(textwrap.dedent(f"""
+            [models.demo]
+            path = "{demo_path}"
+            workers = 1
+            max_workers = 2
+            instance_price_per_hour = 0.02
+            [models.demo.faas]
+            function = "demo"
+            region = "us-east-1"
+            endpoint_url = "http://127.0.0.1:{emulator.port}"
+            memory_mb = 1024
+            price_per_gb_s = 0.00002
+        """))
+        profile = sluice("profile", "--config", str(config), "--batch-sizes", "1,4,16", "--repeats", "3",
+                         "--cold-starts", "1", "--json", "--output", str(tmp_path / "profile.json"))  # fmt: skip
+        assert set(profile) == {"name", "iaas", "faas"}
+        assert profile["iaas"]["price_per_hour"] == 0.02 and profile["iaas"]["startup_s"] > 0
+        assert set(profile["iaas"]["batch_ms"]) == {"1", "4", "16"}
+        assert profile["faas"]["price_per_gb_s"] == 0.00002 and set(profile["faas"]["memory_mb"]) == {"1024"}
+        result = sluice("sim", "--config", str(config), "--profile", str(tmp_path / "profile.json"),
+                        "--arrivals", "poisson:rate=200", "--duration", "10", "--json")  # fmt: skip
+        assert result["requests"] == result["completed"] > 1500
+        assert result["settings"]["scheduler"] == "hybrid" and result["cost_usd"] > 0
+    finally:
+        assert emulator.stop() == 0

@@ -209,7 +209,7 @@ def tune_coarse_to_fine(
     """`tune` on a coarse grid (12 batch sizes, 10 timeouts), then on every size and 10
     timeouts around the best: several times faster, for re-tuning online. Latency and
     cost change smoothly in B and T, so the refinement lands on or next to the full
-    search's optimum (tests/test_tuner.py compares them)."""
+    search's optimum (tests/unit/test_tuner.py compares them)."""
     timeouts = default_timeouts(slo_s, count=10)
     coarse = tune(
         arrivals, targets, slo_s, percentile, batch_sizes=COARSE_SIZES, timeouts=timeouts, grid=grid, deadline_s=deadline_s

@@ -3,7 +3,7 @@
     python bench/scheduler_compare.py
 
 - base+bursts: 30 min of a slowly varying base (250 to 550 req/s) with a 15 s burst of +1500
-  req/s every 3 minutes (the shape of tests/test_scheduler.py's trace, longer);
+  req/s every 3 minutes (the shape of tests/unit/test_scheduler.py's trace, longer);
 - the Azure code and conv traces made into a busy service: the hour compressed 10x (6 min),
   overlaid with 15 more copies of itself, each shifted circularly by a random offset;
 - diurnal+bursts: three compressed days of 20 min (`--arrivals` DIURNAL for an hour): a base

@@ -53,6 +53,11 @@ class BatchQueue:
         return self._rows
 
     @property
+    def work_conserving(self) -> bool:
+        """Whether the limits in force (at the last push or poll) release the open batch to an idle instance."""
+        return self._limits.work_conserving
+
+    @property
     def pending(self) -> tuple[Request, ...]:
         return tuple(self._pending)
 

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from loadgen import run_load  # noqa: E402
 
 from backends.worker.demo import demo_model_path  # noqa: E402
-from tests.test_overload import heavy_model  # noqa: E402
+from tests.support import heavy_model  # noqa: E402
 
 # model:workers:rows:slo_ms
 FAMILY = ["demo:1:1:50", "demo:2:8:50", "heavy:1:1:100", "heavy:1:4:250", "heavy:2:1:1000"]

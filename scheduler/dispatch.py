@@ -42,6 +42,7 @@ from .fleet import Fleet, Seat
 from .placement import pick_instance
 from .types import PoolPlan, Scheduler, ServiceTime, View
 
+_UNBOUNDED = Admission(True, 0.0)
 _OFFERED = 16  # waiting batches offered to the scheduler per round: the rest wait their turn
 
 
@@ -102,6 +103,8 @@ class Dispatcher:
         self, now: float, rows: int, priority: int, deadline: float | None, slo_s: float | None, edge_s: float = 0.0
     ) -> Admission:
         """Would a request be answered within its budget? (Pure: nothing changes.)"""
+        if deadline is None and slo_s is None and self.pending < self.max_pending:
+            return _UNBOUNDED  # no budget to judge against (a comparison of schedulers): nothing to predict
         slots = sum(s.max_inflight for s in self.fleet.seats() if s.healthy)
         limits = self.policy.limits(now)
         due = self.queue.next_wakeup()  # the open batch closes by then; else a new one waits up to T
@@ -158,8 +161,8 @@ class Dispatcher:
         if closed:
             self._enqueue(closed)
             self._dispatch(now)
-        elif not self.backlog:
-            self._dispatch(now)  # an idle instance takes it now, if the policy is work-conserving
+        elif not self.backlog and self.queue.work_conserving:
+            self._dispatch(now)  # an idle instance takes it now
         return admission, self._flush()
 
     def answer(self, request: Request, now: float, admission: Admission, corrections: tuple[float, float], served: bool) -> None:
@@ -363,7 +366,7 @@ class Dispatcher:
         while self.scheduler is None:
             batch = self.backlog.peek()
             if batch is None:
-                if not len(self.queue):
+                if not len(self.queue) or not self.queue.work_conserving:
                     break
                 if not any(fleet.accepts(s, now) for s in fleet.seats()):
                     break

@@ -221,9 +221,10 @@ class ServedRun:
         if deadline is not None:
             self.engine.schedule(deadline, self._deadline, i, priority=DEADLINE)
         self._act(actions)
-        due = self.core.next_wakeup()
-        if i + 1 == len(self.times) and len(self.core.queue) and (due is None or not math.isfinite(due)):
-            self._act(self.core.drain(now))  # no timer will ever close the last batch (B not reached, no T)
+        if i + 1 == len(self.times) and len(self.core.queue):
+            due = self.core.next_wakeup()
+            if due is None or not math.isfinite(due):
+                self._act(self.core.drain(now))  # no timer will ever close the last batch (B not reached, no T)
 
     def _deadline(self, i: int) -> None:
         if self.out.status[i] == 0:

@@ -108,7 +108,8 @@ class Gateway:
         pool = model.pool
         faas = pool.faas if isinstance(pool, MixedPool) else pool if isinstance(pool, FaasPool) else None
         runner = model.runner
-        self.cluster.watch(model.name, runner_arrivals=lambda: runner.arrivals, plan=model.plan, faas=faas)
+        self.cluster.watch(model.name, runner_arrivals=lambda: runner.arrivals, plan=model.plan, faas=faas,
+                           fleet=runner.core.fleet)  # fmt: skip
 
     def stop_admitting(self) -> None:
         """The first step of a stop: open batches close at once, new requests get 503 with

@@ -144,6 +144,12 @@ class Fleet:
         if self.is_function(seat):
             self.environments.release_at(now)
 
+    def take_peak(self, seat: Seat) -> int:
+        """The most batches in flight on `seat` at once since the last look (a replica's
+        demand for the function's concurrency); the next look starts from now."""
+        peak, seat.high_water = seat.high_water, seat.inflight
+        return peak
+
     def function_began(self, now: float) -> None:
         """A batch invoked the function: it takes an environment (warm if one is believed idle)."""
         self.environments.acquire(now)

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 from backends.faas_pool import FaasPool
 from backends.registered_pool import RegisteredPool
+from scheduler import Fleet
 from scheduler.budget import faas_demand, split_budget
 
 from ..loop import BackgroundLoop
@@ -55,6 +56,7 @@ class ClusterModel:
     plan: PlanLoop | None = None
     registry: RegisteredPool | None = None
     faas: FaasPool | None = None
+    fleet: Fleet | None = None  # the model's dispatch core's instances: the function's peak in flight
     counted: int = 0  # arrivals already put into buckets
     unsent: dict[int, int] = field(default_factory=dict)  # bucket -> arrivals not yet written
     others_seen: dict[int, int] = field(default_factory=dict)  # bucket -> others' arrivals fed to the scheduler
@@ -162,15 +164,14 @@ class Cluster(BackgroundLoop):
         faas = model.faas
         instance = faas.instances[0] if faas is not None and faas.instances else None
         demand = 0
-        if instance is not None:
-            demand = faas_demand(instance.high_water, instance.max_inflight, faas.concurrency)
+        if instance is not None and model.fleet is not None:
+            demand = faas_demand(model.fleet.take_peak(instance), instance.max_inflight, faas.concurrency)
         await self.store.report_demand(model.name, self.replica, demand, wall + max(2.0, 4 * self.sync_s))
         demands = await self.store.demands(model.name, wall)
         demands[self.replica] = demand
         model.replicas = len(demands)
         self.metrics.cluster_replicas.labels(model.name).set(model.replicas)
         if instance is not None:
-            instance.high_water = instance.inflight
             self._share(model, split_budget(faas.concurrency, demands)[self.replica])
 
     def _share(self, model: ClusterModel, share: int) -> None:

@@ -159,7 +159,7 @@ class Fleet:
     def apply(self, plan: PoolPlan, now: float) -> tuple[int, list[Seat]]:
         """Carry out `plan` as far as the bounds allow: how many servers to start (each
         billed from now), and which to stop (no new batches from now; billed until stopped)."""
-        live = len(self.servers()) - len(self.stopping) + len(self.starting)
+        live = len(self.servers()) + len(self.starting)  # a stopping server still runs (and bills) until it has drained
         start = max(0, min(plan.start, self.max_instances - live))
         stop = [s for s in self.servers() if s.name in plan.stop and s.name not in self.stopping]
         self.stopping.update(s.name for s in stop)

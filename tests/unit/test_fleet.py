@@ -40,6 +40,7 @@ def test_a_plan_is_applied_within_the_bound_counting_starting_and_stopping_serve
     fleet.start_requested(0.0)
     start, stop = fleet.apply(PoolPlan(6, start=4), 0.0)
     assert start == 1 and stop == []  # 2 running + 1 starting: room for one
+    fleet.start_requested(0.0)  # the driver starts it
     start, stop = fleet.apply(PoolPlan(1, stop=("a",)), 1.0)
     assert start == 0 and [s.name for s in stop] == ["a"] and "a" in fleet.stopping
     assert not fleet.accepts(servers[0], 1.0), "a stopping server takes no new batch"

@@ -7,7 +7,9 @@ limits, the request timeout, retries and the outage grace, the server pool (loca
 workers, upstreams, registered servers) and its bounds, the function and its
 concurrency, memory, keep-alive and keep-warm, the scheduler and its planning period,
 the prices. The service profile (`sluice profile --config`) says how long a batch takes
-on each; `sim.served` runs the core at virtual time.
+on each; `sim.served` runs the core at virtual time. Each answer's latency also carries
+the gateway's own handling of the request (reading it, writing its answer), taken as
+the same `EDGE_ALLOWANCE_S` the adaptive policy plans with (`--edge-ms` to change it).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from sim.served import Serving, simulate_served
 
 from .config import ConfigError, GatewayConfig, ModelConfig
 from .config import load as load_config
-from .served import adaptive_for, make_scheduler, prices_of
+from .served import EDGE_ALLOWANCE_S, adaptive_for, make_scheduler, prices_of
 
 
 def pick_model(config: GatewayConfig, name: str | None) -> ModelConfig:
@@ -44,7 +46,7 @@ def pick_model(config: GatewayConfig, name: str | None) -> ModelConfig:
 
 def serving_of(
     config: GatewayConfig, model: ModelConfig, profile: ServiceProfile, *, jitter: float = 0.0, seed: int = 0,
-    fail_probability: float = 0.0,
+    fail_probability: float = 0.0, edge_s: float = EDGE_ALLOWANCE_S,
 ) -> Serving:  # fmt: skip
     """How `sluice serve` would serve `model`, as the simulator takes it."""
     if model.path:
@@ -75,7 +77,7 @@ def serving_of(
         as_measured=True, timeout_s=config.request_timeout_s, slo_s=(model.slo_ms or 1000.0) / 1e3,
         admit_on_slo=model.slo_ms is not None, max_pending=model.max_pending, max_attempts=model.max_attempts,
         outage_grace_s=model.unavailable_grace_s, prices=prices_of(model), jitter=jitter, seed=seed,
-        fail_probability=fail_probability,
+        fail_probability=fail_probability, edge_s=edge_s,
     )  # fmt: skip
 
 
@@ -98,9 +100,9 @@ def policy_of(model: ModelConfig, profile: ServiceProfile, serving: Serving) -> 
 
 def simulate_config(
     config: GatewayConfig, model: ModelConfig, profile: ServiceProfile, arrivals: np.ndarray, *,
-    jitter: float = 0.0, seed: int = 0, fail_probability: float = 0.0,
+    jitter: float = 0.0, seed: int = 0, fail_probability: float = 0.0, edge_s: float = EDGE_ALLOWANCE_S,
 ) -> SimResult:  # fmt: skip
-    serving = serving_of(config, model, profile, jitter=jitter, seed=seed, fail_probability=fail_probability)
+    serving = serving_of(config, model, profile, jitter=jitter, seed=seed, fail_probability=fail_probability, edge_s=edge_s)
     policy = policy_of(model, profile, serving)
     scheduler = make_scheduler(model) if model.hybrid else None
     slo_s = model.slo_ms / 1e3 if model.slo_ms is not None else None
@@ -118,8 +120,9 @@ def run(args: argparse.Namespace) -> int:
         if not 0.0 <= args.fail_probability < 1.0:
             raise ValueError(f"--fail-probability must be in [0, 1), got {args.fail_probability:g}")
         arrivals = load_arrivals(args)
+        edge_s = EDGE_ALLOWANCE_S if args.edge_ms is None else args.edge_ms / 1e3
         result = simulate_config(config, model, profile, arrivals, jitter=args.jitter, seed=args.seed,
-                                 fail_probability=args.fail_probability)  # fmt: skip
+                                 fail_probability=args.fail_probability, edge_s=edge_s)  # fmt: skip
     except (ValueError, OSError) as exc:  # ConfigError and ProfileError are ValueErrors
         print(f"sluice sim: {exc}", file=sys.stderr)
         return 2
@@ -132,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     output["settings"] = {
         "config": args.config, "model": model.name, "profile": args.profile, "policy": model.policy,
         "scheduler": model.scheduler if model.hybrid else None, "source": args.trace or f"{args.arrivals} for {args.duration:g} s",
-        "seed": args.seed, "jitter": args.jitter, "fail_probability": args.fail_probability,
+        "seed": args.seed, "jitter": args.jitter, "fail_probability": args.fail_probability, "edge_ms": edge_s * 1e3,
     }  # fmt: skip
     print(json.dumps(output) if args.json else format_served(output))
     return 0

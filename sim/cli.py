@@ -33,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="simulate a model as `sluice serve --config FILE` would serve it: "
                         "its policy, SLO, admission, pool, function, scheduler and prices (the options below are then ignored)")
     parser.add_argument("--model", metavar="NAME", help="with --config: the model to simulate (needed if it has several)")
+    parser.add_argument("--edge-ms", type=float, metavar="MS",
+                        help="with --config: what the gateway adds to each answer outside its core (default 2, the allowance the adaptive policy plans with)")
     parser.add_argument("--fail-probability", type=float, default=0.0, metavar="P",
                         help="with --config: each batch on a server fails as unreachable with probability P, and is retried (default 0)")
     parser.add_argument("--slo-ms", type=float, help="latency objective in milliseconds (required without --config)")

@@ -89,6 +89,7 @@ class Serving:
     function_belief: FunctionSettings | None = None  # what the core expects of the function (default: the profile)
     as_measured: bool = False  # the core's s(b) on the function is the round trip, overhead included (as the gateway measures it)
     timeout_s: float = 30.0  # each request's deadline
+    edge_s: float = 0.0  # what the gateway adds to each answer outside the core (reading the request, writing its answer)
     slo_s: float | None = None  # the model's SLO: the scheduler's view, and admission's budget
     admit_on_slo: bool = True  # admission refuses what the backlog would keep past the SLO (as with slo_ms)
     max_pending: int = 4096
@@ -240,7 +241,7 @@ class ServedRun:
         request = self.requests[i]
         admission, corrections = self.admissions.pop(i)
         if status == 200:
-            self.out.latency[i] = latency  # the wait, then the batch's delay: summed as the fast path sums it
+            self.out.latency[i] = latency + self.serving.edge_s if self.serving.edge_s else latency
         self.core.answer(request, now, admission, corrections, served=status == 200)  # type: ignore[arg-type]
 
     def _due(self, now: float, planned: float) -> None:

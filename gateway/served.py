@@ -171,10 +171,12 @@ def make_fleet(config: ModelConfig, pool: Pool) -> Fleet:
     if config.faas is not None:
         f = config.faas
         settings = FunctionSettings(f.keep_alive_s, f.overhead_ms / 1e3, f.cold_start_ms / 1e3)
+    started = getattr(servers, "startup_seconds", None)  # local workers time their own start
     return Fleet(
         (lambda: servers.instances) if servers is not None else (lambda: ()),
         (lambda: faas.instances[0] if faas.instances else None) if faas is not None else (lambda: None),
         prices=prices_of(config), function_settings=settings, max_instances=config.max_workers,
+        startup_s=max(started) if started else 1.0,
     )  # fmt: skip
 
 

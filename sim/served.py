@@ -54,9 +54,12 @@ class SimInstance:
     high_water: int = 0
 
 
-def _tabled(curve: Callable, largest: int = 1024) -> Callable[[int], float]:
-    """s(b) looked up in a table for b up to `largest` (the profile's curve interpolates on each call)."""
-    table = [float(x) for x in curve(np.arange(1, largest + 1))]
+def _tabled(curve: Callable, largest: int = 1024, monotone: bool = False) -> Callable[[int], float]:
+    """s(b) looked up in a table for b up to `largest` (the profile's curve interpolates on
+    each call). `monotone`: never decreasing in b, as the gateway builds the curve its core
+    uses from what it measures (`backends.profiling.service_curve`)."""
+    values = np.asarray(curve(np.arange(1, largest + 1)), dtype=float)
+    table = [float(x) for x in (np.maximum.accumulate(values) if monotone else values)]
     return lambda b: table[b - 1] if 0 < b <= largest else float(curve(b))
 
 
@@ -149,11 +152,14 @@ class ServedRun:
         if self.function is not None:
             self.fleet.environments.preload(serving.warm_environments, self.engine.now)
         extra = faas.invoke_overhead_ms / 1e3 if faas and serving.as_measured else 0.0
+        # The simulated backends run the profile's s(b); the core predicts with the curve the gateway would build.
         self._faas_s = _tabled(lambda b: profile.faas_service_s(b, self.memory)) if self.function is not None else None
+        self._pool_s = _tabled(profile.iaas_service_s, profile.iaas.max_batch_size or 1024) if profile.iaas else None
         self.core = Dispatcher(
             policy, self.fleet, scheduler=scheduler, slo_s=serving.slo_s,
-            pool_service=_tabled(profile.iaas_service_s, profile.iaas.max_batch_size or 1024) if profile.iaas else None,
-            faas_service=_tabled(lambda b: profile.faas_service_s(b, self.memory) + extra) if self.function is not None else None,
+            pool_service=_tabled(profile.iaas_service_s, profile.iaas.max_batch_size or 1024, True) if profile.iaas else None,
+            faas_service=(_tabled(lambda b: profile.faas_service_s(b, self.memory) + extra, monotone=True)
+                          if self.function is not None else None),
             answered=self._answered, max_attempts=serving.max_attempts, max_pending=serving.max_pending,
             outage_grace_s=serving.outage_grace_s,
         )  # fmt: skip
@@ -271,7 +277,7 @@ class ServedRun:
             environments.release_at(now + delay)
             self.fleet.faas_billed(billed_ms(service))
         else:
-            service = self.core.pool_service(send.rows) * factor  # type: ignore[misc]
+            service = self._pool_s(send.rows) * factor  # type: ignore[misc]
             delay = service
             failed = s.fail_probability > 0 and self.rng.random() < s.fail_probability
         self._index[id(send)] = len(self.out.sends)

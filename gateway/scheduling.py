@@ -114,6 +114,9 @@ class PlanLoop(BackgroundLoop):
         if not scalable(self.pool.servers):
             return
         start, stop = self.fleet.apply(plan, now)
+        if start or stop:
+            log.info("plan", extra={"model": self.model, "target": plan.target, "start": start,
+                                    "stop": [i.name for i in stop]})  # fmt: skip
         for _ in range(start):
             self._background(self._start_one(self.fleet.start_requested(now)))
         for instance in stop:

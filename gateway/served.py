@@ -200,7 +200,8 @@ def make_scheduler(config: ModelConfig) -> Scheduler:
 
 def make_core(config: ModelConfig, policy: BatchPolicy, fleet: Fleet, scheduler: Scheduler | None = None,
               pool_service=None, faas_service=None) -> Dispatcher:  # fmt: skip
-    """The model's dispatch core, as both `sluice serve` and `sluice sim --config` build it."""
+    """The model's dispatch core live. `sluice sim --config` gives its own the same
+    settings from the same config (`gateway.simulated.serving_of`)."""
     return Dispatcher(
         policy, fleet, name=config.name, scheduler=scheduler, slo_s=(config.slo_ms or 1000.0) / 1e3,
         pool_service=pool_service, faas_service=faas_service, max_attempts=config.max_attempts,

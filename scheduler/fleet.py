@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from weakref import WeakKeyDictionary
 from typing import Protocol
 
 from .breaker import CircuitBreaker
@@ -94,8 +95,9 @@ class Fleet:
         self.function_settings = function_settings or FunctionSettings()
         self.startup_s, self.max_instances = startup_s, max_instances
         self._new_breaker = breaker
-        self.breakers: dict[int, CircuitBreaker] = {}
-        self.running: dict[int, list[float]] = {}  # id(seat) -> predicted end of each batch on it
+        # Per instance, as long as it lives (weakly held: one that left takes its state along).
+        self.breakers: WeakKeyDictionary[Seat, CircuitBreaker] = WeakKeyDictionary()
+        self.running: WeakKeyDictionary[Seat, list[float]] = WeakKeyDictionary()  # predicted end of each batch on it
         self.starting: dict[int, float] = {}  # start requests not ready yet: token -> asked at
         self._tokens = 0
         self.stopping: set[str] = set()
@@ -116,10 +118,9 @@ class Fleet:
         return seat is self.function()
 
     def breaker(self, seat: Seat) -> CircuitBreaker:
-        key = id(seat)
-        found = self.breakers.get(key)
+        found = self.breakers.get(seat)
         if found is None:
-            found = self.breakers[key] = self._new_breaker()
+            found = self.breakers[seat] = self._new_breaker()
         return found
 
     def accepts(self, seat: Seat, now: float) -> bool:
@@ -134,11 +135,11 @@ class Fleet:
         seat.high_water = max(seat.high_water, seat.inflight)
         seat.dispatched += 1
         seat.last_dispatch = now
-        self.running.setdefault(id(seat), []).append(now + predicted_s)
+        self.running.setdefault(seat, []).append(now + predicted_s)
 
     def ended(self, seat: Seat, now: float, predicted_end: float) -> None:
         seat.inflight -= 1
-        ends = self.running.get(id(seat))
+        ends = self.running.get(seat)
         if ends is not None and predicted_end in ends:
             ends.remove(predicted_end)
         if self.is_function(seat):
@@ -194,8 +195,8 @@ class Fleet:
 
     def stop_ended(self, seat: Seat, now: float) -> None:
         self.stopping.discard(seat.name)
-        self.running.pop(id(seat), None)
-        self.breakers.pop(id(seat), None)
+        self.running.pop(seat, None)
+        self.breakers.pop(seat, None)
         self.ledger.closed(seat.name, now)
         self.stopped += 1
 
@@ -226,7 +227,7 @@ class Fleet:
         first batch on it is predicted done."""
         if seat.inflight < seat.max_inflight:
             return now
-        ends = self.running.get(id(seat))
+        ends = self.running.get(seat)
         return max(now, min(ends)) if ends else now
 
     def view(

@@ -89,8 +89,10 @@ class GatewayProcess:
     log_path: Path
 
     def logs(self) -> list[dict]:
-        lines = self.log_path.read_text().splitlines()
-        return [json.loads(line) for line in lines if line.startswith("{")]
+        """The log lines written so far; a last line the gateway is still writing is left out."""
+        text = self.log_path.read_text()
+        complete = text if text.endswith("\n") else text[: text.rfind("\n") + 1]
+        return [json.loads(line) for line in complete.splitlines() if line.startswith("{")]
 
     def worker_pids(self) -> list[int]:
         started = [e for e in self.logs() if e.get("msg") == "worker started"]

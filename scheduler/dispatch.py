@@ -321,9 +321,8 @@ class Dispatcher:
         for batch in self.backlog.ordered()[:_OFFERED]:
             if not any(fleet.accepts(s, now) for s in fleet.seats()):
                 break  # nothing can go anywhere now: the rest wait
-            live = [r for r in batch.requests if not self.answered(r)]
+            live = self._live(batch)
             if not live:
-                self.backlog.pop(batch)
                 continue
             placement = self.scheduler.place(batch, self.view(now, held), now)  # type: ignore[union-attr]
             if placement.kind == "faas":
@@ -342,6 +341,13 @@ class Dispatcher:
             if not fleet.accepts(seat, now):
                 continue
             self._send(batch, live, seat, now)
+
+    def _live(self, batch: Batch) -> list[Request]:
+        """The batch's requests not yet answered; a batch with none (all 504s) leaves the backlog."""
+        live = [r for r in batch.requests if not self.answered(r)]
+        if not live:
+            self.backlog.pop(batch)
+        return live
 
     def _send(self, batch: Batch, live: list[Request], seat: Seat, now: float) -> None:
         self.backlog.pop(batch)
@@ -375,9 +381,8 @@ class Dispatcher:
                     break
                 self._enqueue(idle)
                 continue
-            live = [r for r in batch.requests if not self.answered(r)]
-            if not live:  # every request in it answered already (504s): nothing to send
-                self.backlog.pop(batch)
+            live = self._live(batch)
+            if not live:
                 continue
             usable = [s for s in fleet.seats() if s.name not in fleet.stopping and fleet.breaker(s).allows(now, s.inflight)]
             index = pick_instance(usable, now)

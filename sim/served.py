@@ -196,7 +196,6 @@ class ServedRun:
         window = [t for t in self.times if t < first + 60.0]
         for t in window:
             self.fleet.arrived(t)
-        self.fleet.rate(first + 60.0)
         plan = self.scheduler.plan(self.core.view(first + 60.0), first)  # type: ignore[union-attr]
         self.fleet.arrivals.clear()
         start, _ = self.fleet.apply(plan, first)

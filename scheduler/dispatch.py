@@ -173,7 +173,7 @@ class Dispatcher:
         retried = id(request) in self._retried
         self._retried.discard(id(request))
         if served and not retried:
-            self.learnt.learn(admission, corrections, now - request.arrival)
+            self.learnt.learn(admission, corrections, now - request.arrival, now)
 
     def withdraw(self, request: Request, now: float) -> str:
         """The request's answer is no longer wanted (its client went, or its deadline

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from scheduler import CircuitBreaker
 from batching import Batch, BatchQueue, FixedPolicy, Request
-from batching.admission import ServiceMeter, admit
+from batching.admission import Admission, Corrections, ServiceMeter, admit
 from scheduler import Backlog
 
 
@@ -63,6 +63,33 @@ def test_admission_bounds_pending_requests_and_knows_nothing_before_a_batch() ->
     outage = admit(ahead_rows=10**6, ahead_batches=10**4, rows=1, pending=0, max_pending=100, slots=0,
                    meter=make_meter(), max_wait_s=0.0, budget_s=0.001)  # fmt: skip
     assert outage.admitted, "an outage is the grace period's to answer"
+
+
+def test_a_correction_rises_with_the_first_misses_and_falls_with_its_half_life() -> None:
+    learnt = Corrections()
+    now = 0.0
+
+    def answers(count: int, stretch: float) -> None:
+        """`count` answers 10 ms apart, each behind 0.2 s of backlog and 10 ms of service,
+        whose drain took `stretch` times the measured one."""
+        nonlocal now
+        for _ in range(count):
+            now += 0.01
+            margin, allowance = used = learnt.now
+            predicted = Admission(True, predicted_s=0.2 * (1 + margin) + 0.01 + allowance, drain_s=0.2)
+            learnt.learn(predicted, used, 0.2 * stretch + 0.01, now)
+
+    answers(2048, 1.0)
+    assert learnt.margin == pytest.approx(0.0, abs=1e-9), "predictions on time: nothing to correct"
+    answers(12, 1.3)  # a slow spell: a dozen answers 30% late
+    assert learnt.margin > 0.25, "the margin rose with the spell, not at the next periodic estimate"
+    risen = learnt.margin
+    answers(2048, 1.0)  # the spell has just left the window of answers
+    assert learnt.margin > 0.95 * risen, "not forgotten with the window"
+    answers(6000, 1.0)  # a minute on time
+    assert 0.4 * risen < learnt.margin < 0.6 * risen, "a half-life later, half is kept"
+    answers(60000, 1.0)
+    assert learnt.margin < 0.01 * risen, "forgotten after ten minutes on time"
 
 
 def request(i: int, priority: int = 0, size: int = 1) -> Request:

@@ -166,8 +166,11 @@ def _fast_path(times: np.ndarray, policy: BatchPolicy, target: _Target, jitter: 
     if jitter:
         service = service * jitter.factors(len(size))
     cold = np.zeros(len(size), dtype=bool)
-    for k, (now, service_s) in enumerate(zip(close.tolist(), service.tolist())):
-        cold[k] = target.begin(now, service_s)[0]
+    if target.environments is not None and len(size):
+        # Each batch busy for overhead + (cold start) + s(b), summed as `_Target.begin` sums it.
+        warm_s = ((target.overhead_s + 0.0) + service).tolist()
+        cold_s = ((target.overhead_s + target.cold_start_s) + service).tolist()
+        cold = np.array(target.environments.run_all(close.tolist(), warm_s, cold_s), dtype=bool)
     return formation.start, size, close, formation.reason, close, cold, service
 
 

@@ -1,8 +1,10 @@
-"""Online estimate of the arrival process: a sliding window, a fitted MAP(2), and change detection.
+"""Online estimate of the arrival process: a sliding window, a fitted MAP, and change detection.
 
 The tuner needs a model of the traffic now, not averaged over a period whose rate
 has moved on. So the estimator keeps the arrival times of the last `window_s`
-seconds, refits a MAP(2) to their gaps at most every `refit_s` seconds, and runs
+seconds, refits the arrival model to their gaps at most every `refit_s` seconds
+(`fit_arrivals`: MAP(2) or a MAP of up to 4 phases, whichever predicts the latest
+gaps best; the same fits `sluice tune` uses), and runs
 a change detector; when it fires, the data before the estimated change point is
 dropped and the model is refitted at once.
 
@@ -50,7 +52,8 @@ import math
 import numpy as np
 from scipy import special, stats
 
-from .fitting import FitResult, fit_map2
+from .arrival_fits import fit_arrivals
+from .fitting import FitResult
 
 
 class _TimeRing:
@@ -98,7 +101,7 @@ class _TimeRing:
 
 
 class ArrivalEstimator:
-    """Rate and fitted MAP(2) of the recent arrivals, adapting at once to sustained rate changes."""
+    """Rate and fitted MAP of the recent arrivals, adapting at once to sustained rate changes."""
 
     def __init__(
         self,
@@ -168,12 +171,12 @@ class ArrivalEstimator:
         return self._times.size / span if span > 0 else 0.0
 
     def model(self, now: float) -> FitResult | None:
-        """The MAP(2) fitted to the window's gaps; None with fewer than `min_arrivals` arrivals."""
+        """The arrival model fitted to the window's gaps (`fit_arrivals`); None with fewer than `min_arrivals` arrivals."""
         self._advance(now)
         if self._times.size < self.min_arrivals:
             return None
         if self._fit is None or now - self._fit_at >= self.refit_s:
-            self._fit = fit_map2(np.diff(self._times.array()))
+            self._fit = fit_arrivals(np.diff(self._times.array()))
             self._fit_at = now
         return self._fit
 

@@ -44,7 +44,7 @@ most), "map2" otherwise.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -65,9 +65,13 @@ class FitResult:
     """A fitted arrival model, what it was asked to match and what it matches."""
 
     map: MAP
-    kind: str  # "map2", "map2-clipped", "renewal-h2", "renewal-hypo", "erlang" or "poisson"
+    # fit_map2: "map2", "map2-clipped", "renewal-h2", "renewal-hypo", "erlang" or "poisson";
+    # batching.phase_fit: "hmap2" to "hmap4" (a hyperexponential marginal with a persistent phase)
+    kind: str
     target: dict[str, float]  # of the sample: rate, scv, acf1
     achieved: dict[str, float]  # of the model: rate, scv, acf1
+    # batching.arrival_fits: each candidate's held-out log-likelihood per gap, by candidate; else empty
+    scores: dict[str, float] = field(default_factory=dict)
 
 
 def describe(interarrivals: np.ndarray) -> dict[str, float]:

@@ -1,4 +1,5 @@
-"""`sluice tune`: fit the arrivals, then choose (B, T, memory) for an SLO at the lowest cost.
+"""`sluice tune`: fit the arrivals (`fit_arrivals`, as the live adaptive policy does), then
+choose (B, T, memory) for an SLO at the lowest cost.
 
 Also `targets_from_profile`, which turns a service profile into the tuner's targets;
 `sluice sim --policy adaptive` uses it too.
@@ -18,7 +19,7 @@ import numpy as np
 from batching import FixedPolicy
 from batching.adaptive import AdaptivePolicy
 from batching.arrivals import MAP
-from batching.fitting import fit_map2
+from batching.arrival_fits import fit_arrivals
 from batching.tuner import MAX_BATCH, Target, TuneResult, tune
 
 from .profiles import ProfileError, ServiceProfile
@@ -154,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
         print("sluice tune: --slo-ms must be a positive number", file=sys.stderr)
         return 2
     started = time.perf_counter()
-    fit = fit_map2(np.diff(arrivals))
+    fit = fit_arrivals(np.diff(arrivals))
     result = tune(fit.map, targets, args.slo_ms / 1e3, args.percentile / 100.0)
     solve_ms = (time.perf_counter() - started) * 1e3
     verification = None

@@ -4,8 +4,9 @@ Two ways to the same answer:
 - the event path serves the arrivals as the gateway would (`sim.served`: the gateway's
   own dispatch core, request by request, on the discrete-event engine), with no
   deadlines and no admission; it runs any policy, on any target;
-- the fast path, for a fixed (B, T) on FaaS with unlimited concurrency, forms all
-  batches at once with `form_batches` and computes latencies with numpy.
+- the fast path, on FaaS with unlimited concurrency, for fixed limits or the adaptive
+  policy, forms the batches in bulk (`form_batches`; `sim.segments` between the policy's
+  changes of limits, and for deadline-aware closing) and computes latencies with numpy.
 Both draw the same jitter, keep warm environments the same way and bill with the same
 formula, so they agree exactly; the tests hold them to it.
 """
@@ -24,6 +25,7 @@ from batching.formation import form_batches
 
 from scheduler import KeepWarmPolicy, WarmEnvironments
 
+from .segments import follows_arrivals, form_by_runs, limit_runs
 from .served import Serving, simulate_served
 from .profiles import ServiceProfile, resolved_memory
 from .results import SimResult
@@ -107,14 +109,14 @@ def simulate(
     if resolved.environments is not None and len(times):
         resolved.environments.preload(warm_environments, float(times[0]))
     constant = type(policy) in (FixedPolicy, NoBatchingPolicy)
-    # Deadline-aware closing needs the queue itself: only plain fixed limits have a fast path.
-    fixed = constant and not policy.limits(0.0).service_s
     if constant and target == "pool" and profile.iaas and profile.iaas.max_batch_size is not None:
         if policy.limits(0.0).max_size > profile.iaas.max_batch_size:
             raise ValueError(f"batch size {policy.limits(0.0).max_size} exceeds the pool's max_batch_size {profile.iaas.max_batch_size}")
-    fast_ok = fixed and target == "faas" and concurrency_limit is None
+    # Batches formed in bulk: every batch is invoked when it closes, and the policy's
+    # limits change only with the arrivals it is told of (`sim.segments`).
+    fast_ok = target == "faas" and concurrency_limit is None and follows_arrivals(policy)
     if path == "fast" and not fast_ok:
-        raise ValueError("the fast path needs a FixedPolicy or NoBatchingPolicy on FaaS without a concurrency limit")
+        raise ValueError("the fast path needs fixed limits or the adaptive policy, on FaaS without a concurrency limit")
     use_fast = fast_ok and path != "event"
     jitter_draws = _Jitter(jitter, seed) if jitter > 0 else None
 
@@ -157,10 +159,15 @@ def simulate(
 
 
 def _fast_path(times: np.ndarray, policy: BatchPolicy, target: _Target, jitter: _Jitter | None) -> tuple[np.ndarray, ...]:
-    """Fixed limits on FaaS without a concurrency limit: every batch is invoked when it
-    closes, so only the warm-environment bookkeeping needs a loop (over batches)."""
+    """On FaaS without a concurrency limit every batch is invoked when it closes: the
+    batches are formed in bulk (plain fixed limits by `form_batches`, others run by run
+    of the policy's limits), and only the warm-environment bookkeeping loops (over batches)."""
     limits = policy.limits(0.0)
-    formation = form_batches(times, limits.max_size, limits.max_wait)
+    if type(policy) in (FixedPolicy, NoBatchingPolicy) and not limits.service_s:
+        formation = form_batches(times, limits.max_size, limits.max_wait)
+    else:
+        arrivals = times.tolist()
+        formation = form_by_runs(arrivals, limit_runs(policy, arrivals))
     size, close = formation.size, formation.close_time
     service = target.service_s(size) if len(size) else np.zeros(0)
     if jitter:

@@ -71,5 +71,20 @@ class Engine:
         if math.isfinite(until) and until > self.now:
             self.now = until
 
+    def run_stream(self, times: list[float], priority: int, callback: Callable[[int], Any]) -> None:
+        """Run `callback(i)` at each of the sorted `times`, at `priority`, interleaved with the
+        scheduled events, then the rest of them: each after every scheduled event due before
+        it or at the same time with the same or a lower priority, and before the others.
+        The simulator's arrivals, without a heap entry for each."""
+        heap, step = self._heap, self.step
+        for i, time in enumerate(times):
+            while heap and (heap[0][0] < time or (heap[0][0] == time and heap[0][1] <= priority)):
+                step()
+            if not time >= self.now:
+                raise ValueError(f"cannot run at {time!r}, before now ({self.now!r})")
+            self.now = time
+            callback(i)
+        self.run()
+
     def __len__(self) -> int:
         return len(self._heap)

@@ -30,15 +30,15 @@ from collections.abc import Sequence
 import numpy as np
 
 from .arrivals import _stationary
-from .latency import WaitDistribution, WindowTables, wait_distribution
+from .latency import WaitDistribution, WindowTables, interval_integrals, wait_distribution
 
 
 def _integrate(density: np.ndarray, lo: int, hi: int, du: float) -> np.ndarray:
-    """Cumulative trapezoid of a density supported on grid points lo..hi: zero before, flat after."""
+    """Cumulative integral of a density supported on grid points lo..hi: zero before, flat after."""
     out = np.zeros_like(density)
     if hi > lo:
-        part = np.clip(density[lo : hi + 1], 0.0, None)
-        out[lo + 1 : hi + 1] = np.cumsum(0.5 * (part[1:] + part[:-1]) * du, axis=0)
+        part = density[lo : hi + 1]
+        out[lo + 1 : hi + 1] = np.cumsum(interval_integrals(part[:-1], part[1:], du), axis=0)
         out[hi + 1 :] = out[hi]
     return out
 

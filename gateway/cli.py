@@ -7,15 +7,19 @@ import logging
 import sys
 from typing import Any
 
-from backends import aio
-from backends.worker import server as worker
-from backends.worker.demo import demo_model_path
-from backends.faas_emulator import cli as faas_cli
-from sim import cli as sim_cli
-from sim import tune as tune_cli
+from importlib import import_module
 
 from . import config as config_mod
-from . import logs, profile_cmd
+
+# Each subcommand's module (and what it imports) loads only when that subcommand runs or
+# --help lists them all: `sluice sim` does not import the server, boto3 or scipy.
+SUBCOMMANDS = {
+    "worker": ("backends.worker.server", "serve one ONNX model for whole batches (used by local pools)"),
+    "sim": ("sim.cli", "what-if: batching latency and cost on a trace, at virtual time"),
+    "tune": ("sim.tune", "choose batch size, timeout and memory for an SLO at the lowest cost"),
+    "faas-emulator": ("backends.faas_emulator.cli", "a local AWS Lambda Invoke API running ONNX functions"),
+    "profile": ("gateway.profile_cmd", "measure a backend's batch times; write a service profile"),
+}
 
 
 def _pairs(values: list[str] | None, flag: str) -> list[tuple[str, str]]:
@@ -83,31 +87,38 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-access-log", action="store_true", help="do not log every request")
 
 
+def _adaptive_policy(args: argparse.Namespace, profile: Any) -> Any:
+    """`sluice sim --policy adaptive`'s policy (the tuner, and scipy, load only for it)."""
+    return import_module("sim.tune").adaptive_policy(args, profile)
+
+
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    chosen = next((a for a in argv if not a.startswith("-")), None)
     parser = argparse.ArgumentParser(prog="sluice", description="Sluice: an adaptive-batching inference gateway.")
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_serve(sub)
-    worker.add_arguments(sub.add_parser("worker", help="serve one ONNX model for whole batches (used by local pools)"))
-    sim_cli.add_arguments(sub.add_parser("sim", help="what-if: batching latency and cost on a trace, at virtual time"))
-    tune_cli.add_arguments(sub.add_parser("tune", help="choose batch size, timeout and memory for an SLO at the lowest cost"))
-    faas_cli.add_arguments(sub.add_parser("faas-emulator", help="a local AWS Lambda Invoke API running ONNX functions"))
-    profile_cmd.add_arguments(sub.add_parser("profile", help="measure a backend's batch times; write a service profile"))
+    if chosen not in SUBCOMMANDS:  # serve, or none given (--help), or a typo: list them all
+        _add_serve(sub)
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        if chosen == name or chosen not in SUBCOMMANDS:
+            import_module(module).add_arguments(sub.add_parser(name, help=help_text))
     args = parser.parse_args(argv)
     if args.command == "sim" and args.config:
         from . import simulated
 
         sys.exit(simulated.run(args))
     if args.command == "sim":
-        sys.exit(sim_cli.run(args, policy_factory=tune_cli.adaptive_policy))
-    if args.command == "tune":
-        sys.exit(tune_cli.run(args))
-    if args.command == "faas-emulator":
-        sys.exit(faas_cli.run(args))
-    if args.command == "profile":
-        sys.exit(profile_cmd.run(args))
+        sys.exit(import_module("sim.cli").run(args, policy_factory=_adaptive_policy))
     if args.command == "worker":
-        worker.run(args)
+        import_module("backends.worker.server").run(args)
         return
+    if args.command != "serve":
+        sys.exit(import_module(SUBCOMMANDS[args.command][0]).run(args))
+    from backends import aio
+    from backends.worker.demo import demo_model_path
+
+    from . import logs
+
     try:
         config = config_mod.load(args.config, _serve_flags(args), demo=lambda: str(demo_model_path()))
     except config_mod.ConfigError as exc:

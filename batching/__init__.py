@@ -20,16 +20,22 @@ from .types import Batch, Request
 
 if TYPE_CHECKING:
     from .adaptive import AdaptivePolicy
+    from .arrival_fits import fit_arrivals
     from .counting import CountingProcess
     from .estimator import ArrivalEstimator
     from .fitting import FitResult, describe, fit_map2
     from .latency import WaitDistribution, WindowTables, wait_distribution
+    from .likelihood import log_likelihood
+    from .phase_fit import fit_hyper_map
     from .tuner import Choice, Target, TuneResult, tune, tune_coarse_to_fine, tune_for_budget
 
 _LAZY = {
     "AdaptivePolicy": "adaptive",
     "CountingProcess": "counting",
     "ArrivalEstimator": "estimator",
+    "fit_arrivals": "arrival_fits",
+    "fit_hyper_map": "phase_fit",
+    "log_likelihood": "likelihood",
     **dict.fromkeys(("FitResult", "describe", "fit_map2"), "fitting"),
     **dict.fromkeys(("WaitDistribution", "WindowTables", "wait_distribution"), "latency"),
     **dict.fromkeys(("Choice", "Target", "TuneResult", "tune", "tune_coarse_to_fine", "tune_for_budget"), "tuner"),
@@ -66,9 +72,12 @@ __all__ = [
     "WindowTables",
     "concat_inputs",
     "describe",
+    "fit_arrivals",
+    "fit_hyper_map",
     "fit_map2",
     "form_batches",
     "gamma_renewal_sample",
+    "log_likelihood",
     "split_outputs",
     "tune",
     "tune_coarse_to_fine",

@@ -1,14 +1,16 @@
 """The SLO-adaptive batching policy: (B, T) re-tuned from the traffic seen, continuously.
 
 It watches every arrival through an `ArrivalEstimator`, and every `retune_s` (or
-at once after the estimator detects a change) refits the arrival model and runs
-the tuner. A re-tune is skipped while the fitted traffic stays close to what the
-current choice was tuned for, so steady traffic costs almost nothing.
+at once after the estimator detects a change) refits the arrival model
+(`fit_arrivals`) and runs the tuner. A re-tune is skipped while the traffic's rate,
+SCV and correlation stay close to those of the window last tuned for, so steady
+traffic costs almost nothing.
 
 Tuning is split so that the gateway can keep it off its event loop: `plan(now)`
-(cheap: is a re-tune due, and on what model?), `solve(model)` (pure; may run in a
-worker thread) and `apply(result, now)`. With `inline=True` (the simulator's way)
-`observe_arrival` runs all three itself, at virtual time.
+(cheap: is a re-tune due? then the window's gaps), `solve(gaps)` (pure: the fit and
+the tuner, tens of milliseconds; the gateway runs it in its solver process) and
+`apply(solved, now)`. With `inline=True` (the simulator's way) `observe_arrival`
+runs all three itself, at virtual time.
 
 On a server pool (`work_conserving=True`) there is nothing to trade: the instances
 are paid for whether they run or idle, so holding a request back to fill a batch only
@@ -25,10 +27,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
+
+import numpy as np
 
 from .arrivals import MAP
+from .arrival_fits import fit_arrivals
 from .estimator import ArrivalEstimator
+from .fitting import FitResult, describe
 from .policy import BatchLimits
 from .tuner import Choice, Target, TuneResult, tune_coarse_to_fine
 
@@ -61,6 +67,14 @@ def pool_batch_limit(service_s: Sequence[float], overhead_s: float, budget_s: fl
         if 2.0 * float(s) + overhead_s <= budget_s:
             best = b
     return best
+
+
+@dataclass(frozen=True)
+class Solved:
+    """A re-tune's outcome: the arrival model fitted to the window, and the tuner's result for it."""
+
+    fit: FitResult
+    result: TuneResult
 
 
 class AdaptivePolicy:
@@ -101,7 +115,8 @@ class AdaptivePolicy:
         self._hold: tuple[int, float] = (1, 0.0)  # its (idle_rows, hold_s) for the measured rate
         self._limits = initial
         self.choice: Choice | None = None
-        self.tuned_for: MAP | None = None
+        self.tuned_for: MAP | None = None  # the fitted arrival model of the last re-tune
+        self._tuned_stats: dict[str, float] | None = None  # and its window's rate, SCV, acf1
         self.retunes = 0
         self._next_check = -math.inf
         self._changes_seen = 0
@@ -119,16 +134,17 @@ class AdaptivePolicy:
     def observe_arrival(self, now: float) -> None:
         self.estimator.observe(now)
         if self.inline:
-            model = self.plan(now)
-            if model is not None:
-                self.apply(self.solve(model), now, model)
+            gaps = self.plan(now)
+            if gaps is not None:
+                self.apply(self.solve(gaps), now)
 
     # -- re-tuning, in three steps ----------------------------------------------
 
-    def plan(self, now: float) -> MAP | None:
-        """The model to tune for, when a re-tune is due and the traffic has moved; else None.
-        Never on a work-conserving pool: its batches follow the load without a tuner; its
-        hold (`pool_hold`) is refreshed here from the measured rate, every second at most."""
+    def plan(self, now: float) -> np.ndarray | None:
+        """The window's gaps to tune for, when a re-tune is due and the traffic has moved;
+        else None. Never on a work-conserving pool: its batches follow the load without
+        a tuner; its hold (`pool_hold`) is refreshed here from the measured rate, every
+        second at most."""
         changed = self.estimator.changes != self._changes_seen
         if now < self._next_check and not changed:
             return None
@@ -137,32 +153,35 @@ class AdaptivePolicy:
         if self.work_conserving:
             self._refresh_hold(now)
             return None
-        fit = self.estimator.model(now)
-        if fit is None:
+        gaps = self.estimator.gaps(now)
+        if gaps is None:
             return None
-        if self.tuned_for is not None and not changed and self._close(fit.map, self.tuned_for, self.estimator.arrivals_held):
+        if self._tuned_stats is not None and not changed and self._close(describe(gaps), self._tuned_stats, len(gaps) + 1):
             return None
-        return fit.map
+        return gaps
 
-    def solve(self, model: MAP) -> TuneResult:
-        """Pure: run the tuner. Safe to call from a worker thread."""
+    def solve(self, gaps: np.ndarray) -> Solved:
+        """Pure: fit the arrivals and run the tuner. Safe to call in another process."""
+        fit = fit_arrivals(gaps)
         slo = self.tuning_slo_s
         targets = [replace(t, overhead_s=t.overhead_s + self.allowance_s) for t in self.targets]
-        return tune_coarse_to_fine(model, targets, slo, self.percentile, deadline_s=slo if self.deadline_aware else None)
+        result = tune_coarse_to_fine(fit.map, targets, slo, self.percentile, deadline_s=slo if self.deadline_aware else None)
+        return Solved(fit, result)
 
     @property
     def tuning_slo_s(self) -> float:
         return self.slo_s * (1 - self.headroom)
 
-    def apply(self, result: TuneResult, now: float, model: MAP) -> None:
+    def apply(self, solved: Solved, now: float) -> None:
         """Take the tuner's choice (or, if the SLO cannot be met, the lowest-latency one)
-        for the traffic `model` it was solved for."""
-        chosen = result.choice or result.fallback
+        for the traffic it was solved for."""
+        chosen = solved.result.choice or solved.result.fallback
         if chosen is None:
             return
         self.choice = chosen
         self._limits = self._limits_for(chosen)
-        self.tuned_for = model
+        self.tuned_for = solved.fit.map
+        self._tuned_stats = solved.fit.target
         self.retunes += 1
 
     def _pool_choice(self) -> Choice:
@@ -223,19 +242,20 @@ class AdaptivePolicy:
         if self.choice is not None:
             self._limits = self._limits_for(self.choice)
 
-    def _close(self, fitted: MAP, tuned: MAP, samples: int) -> bool:
-        """Is the fitted traffic within estimation noise of what was tuned for? A window
-        of n arrivals pins the rate to about 1/sqrt(n), and the SCV and correlation far
-        more loosely; without this, sparse traffic would re-tune on noise alone."""
+    def _close(self, seen: dict[str, float], tuned: dict[str, float], samples: int) -> bool:
+        """Is the traffic (rate, SCV, lag-1 correlation of the window's gaps) within
+        estimation noise of the window tuned for? A window of n arrivals pins the rate
+        to about 1/sqrt(n), and the SCV and correlation far more loosely; without this,
+        sparse traffic would re-tune on noise alone."""
         noise = 3.0 / math.sqrt(max(samples, 1))
 
         def near(a: float, b: float, tolerance: float) -> bool:
             return abs(a - b) <= max(tolerance, noise) * max(abs(b), 1e-9)
 
         return (
-            near(fitted.rate, tuned.rate, self.rate_tolerance)
-            and near(fitted.scv, tuned.scv, self.shape_tolerance * 2 if samples < 1000 else self.shape_tolerance)
-            and abs(fitted.acf(1) - tuned.acf(1)) <= max(self.shape_tolerance / 2, noise)
+            near(seen["rate"], tuned["rate"], self.rate_tolerance)
+            and near(seen["scv"], tuned["scv"], self.shape_tolerance * 2 if samples < 1000 else self.shape_tolerance)
+            and abs(seen["acf1"] - tuned["acf1"]) <= max(self.shape_tolerance / 2, noise)
         )
 
     def __repr__(self) -> str:

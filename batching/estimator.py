@@ -170,6 +170,14 @@ class ArrivalEstimator:
         span = now - start if start is not None else 0.0
         return self._times.size / span if span > 0 else 0.0
 
+    def gaps(self, now: float) -> np.ndarray | None:
+        """The window's gaps, to fit elsewhere (the fit takes tens of milliseconds: the
+        gateway runs it in its solver process); None with fewer than `min_arrivals` arrivals."""
+        self._advance(now)
+        if self._times.size < self.min_arrivals:
+            return None
+        return np.diff(self._times.array())
+
     def model(self, now: float) -> FitResult | None:
         """The arrival model fitted to the window's gaps (`fit_arrivals`); None with fewer than `min_arrivals` arrivals."""
         self._advance(now)

@@ -4,8 +4,9 @@ Once a second the loop asks the policy whether a re-tune is due (cheap, on the
 event loop), runs the solve in a separate, lower-priority process, and applies
 the result back on the loop. New limits take effect with the next batch that opens.
 
-Why a process and not a thread: the solve is hundreds of milliseconds of Python
-and numpy; in a thread it holds the GIL often enough to stall the event loop,
+Why a process and not a thread: the solve (the arrival fit and the tuner) is tens
+of milliseconds of Python and numpy (hundreds before the tuner searched by whole
+timeouts); in a thread it holds the GIL often enough to stall the event loop,
 requests then reach the handler in bursts, the fitted traffic looks burstier than
 it is, and the next solve gets slower (seen at 1500 req/s: p50 went to 327 ms).
 """
@@ -61,16 +62,17 @@ class RetuneLoop(BackgroundLoop):
         while True:
             await asyncio.sleep(self.interval_s)
             now = time.monotonic()
-            model = self.policy.plan(now)
-            if model is None:
+            gaps = self.policy.plan(now)
+            if gaps is None:
                 continue
             started = time.perf_counter()
             try:
-                result = await loop.run_in_executor(self._solver, self.policy.solve, model)
+                solved = await loop.run_in_executor(self._solver, self.policy.solve, gaps)
             except Exception:  # a failed solve keeps the current limits
                 log.exception("re-tune failed", extra={"model": self.model})
                 continue
-            self.policy.apply(result, time.monotonic(), model)
+            self.policy.apply(solved, time.monotonic())
+            result, fit = solved.result, solved.fit
             if self.on_change is not None:
                 self.on_change()
             choice = self.policy.choice
@@ -80,7 +82,8 @@ class RetuneLoop(BackgroundLoop):
                     "model": self.model, "batch_size": choice.batch_size if choice else None,
                     "timeout_ms": round(choice.timeout_s * 1e3, 3) if choice else None,
                     "predicted_ms": round(choice.latency_s * 1e3, 3) if choice else None,
-                    "feasible": result.choice is not None, "rate": round(model.rate, 3),
-                    "scv": round(model.scv, 3), "solve_ms": round((time.perf_counter() - started) * 1e3, 1),
+                    "feasible": result.choice is not None, "rate": round(fit.target["rate"], 3),
+                    "scv": round(fit.target["scv"], 3), "fit": fit.kind,
+                    "solve_ms": round((time.perf_counter() - started) * 1e3, 1),
                 },
             )  # fmt: skip

@@ -13,7 +13,7 @@ import pytest
 from backends import BackendError
 from backends.lambda_backend import PAYLOAD_LIMIT, InvocationReport, LambdaBackend
 
-from support import scrape_demo, start_emulator, start_gateway, total, v2_body
+from support import scrape_demo, send, start_emulator, start_gateway, total, v2_body
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("aws_credentials")]
 
@@ -192,3 +192,39 @@ def test_profile_measures_each_memory_size_and_leaves_the_function_as_it_was(tmp
     assert curves["512"]["batch_ms"]["16"] > 1.5 * curves["2048"]["batch_ms"]["16"]
     assert faas["cold_start_ms"] > 0 and faas["invoke_overhead_ms"] > 0
     assert after["MemorySize"] == 1024 and "SLUICE_PROFILE_NONCE" not in after["Environment"]["Variables"]
+
+
+async def test_the_adaptive_policy_re_tunes_a_function_live(tmp_path, demo_path) -> None:
+    """An SLO on a function-backed model: the gateway measures s(b) on the function, then
+    its solver process fits the window's arrivals and tunes (B, T) while requests flow;
+    the event loop only hands over the gaps and applies the choice."""
+    emulator = start_emulator("--function", f"demo={demo_path}", "--max-concurrency", "8")
+    config = tmp_path / "sluice.toml"
+    config.write_text(textwrap.dedent(f"""
+        [models.demo]
+        slo_ms = 400
+        percentile = 95
+        [models.demo.faas]
+        function = "demo"
+        region = "us-east-1"
+        endpoint_url = "http://127.0.0.1:{emulator.port}"
+        memory_mb = 1024
+        concurrency = 8
+    """))
+    gw = None
+    try:
+        gw = start_gateway(tmp_path, "--config", str(config))
+        await send(gw.url, 80.0, 9.0, np.random.default_rng(2))
+        metrics = await scrape_demo(gw.url)
+        logs = gw.logs()
+    finally:
+        if gw is not None:
+            assert gw.stop() == 0
+        assert emulator.stop() == 0
+    retuned = [e for e in logs if e.get("msg") == "re-tuned"]
+    assert retuned, "the first re-tune is due 5 s after traffic starts"
+    first = retuned[0]
+    assert first["feasible"] and first["batch_size"] > 1, first
+    assert first["fit"] and 40.0 < first["rate"] < 160.0, first
+    assert metrics[("sluice_policy_retunes", None)] >= 1
+    assert metrics[("sluice_batch_size_limit", None)] == retuned[-1]["batch_size"]

@@ -86,7 +86,7 @@ class BatchQueue:
         self._own_deadline = min(self._own_deadline, own)
         if self._rows >= limits.max_size:
             closed.append(self._close(len(self._pending), now, "size"))
-        elif self._slack_gone(now, limits):
+        elif limits.service_s and self._slack_gone(now, limits):
             closed += self._release(now, "deadline", limits.max_size)
         return closed
 
@@ -99,7 +99,7 @@ class BatchQueue:
         limits = self._limits = self.policy.limits(now)
         if self._due is not None and now >= self._due:
             return self._release(now, "timeout", limits.max_size)
-        if self._slack_gone(now, limits):
+        if limits.service_s and self._slack_gone(now, limits):
             return self._release(now, "deadline", limits.max_size)
         return []
 
@@ -109,7 +109,7 @@ class BatchQueue:
             return None
         limits = self._limits
         due = self._due
-        closing = self._closing_time(limits)
+        closing = self._closing_time(limits) if limits.service_s else None
         if closing is not None:
             due = min(due, closing)  # type: ignore[type-var]
         if limits.work_conserving and self._rows < limits.idle_rows:

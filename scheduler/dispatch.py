@@ -43,6 +43,9 @@ from .placement import pick_instance
 from .types import PoolPlan, Scheduler, ServiceTime, View
 
 _UNBOUNDED = Admission(True, 0.0)
+# What a call that decided nothing returns (most arrivals): one shared value, with tuples
+# for lists so that no driver can add to it.
+_NOTHING = Actions((), (), (), ())  # type: ignore[arg-type]
 _OFFERED = 16  # waiting batches offered to the scheduler per round: the rest wait their turn
 
 
@@ -151,7 +154,7 @@ class Dispatcher:
         self.arrivals += 1
         admission = self.admission(now, request.size, request.priority, request.deadline, slo_s, edge_s)
         if not admission.admitted:
-            return admission, Actions()
+            return admission, _NOTHING
         if self.scheduler is not None:
             self.scheduler.observe(1, now)
         self.fleet.arrived(now)
@@ -170,8 +173,9 @@ class Dispatcher:
         predictions run (`Corrections`); answers delayed by a retry after an instance
         failed teach nothing: a fault, not noise."""
         self.pending -= 1
-        retried = id(request) in self._retried
-        self._retried.discard(id(request))
+        retried = bool(self._retried) and id(request) in self._retried
+        if retried:
+            self._retried.discard(id(request))
         if served and not retried:
             self.learnt.learn(admission, corrections, now - request.arrival, now)
 
@@ -297,7 +301,10 @@ class Dispatcher:
     # -- inside ------------------------------------------------------------------------
 
     def _flush(self) -> Actions:
-        out, self._out = self._out, Actions()
+        out = self._out
+        if not (out.sends or out.failures or out.closed or out.events):
+            return _NOTHING
+        self._out = Actions()
         return out
 
     def _enqueue(self, batches: list[Batch]) -> None:

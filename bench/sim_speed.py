@@ -1,10 +1,17 @@
 """How many requests per second the simulator gets through, on its fast path and its event path.
 
-A fixed (B=32, T=10 ms) policy on FaaS over Poisson arrivals: the fast path forms
-batches with numpy (target: at least a million requests per second); the event path
-pushes every request through a real BatchQueue on the event engine. Prints one JSON object.
+Poisson arrivals on FaaS (2048 MB, 900 ms cold starts, jitter 0.1):
+- "fast": a fixed (B=32, T=10 ms) policy, batches formed with numpy (`form_batches`);
+- "adaptive": the SLO-adaptive policy (p99 <= 100 ms), re-tuning as it goes, on the
+  same fast path (`sim.segments`: batches formed in bulk between its changes of
+  limits), with where the time goes: telling the policy of every arrival (its
+  estimator, fits and solves: `limit_runs`), forming the batches (`form_by_runs`), and
+  the rest (service times, cold starts, latencies);
+- "event": every request through the dispatch core on the event engine (what
+  concurrency limits, pools, schedulers and admission need), fixed and adaptive.
+Prints one JSON object. The SimPy comparison is bench/sim_vs_simpy.py.
 
-    python bench/sim_speed.py [--sizes 1000000,2000000,5000000] [--event-requests 200000]
+    python bench/sim_speed.py [--sizes 1000000,2000000,5000000] [--adaptive-requests 1000000] [--event-requests 200000]
 """
 
 from __future__ import annotations
@@ -14,13 +21,17 @@ import json
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from batching import FixedPolicy  # noqa: E402  (run as a script from anywhere)
+from batching import AdaptivePolicy, BatchPolicy, FixedPolicy  # noqa: E402  (run as a script from anywhere)
 from sim import ServiceProfile, simulate  # noqa: E402
+from sim.segments import form_by_runs, limit_runs  # noqa: E402
+from sim.tune import targets_from_profile  # noqa: E402
 
 PROFILE = ServiceProfile.from_dict({
     "name": "bench",
@@ -29,29 +40,57 @@ PROFILE = ServiceProfile.from_dict({
 })  # fmt: skip
 
 
-def measure(arrivals: np.ndarray, path: str, repeats: int) -> dict[str, float]:
+def fixed() -> BatchPolicy:
+    return FixedPolicy(32, 0.010)
+
+
+def adaptive() -> AdaptivePolicy:
+    return AdaptivePolicy(targets_from_profile(PROFILE, "faas"), 0.100, 0.99)
+
+
+def measure(arrivals: np.ndarray, path: str, repeats: int, policy: Callable[[], BatchPolicy] = fixed) -> dict[str, Any]:
     """Best of `repeats` runs (the least disturbed by whatever else shares the machine)."""
-    best_sim, best_summary, batches = float("inf"), float("inf"), 0
+    best_sim, best_summary, batches, retunes = float("inf"), float("inf"), 0, None
     for _ in range(repeats):
+        chosen = policy()
         began = time.perf_counter()
-        result = simulate(arrivals, FixedPolicy(32, 0.010), PROFILE, jitter=0.1, slo_s=0.1, path=path)
+        result = simulate(arrivals, chosen, PROFILE, jitter=0.1, slo_s=0.1, path=path)
         simulated = time.perf_counter()
         result.summary()
         best_sim = min(best_sim, simulated - began)
         best_summary = min(best_summary, time.perf_counter() - simulated)
-        batches = result.batches
-    return {
+        batches, retunes = result.batches, getattr(chosen, "retunes", None)
+    out: dict[str, Any] = {
         "requests": len(arrivals),
         "batches": batches,
         "simulate_s": round(best_sim, 4),
         "summary_s": round(best_summary, 4),
         "requests_per_s": round(len(arrivals) / best_sim),
     }
+    return out | ({"retunes": retunes} if retunes is not None else {})
+
+
+def adaptive_breakdown(arrivals: np.ndarray) -> dict[str, Any]:
+    """The adaptive fast path's parts, timed apart: the policy told of every arrival, then
+    the batches formed run by run; the rest of `simulate` is what remains of its time."""
+    times = arrivals.tolist()
+    began = time.perf_counter()
+    runs = limit_runs(adaptive(), times)
+    told = time.perf_counter()
+    formation = form_by_runs(times, runs)
+    formed = time.perf_counter()
+    n = len(times)
+    return {
+        "runs_of_limits": len(runs), "batches": len(formation),
+        "policy_s": round(told - began, 4), "policy_requests_per_s": round(n / (told - began)),
+        "formation_s": round(formed - told, 4), "formation_requests_per_s": round(n / (formed - told)),
+    }  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000000,2000000,5000000", help="fast-path arrival counts, comma-separated")
+    parser.add_argument("--adaptive-requests", type=int, default=1_000_000, help="arrivals for the adaptive policy's fast path")
     parser.add_argument("--event-requests", type=int, default=200_000, help="arrivals for the event path")
     parser.add_argument("--rate", type=float, default=2000.0, help="Poisson arrival rate per second")
     parser.add_argument("--repeats", type=int, default=3)
@@ -60,14 +99,19 @@ def main() -> None:
 
     rng = np.random.default_rng(args.seed)
     sizes = [int(s) for s in args.sizes.split(",")]
-    arrivals = np.cumsum(rng.exponential(1.0 / args.rate, max(sizes + [args.event_requests])))
+    arrivals = np.cumsum(rng.exponential(1.0 / args.rate, max(sizes + [args.event_requests, args.adaptive_requests])))
     fast = [measure(arrivals[:n], "fast", args.repeats) for n in sizes]
+    adaptive_fast = measure(arrivals[: args.adaptive_requests], "fast", 1, adaptive)
+    adaptive_fast["parts"] = adaptive_breakdown(arrivals[: args.adaptive_requests])
     event = measure(arrivals[: args.event_requests], "event", 1)
+    adaptive_event = measure(arrivals[: args.event_requests], "event", 1, adaptive)
     print(json.dumps({
         "workload": {"arrivals": "poisson", "rate_per_s": args.rate, "batch_size": 32, "timeout_ms": 10.0,
                      "target": "faas", "memory_mb": 2048, "jitter": 0.1},
         "fast": fast,
+        "adaptive_fast": adaptive_fast,
         "event": event,
+        "adaptive_event": adaptive_event,
         "fast_over_event": round(min(f["requests_per_s"] for f in fast) / event["requests_per_s"], 1),
         "python": platform.python_version(),
         "numpy": np.__version__,

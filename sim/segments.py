@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import sys
 from bisect import bisect_left
+from collections.abc import Callable
 
 import numpy as np
 
@@ -43,16 +44,22 @@ def follows_arrivals(policy: BatchPolicy) -> bool:
     return not policy.work_conserving and not policy.limits(0.0).work_conserving  # type: ignore[attr-defined]
 
 
-def limit_runs(policy: BatchPolicy, times: list[float]) -> list[tuple[int, BatchLimits]]:
+def limit_runs(
+    policy: BatchPolicy, times: list[float], progress: Callable[[float], None] | None = None
+) -> list[tuple[int, BatchLimits]]:
     """(first arrival, limits) of each run of arrivals pushed under the same limits: the
     policy is told of every arrival in order, as `BatchQueue.push` tells it, and asked
-    for its limits after each. Fixed limits are one run, with nothing to tell."""
+    for its limits after each. Fixed limits are one run, with nothing to tell.
+    `progress(share of arrivals told)` is called now and then (the policy's learning is
+    most of the fast path's time)."""
     if type(policy) in (FixedPolicy, NoBatchingPolicy) or not times:
         return [(0, policy.limits(times[0] if times else 0.0))]
     observe, limits = policy.observe_arrival, policy.limits
     runs: list[tuple[int, BatchLimits]] = []
     current: BatchLimits | None = None
     for i, t in enumerate(times):
+        if progress is not None and i % 65536 == 0:
+            progress(i / len(times))
         observe(t)
         now = limits(t)
         if now is not current:  # a re-tune makes new limits; most arrivals return the same object

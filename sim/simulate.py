@@ -4,8 +4,8 @@ Two ways to the same answer:
 - the event path serves the arrivals as the gateway would (`sim.served`: the gateway's
   own dispatch core, request by request, on the discrete-event engine), with no
   deadlines and no admission; it runs any policy, on any target;
-- the fast path, on FaaS with unlimited concurrency, for fixed limits or the adaptive
-  policy, forms the batches in bulk (`form_batches`; `sim.segments` between the policy's
+- the fast path, on FaaS (with or without a concurrency limit), for fixed limits or the
+  adaptive policy, forms the batches in bulk (`form_batches`; `sim.segments` between the policy's
   changes of limits, and for deadline-aware closing) and computes latencies with numpy.
 Both draw the same jitter, keep warm environments the same way and bill with the same
 formula, so they agree exactly; the tests hold them to it.
@@ -13,6 +13,7 @@ formula, so they agree exactly; the tests hold them to it.
 
 from __future__ import annotations
 
+import heapq
 import math
 import time
 from collections.abc import Callable
@@ -112,11 +113,12 @@ def simulate(
     if constant and target == "pool" and profile.iaas and profile.iaas.max_batch_size is not None:
         if policy.limits(0.0).max_size > profile.iaas.max_batch_size:
             raise ValueError(f"batch size {policy.limits(0.0).max_size} exceeds the pool's max_batch_size {profile.iaas.max_batch_size}")
-    # Batches formed in bulk: every batch is invoked when it closes, and the policy's
-    # limits change only with the arrivals it is told of (`sim.segments`).
-    fast_ok = target == "faas" and concurrency_limit is None and follows_arrivals(policy)
+    # Batches formed in bulk: on FaaS nothing that happens to a batch after it closes feeds
+    # back into closing, and the policy's limits change only with the arrivals it is told
+    # of (`sim.segments`).
+    fast_ok = target == "faas" and follows_arrivals(policy)
     if path == "fast" and not fast_ok:
-        raise ValueError("the fast path needs fixed limits or the adaptive policy, on FaaS without a concurrency limit")
+        raise ValueError("the fast path needs fixed limits or the adaptive policy, on FaaS")
     use_fast = fast_ok and path != "event"
     jitter_draws = _Jitter(jitter, seed) if jitter > 0 else None
 
@@ -134,7 +136,9 @@ def simulate(
         if progress:
             progress(1.0)
         return result
-    first, size, close, reason, start, cold, service = _fast_path(times, policy, resolved, jitter_draws)
+    first, size, close, reason, start, cold, service = _fast_path(times, policy, resolved, jitter_draws, progress)
+    if progress:
+        progress(1.0)
 
     # Latency = (queue wait + wait for a slot) + overhead + cold start + service, summed
     # in the same order as _Target.begin sums a completion time.
@@ -158,27 +162,54 @@ def simulate(
     )  # fmt: skip
 
 
-def _fast_path(times: np.ndarray, policy: BatchPolicy, target: _Target, jitter: _Jitter | None) -> tuple[np.ndarray, ...]:
-    """On FaaS without a concurrency limit every batch is invoked when it closes: the
-    batches are formed in bulk (plain fixed limits by `form_batches`, others run by run
-    of the policy's limits), and only the warm-environment bookkeeping loops (over batches)."""
+def _fast_path(
+    times: np.ndarray, policy: BatchPolicy, target: _Target, jitter: _Jitter | None,
+    progress: Callable[[float], None] | None = None,
+) -> tuple[np.ndarray, ...]:  # fmt: skip
+    """On FaaS the batches do not depend on when they run: they are formed in bulk (plain
+    fixed limits by `form_batches`, others run by run of the policy's limits), and only
+    the invocations loop (over batches): at once, or under the concurrency limit."""
     limits = policy.limits(0.0)
     if type(policy) in (FixedPolicy, NoBatchingPolicy) and not limits.service_s:
         formation = form_batches(times, limits.max_size, limits.max_wait)
     else:
         arrivals = times.tolist()
-        formation = form_by_runs(arrivals, limit_runs(policy, arrivals))
+        formation = form_by_runs(arrivals, limit_runs(policy, arrivals, progress))
     size, close = formation.size, formation.close_time
     service = target.service_s(size) if len(size) else np.zeros(0)
     if jitter:
         service = service * jitter.factors(len(size))
     cold = np.zeros(len(size), dtype=bool)
+    start = close
     if target.environments is not None and len(size):
         # Each batch busy for overhead + (cold start) + s(b), summed as `_Target.begin` sums it.
         warm_s = ((target.overhead_s + 0.0) + service).tolist()
         cold_s = ((target.overhead_s + target.cold_start_s) + service).tolist()
-        cold = np.array(target.environments.run_all(close.tolist(), warm_s, cold_s), dtype=bool)
-    return formation.start, size, close, formation.reason, close, cold, service
+        if target.slots is None:
+            cold = np.array(target.environments.run_all(close.tolist(), warm_s, cold_s), dtype=bool)
+        else:
+            start, cold = _in_slots(close.tolist(), warm_s, cold_s, target.slots, target.environments)
+    return formation.start, size, close, formation.reason, start, cold, service
+
+
+def _in_slots(
+    close: list[float], warm_s: list[float], cold_s: list[float], slots: int, environments: WarmEnvironments
+) -> tuple[np.ndarray, np.ndarray]:
+    """Batches under a concurrency limit: each starts, in closing order (the core's backlog
+    is first in, first out), when it has closed and one of `slots` invocations has ended
+    (the core sends a waiting batch the moment one ends). Start times and cold starts."""
+    ends: list[float] = []  # heap: when each running invocation ends
+    starts, colds = [0.0] * len(close), [False] * len(close)
+    for k, closed_at in enumerate(close):
+        now = closed_at
+        if len(ends) == slots:
+            now = max(now, heapq.heappop(ends))
+        cold = environments.acquire(now)
+        done = now + (cold_s[k] if cold else warm_s[k])
+        environments.release_at(done)
+        heapq.heappush(ends, done)
+        starts[k], colds[k] = now, cold
+    return np.array(starts, dtype=float), np.array(colds, dtype=bool)
 
 
 def _resolve_target(

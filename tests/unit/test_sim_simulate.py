@@ -96,7 +96,8 @@ def test_concurrency_limit_queues_batches_fifo() -> None:
     profile = make_profile(base_ms=0.0, per_item_ms=250.0, cold_ms=500.0, overhead_ms=10.0)
     arrivals = np.zeros(3)
     one = simulate(arrivals, NoBatchingPolicy(), profile, concurrency_limit=1)
-    assert one.path == "event"
+    assert one.path == "fast"
+    assert_same(one, simulate(arrivals, NoBatchingPolicy(), profile, concurrency_limit=1, path="event"))
     assert one.start_time == pytest.approx([0.0, 0.76, 1.02])
     assert one.cold.tolist() == [True, False, False]
     assert one.latency_s == pytest.approx([0.76, 1.02, 1.28])
@@ -150,6 +151,7 @@ def workloads(draw: st.DrawFn) -> dict[str, Any]:
         "seed": draw(st.integers(0, 3)),
         "cold": draw(st.sampled_from([0.0, 300.0])),
         "table": draw(st.booleans()),
+        "concurrency_limit": draw(st.sampled_from([None, None, 1, 2, 3])),
     }
 
 
@@ -158,7 +160,7 @@ def workloads(draw: st.DrawFn) -> dict[str, Any]:
 def test_fast_path_equals_event_path_on_random_inputs(w: dict[str, Any]) -> None:
     table = {"1": 4.1, "2": 4.9, "4": 6.5, "8": 9.7} if w["table"] else None
     profile = make_profile(overhead_ms=7.0, cold_ms=w["cold"], table=table)
-    kwargs = {k: w[k] for k in ("keep_alive_s", "jitter", "seed")}
+    kwargs = {k: w[k] for k in ("keep_alive_s", "jitter", "seed", "concurrency_limit")}
     fast = simulate(w["arrivals"], w["policy"], profile, path="fast", **kwargs)
     event = simulate(w["arrivals"], w["policy"], profile, path="event", **kwargs)
     assert_same(fast, event)
@@ -195,7 +197,7 @@ def test_a_policy_that_changes_its_limits_runs_on_the_event_path() -> None:
     with pytest.raises(ValueError, match="fast path needs"):
         simulate(arrivals, StepPolicy(4, 1.0), make_profile(), path="fast")
     with pytest.raises(ValueError, match="fast path needs"):
-        simulate(arrivals, NoBatchingPolicy(), make_profile(), concurrency_limit=3, path="fast")
+        simulate(arrivals, NoBatchingPolicy(), make_profile(), target="pool", path="fast")
 
 
 def test_jitter_is_mean_one_lognormal_and_seeded() -> None:

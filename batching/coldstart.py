@@ -1,38 +1,45 @@
-"""How often a batch meets a cold FaaS environment, from the arrival model rather than a replay.
+"""How often a request meets a cold FaaS environment, from the arrival model rather than a replay.
 
 Why: the tuner mixes a cold start into the latency of a share p of the requests; p
-observed in one replay from cold mixes start-up with steady state and follows one
-sample path. Here p follows from the MAP, the batch-closing law of (B, T), the time
-each batch holds its environment, the provider's keep-alive and a concurrency limit.
+observed in one replay follows one sample path. Here p follows from the MAP, the
+batch-closing law of (B, T), the time a batch holds its environment, the provider's
+keep-alive K, the cold start c, a concurrency limit and the run's horizon H.
 
-The model (a birth-death approximation of the warm pool; the provider reuses the
-environment idle longest, as `scheduler.environments.WarmEnvironments` does):
-- Per MAP phase i, batches close at rate mu_i (arrivals of the phase as a Poisson
-  stream of rate lambda_i batched by (B, T), rescaled to the exact mean batch size),
-  and the environments in use form an infinite-server queue with offered load
-  rho_i = mu_i E[busy | i] (Poisson in steady state; Takacs' M/G/inf result).
-- Birth: with w warm environments, a closing batch finds all w busy with the
-  probability of Erlang's loss formula B(w, rho_i) (insensitive to the service law);
-  it then starts a new one: w -> w + 1, a cold start.
-- Death: a released environment waits behind the idle ones; with J idle (itself
-  included) it is reclaimed if fewer than J batches close within the keep-alive K
-  after its release. The count of closings in K, from each starting phase, is the
-  MMPP counting law (Neuts 1989; Lucantoni 1991), taken off its generating function
-  by an FFT on a circle of radius r < 1 (Abate and Whitt 1992).
-- The pool w is a birth-death chain with these phase-averaged rates; its stationary
-  law gives the cold-start rate. Cold starts happen when the pool has shrunk in a
-  lull (a low-rate phase, or gaps, longer than the keep-alive) or concurrency climbs
-  past any level used before.
-A run of horizon H from no warm environment adds its start-up: every batch closing
-before the first environment comes free (the first cold start plus the busy time)
-is cold. The cold start lengthens a batch's hold on its environment: the start-up
-term includes it, the steady-state term does not (cold batches are rare there).
+The provider (`scheduler.environments.WarmEnvironments`) reuses the environment idle
+longest. Every warm environment is then reused in turn, so with C(t) the batches in
+service and N(t) the batches that closed in (t - K - h, t) (each touched a distinct
+environment, as the rotation goes), the warm pool obeys
+    W(t) = max(C(t), min(W(t-), N(t)))  =  sup_{s <= t} min(C(s), inf_{(s, t]} N),
+and a closing at level C(t-) = m is cold exactly when no environment is free: when
+no batch completed within K (N = C, "a gap"), or when, looking back, the pool was
+last cut to <= m (an event D_m: N fell to <= m, or the run began) more recently
+than concurrency last rose past m (an event U_m).
+
+Approximations, each cheap:
+- Per MAP phase i, batches close at rate mu_i (the phase's arrivals batched as
+  Poisson, rescaled to the exact mean batch size); concurrency given the phase is
+  Poisson (M/G/inf, Takacs), a two-part mixture whose means follow the phase's age
+  (a phase shorter than a hold sees the previous phase's closings too).
+- U_m and D_m happen as Poisson clumps (Aldous 1989, the Poisson clumping
+  heuristic): up-crossings of m at rate mu_i P(C = m) m / (m + rho_i); down-crossings
+  of the window count to m at rate mu_i P(N = m); looking back from a closing the
+  phase runs the time-reversed chain, and which comes first is an absorption
+  probability, averaged over the closing's age in [0, H] in closed form
+  (eigendecomposition of the phase generator minus the event rates).
+- The run's start from no warm environment: every batch closing before the first
+  environment is free again is cold; these hold h + c, so the start-up pool is
+  1 + Poisson(mu (h + c)) and later closings are cold only above it. The same
+  cascade follows a lull that emptied the pool: a closing that meets a cut pool
+  starts a burst of cold batches of the size the start-up has, above the level left.
+- The gap: no arrival in the K + h - w before the batch opened (w its open time),
+  from the MAP's time-reversed D0.
+Stationary (H = None): the start-up and the cuts by the run's start vanish.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import gammaln, pdtr
+from scipy.special import gammaincc, gammaln, pdtr
 
 from .arrivals import MAP
 
@@ -48,97 +55,200 @@ def phase_batching(arrivals: MAP, size_pmf: np.ndarray, timeout_s: float) -> tup
     pmf = np.asarray(size_pmf, dtype=float)
     big_b = len(pmf)
     lam = arrivals.D1.sum(axis=1)
-    mean_count = lam * timeout_s  # arrivals after the opener within T, Poisson per phase
+    mean_count = lam * timeout_s
     k = np.arange(big_b - 1)
     log_pois = k[None, :] * np.log(np.maximum(mean_count, _FLOOR))[:, None] - mean_count[:, None] - gammaln(k + 1)[None, :]
     laws = np.zeros((len(lam), big_b))
     laws[:, : big_b - 1] = np.exp(log_pois)
     laws[:, big_b - 1] = np.clip(1.0 - laws[:, : big_b - 1].sum(axis=1), 0.0, None)
     sizes = np.arange(1, big_b + 1)
-    mu = lam / (laws @ sizes)
+    mu = lam / np.maximum(laws @ sizes, 1.0)
     exact = arrivals.rate / float(sizes @ pmf)
     mu *= exact / float(arrivals.theta @ mu)
     return mu, laws
 
 
-def closings_within(arrivals: MAP, batch_mean: np.ndarray, window_s: float, counts: int) -> np.ndarray:
-    """P(fewer than j batches close within `window_s` | phase at the start), j = 0..counts.
-
-    Shape (phases, counts + 1). A batch closes about every E[b | phase] arrivals, so
-    fewer than j closings ending in phase e is fewer than j E[b | e] arrivals (the
-    gaps of a filling batch are Erlang, far more regular than Poisson). The MAP's
-    counting law, jointly with the end phase, is the generating function
-    exp(window (D0 + z D1)) sampled on a circle of radius r and inverted by FFT
-    (Abate and Whitt 1992); r keeps the aliasing of counts past the FFT below 1e-8."""
-    n = arrivals.order
-    top = int(np.ceil(counts * float(batch_mean.max()))) + 2
-    size = 1 << int(np.ceil(np.log2(2 * top)))
-    radius = 1e-8 ** (1.0 / size)
-    z = radius * np.exp(2j * np.pi * np.arange(size) / size)
-    gen = window_s * (arrivals.D0[None, :, :] + z[:, None, None] * arrivals.D1[None, :, :])
-    if n == 1:
-        values = np.exp(gen[:, 0, 0])[:, None, None]
-    else:  # batched eigendecomposition: the phase generators here are diagonalisable
-        lam, vec = np.linalg.eig(gen)
-        values = (vec * np.exp(lam)[:, None, :]) @ np.linalg.inv(vec)  # (size, start, end)
-    coeffs = np.fft.fft(values, axis=0).real / size / radius ** np.arange(size)[:, None, None]
-    below = np.concatenate([np.zeros((1, n, n)), np.cumsum(np.clip(coeffs[:top], 0.0, 1.0), axis=0)])  # P(N < k)
-    k = np.arange(counts + 1)[:, None] * batch_mean[None, :]  # (J, end): arrivals threshold
-    lower = np.minimum(np.floor(k).astype(int), top - 1)
-    frac = k - lower
-    ends = np.arange(n)[None, :]
-    per_end = below[lower, :, ends] * (1 - frac)[..., None] + below[lower + 1, :, ends] * frac[..., None]  # (J, end, start)
-    return np.clip(per_end.sum(axis=1).T, 0.0, 1.0)
+def _eig(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Eigenvalues, vectors and inverse vectors of a stack of small matrices."""
+    lam, vec = np.linalg.eig(matrix)
+    return lam, vec, np.linalg.inv(vec)
 
 
-def _erlang_b(levels: np.ndarray, rho: np.ndarray, scalar: bool = True) -> np.ndarray:
-    """Erlang's loss probability B(w, rho) for each level w (last axis); rho (...,), or
-    (..., W) per level with scalar=False."""
-    r = np.maximum(rho, _FLOOR)[..., None] if scalar else np.maximum(rho, _FLOOR)
-    log_pmf = levels * np.log(r) - r - gammaln(levels + 1)
-    cdf = np.maximum(pdtr(levels, r), _FLOOR)
-    return np.minimum(np.exp(log_pmf) / cdf, 1.0)
+def _apply(lam: np.ndarray, vec: np.ndarray, inv: np.ndarray, values: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """(V diag(values) V^-1) @ right for stacks; real part."""
+    return np.real(np.einsum("...ij,...j,...jk,...k->...i", vec, values, inv, right.astype(complex)))
 
 
-def _cold_aware_loss(levels: np.ndarray, rho: np.ndarray, extra: np.ndarray) -> np.ndarray:
-    """B(w, rho + extra * B): a batch that starts cold holds its environment cold_start_s
-    longer, so at a pool level where most batches start cold (regrowth after a lull)
-    the offered load is mu (hold + cold start); a mean-field fixed point, a few rounds."""
-    loss = _erlang_b(levels, rho)
-    for _ in range(4):
-        loss = _erlang_b(levels, rho[..., None] + extra[..., None] * loss, scalar=False)
-    return loss
+def _reversed(generator: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """The time-reversed phase generator, Theta^-1 G^T Theta (Kelly 1979)."""
+    return (generator.T * theta[None, :]) / np.maximum(theta, _FLOOR)[:, None]
 
 
-def _truncated_poisson(levels: int, rho: np.ndarray) -> np.ndarray:
-    """(..., W, W): row w is Poisson(rho) on 0..w-1 renormalised (row 0 empty)."""
-    r = np.maximum(rho, _FLOOR)[..., None]
-    k = np.arange(levels)
-    pmf = np.exp(k * np.log(r) - r - gammaln(k + 1))  # (..., W)
-    mask = k[None, :] < k[:, None]  # (W, W): n < w
-    rows = np.where(mask, pmf[..., None, :], 0.0)
-    total = rows.sum(axis=-1, keepdims=True)
-    return np.divide(rows, total, out=np.zeros_like(rows), where=total > 0)
+def _expected_closings(q: np.ndarray, mu: np.ndarray, span: np.ndarray) -> np.ndarray:
+    """[int_0^span e^{q s} ds mu]_i per phase: closings expected within span from phase i.
+    span (...,); returns (..., phases)."""
+    lam, vec, inv = _eig(q)
+    x = np.asarray(span, dtype=float)[..., None] * lam
+    small = np.abs(x) < 1e-9
+    safe = np.where(small, 1.0, lam)
+    values = np.where(small, np.asarray(span, dtype=float)[..., None] + 0j, np.expm1(x) / safe)
+    return _apply(lam, vec, inv, values, mu)
 
 
-def pool_steps(arrivals: MAP, mu: np.ndarray, batch_mean: np.ndarray, busy: np.ndarray, keep_alive_s: float, levels: int,
-               cold_start_s: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """Per closing batch, at pool w = 0..levels-1: the chance it starts a new environment
-    (split by the phase it closes in: (targets, phases, W)) and the chance its
-    environment is then reclaimed before it is used again ((targets, W), at the pool
-    it left). The closing's phase is drawn from the closing-stationary law."""
-    share = arrivals.theta * mu / float(arrivals.theta @ mu)
-    rho = mu[None, :] * busy  # (targets, phases)
-    w = np.arange(levels, dtype=float)
-    up = share[None, :, None] * _cold_aware_loss(w, rho, mu[None, :] * cold_start_s)
-    fewer = closings_within(arrivals, batch_mean, keep_alive_s, levels)  # (phases, W+1)
-    # A release at pool w with n others busy has J = w - n idle (itself included):
-    # reclaimed when fewer than J batches close within K after it.
-    idx = np.clip(w[:, None] - np.arange(levels)[None, :], 0, levels).astype(int)  # (W, W): J = w - n
-    reclaim = fewer[:, idx]  # (phases, W, W)
-    others = _truncated_poisson(levels, rho)  # (targets, phases, W, W)
-    down = np.einsum("p,tpwn,pwn->tw", share, others, reclaim)
-    return up, down
+def _log_poisson(levels: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    r = np.maximum(mean, _FLOOR)
+    return levels * np.log(r) - r - gammaln(levels + 1)
+
+
+def _renewal_below(levels: np.ndarray, mean: np.ndarray, shape: np.ndarray) -> np.ndarray:
+    """P(N <= m): N the closings within a span before a closing, `mean` of them, when
+    the gaps between closings are gamma with `shape` (1/SCV): N >= k iff k gaps fit,
+    and k gaps are gamma of shape k * shape. Exact for Poisson closings (shape 1);
+    batches that time out close about every T, far more regularly than Poisson."""
+    a = np.asarray(shape, dtype=float)[..., None]
+    return gammaincc((levels + 1.0) * a, a * np.maximum(np.asarray(mean, dtype=float)[..., None], 0.0))
+
+
+def _two_part(levels: np.ndarray, weight_old: np.ndarray, mean_old: np.ndarray, mean_all: np.ndarray,
+              shape: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """P(N = m), P(N <= m), (..., M), for a count given the phase, in two parts by the
+    phase's age: older than the span (its own rate) with weight_old, or younger (the
+    rest of the mean, which carries the previous phases' rates)."""
+    young = np.clip((mean_all - weight_old * mean_old) / np.maximum(1.0 - weight_old, 1e-12), 0.0, None)
+    below = weight_old[..., None] * _renewal_below(levels, mean_old, shape)
+    below = below + (1.0 - weight_old)[..., None] * _renewal_below(levels, young, shape)
+    pmf = np.diff(below, axis=-1, prepend=0.0)
+    return np.clip(pmf, 0.0, 1.0), np.clip(below, 0.0, 1.0)
+
+
+def _gap_shape(arrivals: MAP, laws: np.ndarray, mu: np.ndarray, timeout_s: float) -> np.ndarray:
+    """1/SCV of the time between closings per phase: the batch's open time (T, or the
+    B - 1 arrivals that fill it) plus the exponential wait for the next opener."""
+    lam = np.maximum(arrivals.D1.sum(axis=1), _FLOOR)
+    fills = laws[:, -1]
+    k = laws.shape[1] - 1
+    fill_mean, fill_var = k / lam, k / lam**2
+    open_mean = (1 - fills) * timeout_s + fills * np.minimum(fill_mean, timeout_s)
+    open_sq = (1 - fills) * timeout_s**2 + fills * np.minimum(fill_var + fill_mean**2, timeout_s**2)
+    var = np.clip(open_sq - open_mean**2, 0.0, None) + 1.0 / lam**2
+    return np.clip((1.0 / mu) ** 2 / var, 1.0, 1e4)
+
+
+def cold_by_phase(
+    arrivals: MAP,
+    size_pmf: np.ndarray,
+    busy_s: np.ndarray,
+    keep_alive_s: float,
+    timeout_s: float,
+    concurrency: int | None = None,
+    horizon_s: float | None = None,
+    cold_start_s: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per target and MAP phase: the probability that a batch closing in that phase
+    meets a cold start ((targets, phases); `cold_probability` for the arguments), the
+    phase law of a closing and the mean batch size per phase. Cold starts gather in
+    the phases where concurrency peaks, so the latency model mixes them per phase."""
+    busy = np.atleast_2d(np.asarray(busy_s, dtype=float))
+    pmf = np.asarray(size_pmf, dtype=float)
+    big_b, n, theta = len(pmf), arrivals.order, arrivals.theta
+    mu, laws = phase_batching(arrivals, pmf, timeout_s)
+    gen = arrivals.D0 + arrivals.D1
+    back = _reversed(gen, theta)
+    leave = -np.diag(gen)  # rate of leaving each phase
+    hold = busy[:, :big_b] @ laws.T  # (targets, phases): mean warm hold of a batch closing in phase i
+    targets = len(hold)
+    share = theta * mu / float(theta @ mu)  # the phase of a closing
+    mean_hold = hold @ share  # (targets,)
+    cold_s, keep = float(cold_start_s), float(keep_alive_s)
+
+    shape = _gap_shape(arrivals, laws, mu, timeout_s)[None, :]  # (1, phases)
+    # Concurrency C at a closing, given its phase (M/G/inf, two parts by the phase's age).
+    diag = np.arange(n)
+    smooth = _expected_closings(back, mu, hold)[..., diag, diag]  # (t, phases)
+    own = mu[None, :] * hold
+    top = float(max(own.max(), smooth.max()))
+    levels = int(top + 8.0 * np.sqrt(top) + 12.0)
+    if concurrency is not None:
+        levels = min(levels, int(concurrency))  # at the cap a batch waits, warm
+    m = np.arange(levels, dtype=float)
+    p_level, c_below = _two_part(m, np.exp(-leave[None, :] * hold), own, smooth, shape)  # (t, phases, M)
+    c_r = np.maximum(own, smooth)[..., None]
+    # U_m: concurrency past m, looking back: entries into {C > m} (arrivals finding m,
+    # declumped) over the time outside it.
+    clump = p_level * (m + 1) / (m + 1 + c_r)
+    hazard_u = mu[None, :, None] * clump / np.maximum(c_below, 1e-12)
+
+    # D_m: the window count N (closings within K + h) at most m, which cuts the pool to m.
+    span = keep + hold  # (t, phases)
+    old = np.exp(-leave[None, :] * span)
+    n_own = mu[None, :] * span
+    n_pmf, n_below = _two_part(m, old, n_own, _expected_closings(back, mu, span)[..., diag, diag], shape)
+    own_below = _renewal_below(m, n_own, shape)  # the phase's own window, once the phase outlasts it
+    # entering a phase that outlasts the window: the cut comes with it (P = old)
+    x = leave[None, :] * span
+    settle = np.where(x > 1e-9, leave[None, :] / np.expm1(np.clip(x, 1e-9, 700.0)), 1.0 / span)
+    hazard_d = settle[..., None] * own_below + mu[None, :, None] * n_pmf / np.maximum(1.0 - n_below, 1e-12)
+    hazard_d = np.minimum(hazard_d, 1e9)
+
+    # Looking back from a closing: which of U_m, D_m (or the run's start) comes first.
+    rate_u, rate_d = hazard_u.transpose(0, 2, 1), hazard_d.transpose(0, 2, 1)  # (t, M, phases)
+    g = back[None, None] - np.eye(n)[None, None] * (rate_u + rate_d)[..., None, :]
+    lam, vec, inv = _eig(g)
+    if horizon_s is None:
+        d_first = _apply(lam, vec, inv, -1.0 / np.where(np.abs(lam) < 1e-12, -1e-12, lam), rate_d)
+        neither = np.zeros_like(d_first)
+    else:  # averaged over the closing's age, uniform in [0, H]
+        h_s = float(horizon_s)
+        x = lam * h_s
+        tiny = np.abs(x) < 1e-6
+        xs = np.where(tiny, 1.0, x)
+        avg_exp = np.where(tiny, 1.0 + x / 2, np.expm1(x) / xs)
+        avg_int = np.where(tiny, h_s / 2 * (1 + x / 3), (np.expm1(x) - x) / (np.where(tiny, 1.0, lam) * xs))
+        d_first = _apply(lam, vec, inv, avg_int, rate_d)
+        neither = _apply(lam, vec, inv, avg_exp, np.ones_like(rate_d))
+    d_first = np.clip(d_first, 0.0, 1.0).transpose(0, 2, 1)  # (t, phases, M)
+    neither = np.clip(neither, 0.0, 1.0).transpose(0, 2, 1)
+    # At level 0 the previous closing is the last rise: the pool was cut since only on a gap.
+    d_first[..., 0] = 0.0
+    neither[..., 0] = 0.0
+
+    # Start-up: every closing before the first environment is free again is cold: 1 + closings in h + c.
+    burst_mean = _expected_closings(back, mu, mean_hold + cold_s)  # (t, phases)
+    burst_span = hold + cold_s
+    burst_below = np.where(m >= 1, _renewal_below(m - 1.0, burst_mean, shape), 0.0)  # P(1 + N <= m)
+    # Cascade: a batch that regrows a cut pool holds its environment c longer, so for
+    # h + c after it only the w environments left by the cut serve warm, as a loss
+    # system (Erlang B, insensitive to the hold's law): the closings it blocks are cold.
+    regrow = hazard_u * (d_first + neither * burst_below)  # (t, phases, M): rate of "cut to m (or a start-up below it), then past m"
+    recent = -np.expm1(-(hold + cold_s)[..., None] * regrow)  # a regrowth through m within h + c
+    cut_at = np.diff(np.maximum.accumulate(recent, axis=-1), axis=-1, prepend=0.0)  # ... from a cut at m
+    offered = own[..., None]
+    blocked = np.exp(_log_poisson(m, offered)) / np.maximum(pdtr(m, offered), _FLOOR)  # Erlang B(w, rho)
+    cascade = np.einsum("tpm,tpm->tp", cut_at, np.clip(blocked, 0.0, 1.0))  # (t, phases)
+
+    # The gap: no arrival within K + h - w before the batch opened (w its open time).
+    open_s = timeout_s * (1.0 - laws[:, -1])
+    gap_span = np.clip(keep + hold - open_s[None, :], 0.0, None) @ share  # (t,)
+    lam0, vec0, inv0 = _eig(_reversed(arrivals.D0, theta))
+    gap = _apply(lam0[None], vec0[None], inv0[None], np.exp(gap_span[:, None] * lam0[None]), np.ones((targets, n)))
+    gap = np.clip(gap, 0.0, 1.0)[..., None]  # (t, phases, 1)
+
+    # A gap cuts the pool to nothing: the closings within h + c of its cold start are cold too.
+    after_gap = -np.expm1(-(hold + cold_s) * mu[None, :] * gap[..., 0])  # (t, phases)
+    cascade = np.maximum(cascade, after_gap)
+    cold_given = gap + (1.0 - gap) * np.clip(d_first + neither * burst_below, 0.0, 1.0)
+    import os
+    if os.environ.get('CSDEBUG'):
+        np.set_printoptions(precision=3, linewidth=220, suppress=False)
+        print('gap', gap[0,:,0], 'after_gap', after_gap[0], 'cascade', cascade[0]); print('p_level', p_level[0][:, :8]); print('d_first', d_first[0][:, :8]); print('neither', neither[0][:, :8]); print('hu', hazard_u[0][:, :8]); print('hd', hazard_d[0][:, :8]); print('cut_at', cut_at[0][:, :8]); print('blocked', blocked[0][:, :8]); print('mu', mu, 'hold', hold, 'share', share)
+    # The closings a cut leaves cold (level by level) are the first of its cascade: the larger counts them.
+    level_term = np.clip(np.einsum("tpm,tpm->tp", p_level, cold_given), 0.0, 1.0)
+    per_phase = np.maximum(level_term, gap[..., 0] + (1.0 - gap[..., 0]) * cascade)
+    if horizon_s is not None:  # the start-up's own cold starts, in the phases it starts in
+        closings = float(theta @ mu) * float(horizon_s)
+        start = (1.0 + burst_mean @ arrivals.pi)[:, None] * arrivals.pi[None, :] / (closings * np.maximum(share, _FLOOR))
+        per_phase = per_phase + start
+    return np.clip(per_phase, 0.0, 1.0), share, laws @ np.arange(1, big_b + 1)
 
 
 def cold_probability(
@@ -155,53 +265,12 @@ def cold_probability(
     """The probability that a request (or, per_request=False, a batch) meets a cold start.
 
     busy_s: (B,) or (targets, B): how long a warm batch of b holds its environment
-    (invocation overhead plus service). Returns one value per target (a 0-d array for
-    1-d busy_s). Stationary when horizon_s is None; else the share over a run of
-    horizon_s seconds that starts with no warm environment (cold_start_s then
-    lengthens the start-up's holds). `concurrency` caps the pool: a batch that finds
-    every allowed environment busy waits for one instead of starting another."""
-    busy = np.atleast_2d(np.asarray(busy_s, dtype=float))
-    pmf = np.asarray(size_pmf, dtype=float)
-    mu, laws = phase_batching(arrivals, pmf, timeout_s)
-    hold = busy[:, : len(pmf)] @ laws.T  # (targets, phases)
-    rho = mu[None, :] * hold
-    top = float(rho.max())
-    levels = int(min(top + 8.0 * np.sqrt(top) + 16.0, 4096))
-    if concurrency is not None:
-        levels = min(levels, int(concurrency) + 1)
-    up, down = pool_steps(arrivals, mu, laws @ np.arange(1, len(pmf) + 1), hold, keep_alive_s, levels, cold_start_s)
-    if concurrency is not None and levels == concurrency + 1:
-        up[:, :, -1] = 0.0  # at the cap a batch waits for an environment: none is started
-    pi = _pool_law(up.sum(axis=1), down)
-    sizes = np.arange(1, len(pmf) + 1)
-    batch_rate = arrivals.rate / float(sizes @ pmf)
-    weight = laws @ sizes if per_request else np.ones(len(mu))  # (phases,)
-    scale = arrivals.rate if per_request else batch_rate
-    rate = np.einsum("tw,tpw,p->t", pi, up, weight) / float(arrivals.theta @ (mu * weight) / (arrivals.theta @ mu))
-    if horizon_s is not None:
-        rate = rate + _start_up(arrivals, mu, hold, cold_start_s, horizon_s, weight, scale)
-    rate = np.clip(rate, 0.0, 1.0)
+    (invocation overhead plus service). One value per target (0-d for 1-d busy_s).
+    horizon_s: the share over a run of that many seconds from no warm environment;
+    None: stationary. `concurrency` caps the batches in service: a batch that finds
+    every allowed environment busy waits for one, and takes it warm."""
+    per_phase, share, sizes = cold_by_phase(arrivals, size_pmf, busy_s, keep_alive_s, timeout_s, concurrency,
+                                            horizon_s, cold_start_s)  # fmt: skip
+    weight = sizes if per_request else np.ones(len(share))
+    rate = np.clip(per_phase @ (share * weight) / float(share @ weight), 0.0, 1.0)
     return rate[0] if np.ndim(busy_s) == 1 else rate
-
-
-def _pool_law(up: np.ndarray, down: np.ndarray) -> np.ndarray:
-    """Stationary law of the pool seen by closing batches: per closing, a birth with
-    chance up(w), then this batch's environment reclaimed before its next use with
-    chance down(w + birth). A birth-death chain: pi(w+1)/pi(w) = P(w -> w+1)/P(w+1 -> w)."""
-    rise = up[:, :-1] * (1.0 - down[:, 1:])
-    fall = (1.0 - up[:, 1:]) * down[:, 1:]
-    ratio = rise / np.maximum(fall, _FLOOR)
-    log_pi = np.concatenate([np.zeros((len(up), 1)), np.cumsum(np.log(np.maximum(ratio, _FLOOR)), axis=1)], axis=1)
-    pi = np.exp(log_pi - log_pi.max(axis=1, keepdims=True))
-    return pi / pi.sum(axis=1, keepdims=True)
-
-
-def _start_up(arrivals: MAP, mu: np.ndarray, hold: np.ndarray, cold_start_s: float, horizon_s: float,
-              weight: np.ndarray, scale: float) -> np.ndarray:  # fmt: skip
-    """The start-up's extra cold share over a run of horizon_s from no warm environment:
-    every batch that closes before the first environment is free again is cold (the
-    first closing plus its cold, lengthened hold), from the arrival-stationary phase."""
-    first = hold @ arrivals.theta + cold_start_s  # (targets,)
-    mean_weight = float(arrivals.theta @ (mu * weight)) / float(arrivals.theta @ mu)
-    closings = 1.0 + first * float(arrivals.theta @ mu)
-    return np.minimum(closings * mean_weight / (scale * horizon_s), 1.0)

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .arrivals import MAP
+from .coldstart import cold_by_phase
+from .counting import CountingProcess
 from .latency import WaitDistribution, WindowTables, cumulative_integral, wait_distribution
 
 
@@ -80,3 +83,21 @@ def latency_percentile(law: WaitDistribution, laws: list[WaitDistribution], perc
         if high - low < 1e-7:
             break
     return high
+
+
+def predict(arrivals: MAP, batch_size: int, timeout_s: float, service_s: np.ndarray, overhead_s: float,
+            cold_start_s: float, keep_alive_s: float, horizon_s: float | None, percentile: float,
+            concurrency: int | None = None, grid: int = 128) -> tuple[float, float]:  # fmt: skip
+    """(per-request cold probability, latency at `percentile`) of the fixed policy
+    (batch_size, timeout_s) on one FaaS target, cold starts modelled per phase over a
+    run of horizon_s from no warm environment (None: stationary)."""
+    service = np.asarray(service_s, dtype=float)[:batch_size]
+    timeout = max(float(timeout_s), 1e-9)
+    tables = WindowTables(CountingProcess(arrivals, max(batch_size - 1, 1), timeout), timeout, grid)
+    law, laws = phase_laws(tables, batch_size)
+    per_phase, share, sizes = cold_by_phase(arrivals, law.size_pmf, service + overhead_s, keep_alive_s, timeout,
+                                            concurrency, horizon_s, cold_start_s)  # fmt: skip
+    cold = float(per_phase[0] @ (share * sizes) / float(share @ sizes))
+    # the phase a batch opens in (alpha) weighs the per-phase probability, as it weighs the waits
+    latency = latency_percentile(law, laws, percentile, service, overhead_s, per_phase[0], cold_start_s)
+    return cold, latency

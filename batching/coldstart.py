@@ -215,7 +215,9 @@ def cold_by_phase(
     # Start-up: every closing before the first environment is free again is cold: 1 + closings in h + c.
     burst_mean = _expected_closings(back, mu, mean_hold + cold_s)  # (t, phases)
     burst_span = hold + cold_s
-    burst_below = np.where(m >= 1, _renewal_below(m - 1.0, burst_mean, shape), 0.0)  # P(1 + N <= m)
+    # P(1 + N <= m), the run starting in a phase drawn from pi (whatever phase the closing is in)
+    burst_below = np.where(m >= 1, _renewal_below(m - 1.0, burst_mean, shape), 0.0)  # (t, phases, M) by start phase
+    burst_below = np.einsum("p,tpm->tm", arrivals.pi, burst_below)[:, None, :]
     # Cascade: a batch that regrows a cut pool holds its environment c longer, so for
     # h + c after it only the w environments left by the cut serve warm, as a loss
     # system (Erlang B, insensitive to the hold's law): the closings it blocks are cold.
@@ -237,10 +239,6 @@ def cold_by_phase(
     after_gap = -np.expm1(-(hold + cold_s) * mu[None, :] * gap[..., 0])  # (t, phases)
     cascade = np.maximum(cascade, after_gap)
     cold_given = gap + (1.0 - gap) * np.clip(d_first + neither * burst_below, 0.0, 1.0)
-    import os
-    if os.environ.get('CSDEBUG'):
-        np.set_printoptions(precision=3, linewidth=220, suppress=False)
-        print('gap', gap[0,:,0], 'after_gap', after_gap[0], 'cascade', cascade[0]); print('p_level', p_level[0][:, :8]); print('d_first', d_first[0][:, :8]); print('neither', neither[0][:, :8]); print('hu', hazard_u[0][:, :8]); print('hd', hazard_d[0][:, :8]); print('cut_at', cut_at[0][:, :8]); print('blocked', blocked[0][:, :8]); print('mu', mu, 'hold', hold, 'share', share)
     # The closings a cut leaves cold (level by level) are the first of its cascade: the larger counts them.
     level_term = np.clip(np.einsum("tpm,tpm->tp", p_level, cold_given), 0.0, 1.0)
     per_phase = np.maximum(level_term, gap[..., 0] + (1.0 - gap[..., 0]) * cascade)

@@ -109,6 +109,14 @@ def _renewal_below(levels: np.ndarray, mean: np.ndarray, shape: np.ndarray) -> n
     return gammaincc((levels + 1.0) * a, a * np.maximum(np.asarray(mean, dtype=float)[..., None], 0.0))
 
 
+def _renewal_mean(mean: np.ndarray, shape: np.ndarray) -> np.ndarray:
+    """E[N] from a closing, for the gamma gaps of `_renewal_below`: sum_k P(N >= k). Below
+    the time-average `mean` by about (1 - 1/shape) / 2 (regular closings: floor(L / g))."""
+    top = int(np.max(mean) + 10.0 * np.sqrt(np.max(mean)) + 20.0)
+    k = np.arange(top, dtype=float)
+    return np.sum(1.0 - _renewal_below(k, mean, np.broadcast_to(shape, np.shape(mean))), axis=-1)
+
+
 def _two_part(levels: np.ndarray, weight_old: np.ndarray, mean_old: np.ndarray, mean_all: np.ndarray,
               shape: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """P(N = m), P(N <= m), (..., M), for a count given the phase, in two parts by the
@@ -244,7 +252,7 @@ def cold_by_phase(
     per_phase = np.maximum(level_term, gap[..., 0] + (1.0 - gap[..., 0]) * cascade)
     if horizon_s is not None:  # the start-up's own cold starts, in the phases it starts in
         closings = float(theta @ mu) * float(horizon_s)
-        start = (1.0 + burst_mean @ arrivals.pi)[:, None] * arrivals.pi[None, :] / (closings * np.maximum(share, _FLOOR))
+        start = (1.0 + _renewal_mean(burst_mean, shape) @ arrivals.pi)[:, None] * arrivals.pi[None, :] / (closings * np.maximum(share, _FLOOR))
         per_phase = per_phase + start
     return np.clip(per_phase, 0.0, 1.0), share, laws @ np.arange(1, big_b + 1)
 

@@ -20,6 +20,10 @@ from batching import FixedPolicy
 from batching.adaptive import AdaptivePolicy
 from batching.arrivals import MAP
 from batching.arrival_fits import fit_arrivals
+from batching.coldmix import predict
+from batching.coldstart import cold_probability
+from batching.counting import CountingProcess
+from batching.latency import WindowTables, wait_distribution
 from batching.tuner import MAX_BATCH, Target, TuneResult, tune
 
 from .profiles import ProfileError, ServiceProfile
@@ -82,13 +86,15 @@ VERIFY_ROUNDS = 6
 
 def verify(
     arrivals: np.ndarray, model: MAP, targets: list[Target], profile: ServiceProfile, slo_s: float, percentile: float,
-    result: TuneResult,
+    result: TuneResult, keep_alive_s: float = 600.0,
 ) -> tuple[TuneResult, dict]:  # fmt: skip
     """Simulate the choice on the arrivals themselves (cold starts, keep-alive and all)
-    and tune again while it misses: with the cold-start share the simulation saw, and
-    for an SLO tightened by the simulated overshoot. The model is exact for its MAP;
-    this catches where the MAP is not the traffic (drift over a trace, cold starts)."""
-    tuning_slo, cold = slo_s, 0.0
+    and tune again while it misses: with the cold-start probability the model predicts
+    for the choice over a run as long as these arrivals (`batching.coldstart`; not the
+    share one replay saw), and for an SLO tightened by the simulated overshoot. The
+    report says how far model and replay disagree (cold share and percentile)."""
+    tuning_slo = slo_s
+    horizon = float(arrivals[-1] - arrivals[0]) if len(arrivals) > 1 else None
     history: list[tuple[float, float]] = []
     notes = list(result.notes)
     best: tuple[float, TuneResult, dict] | None = None
@@ -96,13 +102,21 @@ def verify(
         chosen = result.choice or result.fallback
         assert chosen is not None
         timeout = math.floor(chosen.timeout_s * 1e6) / 1e6
-        sim = simulate(arrivals, FixedPolicy(chosen.batch_size, timeout), profile, memory_mb=chosen.target.memory_mb, slo_s=slo_s)
+        sim = simulate(arrivals, FixedPolicy(chosen.batch_size, timeout), profile, memory_mb=chosen.target.memory_mb,
+                       slo_s=slo_s, keep_alive_s=keep_alive_s)  # fmt: skip
         latency = sim.latency_s
         attained = float(np.mean(latency <= slo_s))
         at_percentile = float(np.quantile(latency, percentile, method="inverted_cdf"))
+        target = chosen.target
+        model_cold, model_latency = predict(model, chosen.batch_size, timeout, target.service_s, target.overhead_s,
+                                            target.cold_start_s, keep_alive_s, horizon, percentile)  # fmt: skip
         report = {
             "slo_attainment": attained, "latency_ms": round(at_percentile * 1e3, 4), "meets": attained >= percentile,
             "cold_starts": int(np.count_nonzero(sim.cold)), "rounds": rounds, "tuning_slo_ms": round(tuning_slo * 1e3, 4),
+            # model against replay: the choice's cold share and percentile, cold starts included
+            "cold_share": round(float(np.mean(sim.cold[sim.batch])) if len(sim.cold) else 0.0, 6),
+            "model_cold_share": round(model_cold, 6), "model_latency_ms": round(model_latency * 1e3, 4),
+            "model_error": round(model_latency / at_percentile - 1.0, 4) if at_percentile > 0 else None,
         }  # fmt: skip
         if best is None or attained > best[0]:
             best = (attained, result, report)
@@ -111,7 +125,6 @@ def verify(
         if rounds == VERIFY_ROUNDS:
             notes.append(f"after {rounds} rounds the choice still misses in simulation; the best reached {best[0]:.4f}")
             break
-        cold = float(np.mean(sim.cold[sim.batch])) if len(sim.cold) else 0.0  # the share of requests
         # Secant step on (tuning SLO -> simulated latency at the percentile), aiming a
         # little under the SLO; the first step assumes a slope of one.
         slope = 1.0
@@ -121,7 +134,8 @@ def verify(
                 slope = min(3.0, max(0.3, (previous_latency - at_percentile) / (previous_slo - tuning_slo)))
         history.append((tuning_slo, at_percentile))
         tuning_slo -= (at_percentile - slo_s) / slope + 0.002 * slo_s
-        with_cold = [replace(t, cold_probability=max(t.cold_probability, cold)) for t in targets]
+        cold = _modelled_cold(model, targets, chosen.batch_size, timeout, keep_alive_s, horizon)
+        with_cold = [replace(t, cold_probability=max(t.cold_probability, p)) for t, p in zip(targets, cold)]
         retuned = tune(model, with_cold, tuning_slo, percentile)
         if retuned.choice is None:
             notes.append(f"the choice misses in simulation ({attained:.4f} within the SLO) and no tighter one exists")
@@ -133,6 +147,20 @@ def verify(
     chosen_result.notes = notes
     report["rounds"] = rounds
     return chosen_result, report
+
+
+def _modelled_cold(model: MAP, targets: list[Target], batch_size: int, timeout_s: float, keep_alive_s: float,
+                   horizon_s: float | None) -> list[float]:  # fmt: skip
+    """Per target, the model's per-request cold probability at (batch_size, timeout_s)
+    over the run (the tuner takes one probability per target)."""
+    timeout = max(timeout_s, 1e-9)
+    law = wait_distribution(WindowTables(CountingProcess(model, max(batch_size - 1, 1), timeout), timeout, 64), batch_size)
+    return [
+        float(cold_probability(model, law.size_pmf, np.asarray(t.service_s[:batch_size]) + t.overhead_s, keep_alive_s,
+                               timeout, horizon_s=horizon_s, cold_start_s=t.cold_start_s))
+        if len(t.service_s) >= batch_size else 0.0
+        for t in targets
+    ]  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:

@@ -100,38 +100,44 @@ def _log_poisson(levels: np.ndarray, mean: np.ndarray) -> np.ndarray:
     return levels * np.log(r) - r - gammaln(levels + 1)
 
 
-def _renewal_below(levels: np.ndarray, mean: np.ndarray, shape: np.ndarray) -> np.ndarray:
-    """P(N <= m): N the closings within a span before a closing, `mean` of them, when
-    the gaps between closings are gamma with `shape` (1/SCV): N >= k iff k gaps fit,
-    and k gaps are gamma of shape k * shape. Exact for Poisson closings (shape 1);
-    batches that time out close about every T, far more regularly than Poisson."""
-    a = np.asarray(shape, dtype=float)[..., None]
-    return gammaincc((levels + 1.0) * a, a * np.maximum(np.asarray(mean, dtype=float)[..., None], 0.0))
+def _renewal_below(levels: np.ndarray, mean: np.ndarray, span: np.ndarray, gaps: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """P(N <= m): N the closings within `span` before a closing, `mean` of them, when the
+    gaps between closings are a fixed part d (a batch that times out is open T) plus a
+    gamma part of squared CV `scv` (gaps = (d, scv)): N >= k iff k gaps fit, and k gaps
+    are k d plus a gamma of shape k / scv. Exact for Poisson arrivals and batches that
+    time out; far less dispersed than Poisson when closings come about every T."""
+    shift, scv = (np.asarray(x, dtype=float)[..., None] for x in gaps)
+    span_ = np.asarray(span, dtype=float)[..., None]
+    gap = span_ / np.maximum(np.asarray(mean, dtype=float)[..., None], _FLOOR)
+    free = np.maximum(gap - shift, 1e-12)
+    shape = 1.0 / scv
+    return gammaincc((levels + 1.0) * shape, np.clip(span_ - (levels + 1.0) * shift, 0.0, None) * shape / free)
 
 
-def _renewal_mean(mean: np.ndarray, shape: np.ndarray) -> np.ndarray:
-    """E[N] from a closing, for the gamma gaps of `_renewal_below`: sum_k P(N >= k). Below
-    the time-average `mean` by about (1 - 1/shape) / 2 (regular closings: floor(L / g))."""
+def _renewal_mean(mean: np.ndarray, span: np.ndarray, gaps: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """E[N] from a closing for the gaps of `_renewal_below`: sum_k P(N >= k), below the
+    time-average `mean` when closings are regular (floor(L / g))."""
     top = int(np.max(mean) + 10.0 * np.sqrt(np.max(mean)) + 20.0)
     k = np.arange(top, dtype=float)
-    return np.sum(1.0 - _renewal_below(k, mean, np.broadcast_to(shape, np.shape(mean))), axis=-1)
+    return np.sum(1.0 - _renewal_below(k, mean, span, gaps), axis=-1)
 
 
 def _two_part(levels: np.ndarray, weight_old: np.ndarray, mean_old: np.ndarray, mean_all: np.ndarray,
-              shape: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+              span: np.ndarray, gaps: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """P(N = m), P(N <= m), (..., M), for a count given the phase, in two parts by the
     phase's age: older than the span (its own rate) with weight_old, or younger (the
     rest of the mean, which carries the previous phases' rates)."""
     young = np.clip((mean_all - weight_old * mean_old) / np.maximum(1.0 - weight_old, 1e-12), 0.0, None)
-    below = weight_old[..., None] * _renewal_below(levels, mean_old, shape)
-    below = below + (1.0 - weight_old)[..., None] * _renewal_below(levels, young, shape)
+    below = weight_old[..., None] * _renewal_below(levels, mean_old, span, gaps)
+    below = below + (1.0 - weight_old)[..., None] * _renewal_below(levels, young, span, gaps)
     pmf = np.diff(below, axis=-1, prepend=0.0)
     return np.clip(pmf, 0.0, 1.0), np.clip(below, 0.0, 1.0)
 
 
-def _gap_shape(arrivals: MAP, laws: np.ndarray, mu: np.ndarray, timeout_s: float) -> np.ndarray:
-    """1/SCV of the time between closings per phase: the batch's open time (T, or the
-    B - 1 arrivals that fill it) plus the exponential wait for the next opener."""
+def _gap_law(arrivals: MAP, laws: np.ndarray, mu: np.ndarray, timeout_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per phase, the time between closings as (fixed part, squared CV of the rest): the
+    batch's open time (T when it times out, else the B - 1 arrivals that fill it) plus
+    the exponential wait for the next opener."""
     lam = np.maximum(arrivals.D1.sum(axis=1), _FLOOR)
     fills = laws[:, -1]
     k = laws.shape[1] - 1
@@ -139,7 +145,8 @@ def _gap_shape(arrivals: MAP, laws: np.ndarray, mu: np.ndarray, timeout_s: float
     open_mean = (1 - fills) * timeout_s + fills * np.minimum(fill_mean, timeout_s)
     open_sq = (1 - fills) * timeout_s**2 + fills * np.minimum(fill_var + fill_mean**2, timeout_s**2)
     var = np.clip(open_sq - open_mean**2, 0.0, None) + 1.0 / lam**2
-    return np.clip((1.0 / mu) ** 2 / var, 1.0, 1e4)
+    shift = np.clip((1 - fills) * timeout_s, 0.0, 0.999 / mu)
+    return shift[None, :], np.clip(var * mu**2 / (1.0 - shift[None, :][0] * mu) ** 2, 1e-4, 1e4)[None, :]
 
 
 def cold_by_phase(
@@ -169,7 +176,7 @@ def cold_by_phase(
     mean_hold = hold @ share  # (targets,)
     cold_s, keep = float(cold_start_s), float(keep_alive_s)
 
-    shape = _gap_shape(arrivals, laws, mu, timeout_s)[None, :]  # (1, phases)
+    gaps = _gap_law(arrivals, laws, mu, timeout_s)  # (1, phases) each
     # Concurrency C at a closing, given its phase (M/G/inf, two parts by the phase's age).
     diag = np.arange(n)
     smooth = _expected_closings(back, mu, hold)[..., diag, diag]  # (t, phases)
@@ -179,7 +186,7 @@ def cold_by_phase(
     if concurrency is not None:
         levels = min(levels, int(concurrency))  # at the cap a batch waits, warm
     m = np.arange(levels, dtype=float)
-    p_level, c_below = _two_part(m, np.exp(-leave[None, :] * hold), own, smooth, shape)  # (t, phases, M)
+    p_level, c_below = _two_part(m, np.exp(-leave[None, :] * hold), own, smooth, hold, gaps)  # (t, phases, M)
     c_r = np.maximum(own, smooth)[..., None]
     # U_m: concurrency past m, looking back: entries into {C > m} (arrivals finding m,
     # declumped) over the time outside it.
@@ -190,12 +197,13 @@ def cold_by_phase(
     span = keep + hold  # (t, phases)
     old = np.exp(-leave[None, :] * span)
     n_own = mu[None, :] * span
-    n_pmf, n_below = _two_part(m, old, n_own, _expected_closings(back, mu, span)[..., diag, diag], shape)
-    own_below = _renewal_below(m, n_own, shape)  # the phase's own window, once the phase outlasts it
+    n_pmf, n_below = _two_part(m, old, n_own, _expected_closings(back, mu, span)[..., diag, diag], span, gaps)
+    own_below = _renewal_below(m, n_own, span, gaps)  # the phase's own window, once the phase outlasts it
     # entering a phase that outlasts the window: the cut comes with it (P = old)
     x = leave[None, :] * span
     settle = np.where(x > 1e-9, leave[None, :] / np.expm1(np.clip(x, 1e-9, 700.0)), 1.0 / span)
     hazard_d = settle[..., None] * own_below + mu[None, :, None] * n_pmf / np.maximum(1.0 - n_below, 1e-12)
+    # A cut needs K + h without a rise past m (the rise's closings stay in the window that long).
     hazard_d = np.minimum(hazard_d, 1e9)
 
     # Looking back from a closing: which of U_m, D_m (or the run's start) comes first.
@@ -224,7 +232,7 @@ def cold_by_phase(
     burst_mean = _expected_closings(back, mu, mean_hold + cold_s)  # (t, phases)
     burst_span = hold + cold_s
     # P(1 + N <= m), the run starting in a phase drawn from pi (whatever phase the closing is in)
-    burst_below = np.where(m >= 1, _renewal_below(m - 1.0, burst_mean, shape), 0.0)  # (t, phases, M) by start phase
+    burst_below = np.where(m >= 1, _renewal_below(m - 1.0, burst_mean, burst_span, gaps), 0.0)  # (t, phases, M) by start phase
     burst_below = np.einsum("p,tpm->tm", arrivals.pi, burst_below)[:, None, :]
     # Cascade: a batch that regrows a cut pool holds its environment c longer, so for
     # h + c after it only the w environments left by the cut serve warm, as a loss
@@ -252,7 +260,7 @@ def cold_by_phase(
     per_phase = np.maximum(level_term, gap[..., 0] + (1.0 - gap[..., 0]) * cascade)
     if horizon_s is not None:  # the start-up's own cold starts, in the phases it starts in
         closings = float(theta @ mu) * float(horizon_s)
-        start = (1.0 + _renewal_mean(burst_mean, shape) @ arrivals.pi)[:, None] * arrivals.pi[None, :] / (closings * np.maximum(share, _FLOOR))
+        start = (1.0 + _renewal_mean(burst_mean, burst_span, gaps) @ arrivals.pi)[:, None] * arrivals.pi[None, :] / (closings * np.maximum(share, _FLOOR))
         per_phase = per_phase + start
     return np.clip(per_phase, 0.0, 1.0), share, laws @ np.arange(1, big_b + 1)
 

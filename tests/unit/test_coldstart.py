@@ -134,5 +134,14 @@ def test_p99_with_cold_starts_within_5_percent(name: str, b: int, t: float, keep
         pytest.skip(f"cold starts do not move the p99 here ({simulated_warm * 1e3:.1f} -> {simulated * 1e3:.1f} ms)")
     if 0.005 <= share <= 0.02:
         pytest.skip(f"the cold share {share:.4f} is on the p99's edge")
-    print(f"p99 sim {simulated:.4f} model {predicted:.4f} err {predicted / simulated - 1:+.3f} share {share:.4f} model {model_share:.4f}")
     assert abs(predicted / simulated - 1) <= 0.05, (predicted, simulated, share, model_share)
+
+
+def test_phase_laws_weighed_by_alpha_are_the_stationary_law() -> None:
+    # The per-phase laws the cold mixture uses read batching.latency's tables directly.
+    from batching.coldmix import phase_laws
+
+    tables = WindowTables(CountingProcess(ON_OFF, 15, 0.1), 0.1, 64)
+    law, laws = phase_laws(tables, 16)
+    np.testing.assert_allclose(sum(a * x.size_pmf for a, x in zip(law.alpha, laws)), law.size_pmf, atol=1e-12)
+    np.testing.assert_allclose(sum(a * x.cumulative for a, x in zip(law.alpha, laws)), law.cumulative, atol=1e-9)

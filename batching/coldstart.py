@@ -15,25 +15,31 @@ no batch completed within K (N = C, "a gap"), or when, looking back, the pool wa
 last cut to <= m (an event D_m: N fell to <= m, or the run began) more recently
 than concurrency last rose past m (an event U_m).
 
-Approximations, each cheap:
+Approximations, each cheap (one small eigendecomposition per level and target):
 - Per MAP phase i, batches close at rate mu_i (the phase's arrivals batched as
-  Poisson, rescaled to the exact mean batch size); concurrency given the phase is
-  Poisson (M/G/inf, Takacs), a two-part mixture whose means follow the phase's age
-  (a phase shorter than a hold sees the previous phase's closings too).
-- U_m and D_m happen as Poisson clumps (Aldous 1989, the Poisson clumping
-  heuristic): up-crossings of m at rate mu_i P(C = m) m / (m + rho_i); down-crossings
-  of the window count to m at rate mu_i P(N = m); looking back from a closing the
-  phase runs the time-reversed chain, and which comes first is an absorption
-  probability, averaged over the closing's age in [0, H] in closed form
-  (eigendecomposition of the phase generator minus the event rates).
-- The run's start from no warm environment: every batch closing before the first
-  environment is free again is cold; these hold h + c, so the start-up pool is
-  1 + Poisson(mu (h + c)) and later closings are cold only above it. The same
-  cascade follows a lull that emptied the pool: a closing that meets a cut pool
-  starts a burst of cold batches of the size the start-up has, above the level left.
+  Poisson, rescaled to the exact mean batch size), with gaps between closings a
+  fixed open time (T for a batch that times out) plus a gamma rest. C and N given
+  the phase are renewal counts in the hold h and in K + h (an M/G/inf occupancy,
+  Takacs 1962, with regular rather than Poisson closings), in two parts by the
+  phase's age: a phase younger than the span still sees the previous phase's rate.
+- U_m and D_m, looking back, come at hazards (entries into the state over the time
+  outside it; up-crossings declumped by (m + 1) / (m + 1 + rho), after Aldous 1989,
+  the Poisson clumping heuristic); a phase that outlasts K + h brings its own cut.
+  Looking back the phase runs the time-reversed chain (Kelly 1979); which event
+  comes first is an absorption probability, averaged over the closing's age in
+  [0, H] in closed form.
+- Start-up from no warm environment: every batch closing before the first one is
+  free again is cold, and these hold h + c: 1 + N(h + c) cold starts, from a phase
+  drawn from pi; later closings are cold only above that level.
+- Cascade: a batch that regrows a cut pool (or one emptied by a gap) holds its new
+  environment h + c, so for h + c only the w environments the cut left serve warm,
+  a loss system: the share of closings it blocks is Erlang's B(w, rho) (insensitive
+  to the hold's law). The level-by-level colds are the first of a cascade: a phase
+  counts the larger of the two.
 - The gap: no arrival in the K + h - w before the batch opened (w its open time),
   from the MAP's time-reversed D0.
-Stationary (H = None): the start-up and the cuts by the run's start vanish.
+Stationary (H = None): the start-up and the run's start as a cut vanish.
+Measured against simulation in tests/unit/test_coldstart.py and bench/coldstart_model.py.
 """
 
 from __future__ import annotations
@@ -203,7 +209,6 @@ def cold_by_phase(
     x = leave[None, :] * span
     settle = np.where(x > 1e-9, leave[None, :] / np.expm1(np.clip(x, 1e-9, 700.0)), 1.0 / span)
     hazard_d = settle[..., None] * own_below + mu[None, :, None] * n_pmf / np.maximum(1.0 - n_below, 1e-12)
-    # A cut needs K + h without a rise past m (the rise's closings stay in the window that long).
     hazard_d = np.minimum(hazard_d, 1e9)
 
     # Looking back from a closing: which of U_m, D_m (or the run's start) comes first.
@@ -232,12 +237,12 @@ def cold_by_phase(
     burst_mean = _expected_closings(back, mu, mean_hold + cold_s)  # (t, phases)
     burst_span = hold + cold_s
     # P(1 + N <= m), the run starting in a phase drawn from pi (whatever phase the closing is in)
-    burst_below = np.where(m >= 1, _renewal_below(m - 1.0, burst_mean, burst_span, gaps), 0.0)  # (t, phases, M) by start phase
+    burst_below = np.where(m >= 1, _renewal_below(m - 1.0, burst_mean, burst_span, gaps), 0.0)  # by start phase
     burst_below = np.einsum("p,tpm->tm", arrivals.pi, burst_below)[:, None, :]
     # Cascade: a batch that regrows a cut pool holds its environment c longer, so for
     # h + c after it only the w environments left by the cut serve warm, as a loss
     # system (Erlang B, insensitive to the hold's law): the closings it blocks are cold.
-    regrow = hazard_u * (d_first + neither * burst_below)  # (t, phases, M): rate of "cut to m (or a start-up below it), then past m"
+    regrow = hazard_u * (d_first + neither * burst_below)  # rate of "cut to m (or a start-up below it), then past m"
     recent = -np.expm1(-(hold + cold_s)[..., None] * regrow)  # a regrowth through m within h + c
     cut_at = np.diff(np.maximum.accumulate(recent, axis=-1), axis=-1, prepend=0.0)  # ... from a cut at m
     offered = own[..., None]
@@ -255,13 +260,13 @@ def cold_by_phase(
     after_gap = -np.expm1(-(hold + cold_s) * mu[None, :] * gap[..., 0])  # (t, phases)
     cascade = np.maximum(cascade, after_gap)
     cold_given = gap + (1.0 - gap) * np.clip(d_first + neither * burst_below, 0.0, 1.0)
-    # The closings a cut leaves cold (level by level) are the first of its cascade: the larger counts them.
+    # The closings a cut leaves cold level by level are the first of its cascade: the larger counts.
     level_term = np.clip(np.einsum("tpm,tpm->tp", p_level, cold_given), 0.0, 1.0)
     per_phase = np.maximum(level_term, gap[..., 0] + (1.0 - gap[..., 0]) * cascade)
     if horizon_s is not None:  # the start-up's own cold starts, in the phases it starts in
         closings = float(theta @ mu) * float(horizon_s)
-        start = (1.0 + _renewal_mean(burst_mean, burst_span, gaps) @ arrivals.pi)[:, None] * arrivals.pi[None, :] / (closings * np.maximum(share, _FLOOR))
-        per_phase = per_phase + start
+        start = 1.0 + _renewal_mean(burst_mean, burst_span, gaps) @ arrivals.pi  # (t,)
+        per_phase = per_phase + start[:, None] * arrivals.pi[None, :] / (closings * np.maximum(share, _FLOOR))
     return np.clip(per_phase, 0.0, 1.0), share, laws @ np.arange(1, big_b + 1)
 
 

@@ -165,7 +165,9 @@ class AdaptivePolicy:
         fit = fit_arrivals(gaps)
         slo = self.tuning_slo_s
         targets = [replace(t, overhead_s=t.overhead_s + self.allowance_s) for t in self.targets]
-        result = tune_coarse_to_fine(fit.map, targets, slo, self.percentile, deadline_s=slo if self.deadline_aware else None)
+        hint = self.choice.timeout_s if self.choice is not None and self.choice.batch_size > 1 else None
+        result = tune_coarse_to_fine(fit.map, targets, slo, self.percentile, deadline_s=slo if self.deadline_aware else None,
+                                     hint_s=hint)  # fmt: skip
         return Solved(fit, result)
 
     @property

@@ -103,12 +103,16 @@ class Sweep:
 
     def __init__(
         self, arrivals: MAP, table: TargetTable, timeouts: Sequence[float], slo_s: float, percentile: float,
-        sizes: Sequence[int], grid: int, deadline_s: float | None,
+        sizes: Sequence[int], grid: int, deadline_s: float | None, hint_s: float | None = None, tolerance: float = 0.0,
     ) -> None:  # fmt: skip
         if not timeouts:
             raise ValueError("no positive timeout to search")
         self.table, self.timeouts, self.slo_s, self.percentile = table, list(timeouts), slo_s, percentile
         self.sizes, self.grid, self.deadline_s = list(sizes), grid, deadline_s
+        # A configuration is pursued only if it could cost less than (1 - tolerance) x the best found.
+        self.tolerance = tolerance
+        # The timeout to try first (the last choice's, when re-tuning): its index on this grid.
+        self.hint = int(np.argmin(np.abs(np.log(np.asarray(self.timeouts) / hint_s)))) if hint_s else None
         self.max_batch = self.sizes[-1]
         self.counting = counting_process(arrivals, max(self.max_batch - 1, 1), max(self.timeouts))
         self.evaluated = 0
@@ -172,6 +176,8 @@ class Sweep:
         columns = np.array([b - 1 for b in sizes], dtype=int)
         lo = np.full((targets, len(sizes)), -1)  # the largest timeout index known feasible
         hi = np.full((targets, len(sizes)), n)  # the smallest known infeasible
+        at_lo = np.full(lo.shape, np.nan)  # the shares within the SLO there
+        at_hi = np.full(lo.shape, np.nan)
         bound = table.floor[:, columns].copy() if sizes else np.zeros((targets, 0))  # no lower cost is possible
         best: tuple[float, int, float, int, int] | None = None  # cost, B, T, target, timeout index (-1: B = 1)
 
@@ -181,45 +187,114 @@ class Sweep:
             if np.isfinite(cost) and (best is None or (cost, b, timeout) < best[:3]):
                 best = (cost, b, timeout, k, j)
 
-        if 1 in self.sizes:  # T is moot for B = 1: every request alone, no wait
-            self.evaluated += targets
-            for k in range(targets):
-                attained = self.alone(k)
-                if attained >= self.percentile:
-                    offer(float(table.batch_cost[k, 0]), 1, -1, k)
+        best = self._alone_best()
         while sizes:
-            ceiling = best[0] if best is not None else np.inf
+            ceiling = best[0] * (1 - self.tolerance) if best is not None else np.inf
             open_ = (hi - lo > 1) & (bound < ceiling)
             if not open_.any():
                 break
             k, c = np.unravel_index(np.argmin(np.where(open_, bound, np.inf)), open_.shape)
-            if lo[k, c] < 0:  # nothing feasible known yet: gallop down from the largest T
-                j = max(0, int(2 * hi[k, c] - n - 1))  # n-1, n-3, n-7, ...: the cheapest T is the largest
-            else:
-                j = int((lo[k, c] + hi[k, c]) // 2)
-            plane = self.plane(j)
-            attained, cost = plane.attained[:, columns], plane.cost[:, columns]
-            for kk in range(targets):
-                for cc, b in enumerate(sizes):
-                    if not self.binds(kk, b, j):
-                        continue
-                    # Uncapped, it costs less and attains less: only worth the capped law if it could win.
-                    if hi[kk, cc] - lo[kk, cc] <= 1 or max(bound[kk, cc], cost[kk, cc]) >= (best[0] if best else np.inf):
-                        attained[kk, cc], cost[kk, cc] = np.nan, np.inf
-                        continue
-                    attained[kk, cc], cost[kk, cc] = self.capped_cell(kk, b, j)
-                    if attained[kk, cc] >= self.percentile:
-                        offer(float(cost[kk, cc]), b, j, kk)
+            j = self._probe(int(lo[k, c]), int(hi[k, c]), float(at_lo[k, c]), float(at_hi[k, c]))
+            ceiling = best[0] * (1 - self.tolerance) if best is not None else np.inf
+            attained, cost = self.judge(j, sizes, np.maximum(bound, 0.0), ceiling, (hi - lo > 1))
             judged = ~np.isnan(attained)
             feasible = judged & (attained >= self.percentile)
-            lo = np.where(feasible, np.maximum(lo, j), lo)
-            hi = np.where(judged & ~feasible, np.minimum(hi, j), hi)
+            rises, falls = feasible & (j > lo), judged & ~feasible & (j < hi)
+            lo, at_lo = np.where(rises, j, lo), np.where(rises, attained, at_lo)
+            hi, at_hi = np.where(falls, j, hi), np.where(falls, attained, at_hi)
             bound = np.where(judged & ~feasible, np.maximum(bound, cost), bound)  # smaller T: dearer
             for kk, cc in zip(*np.nonzero(feasible & (lo == j))):
                 offer(float(cost[kk, cc]), sizes[cc], j, int(kk))
             if not judged[k, c]:  # the chosen cell was skipped as dominated: close it
                 hi[k, c] = lo[k, c] + 1
         return self._found(best)
+
+    def judge(self, j: int, sizes: list[int], bound: np.ndarray, ceiling: float, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(share within the SLO, cost) of every (target, B in sizes) at timeout j. Where
+        deadline-aware closing binds, the capped law is computed only for a wanted
+        configuration that could cost less than `ceiling` (uncapped, it costs less:
+        its cost and `bound` are lower bounds); the others come back NaN and inf."""
+        plane = self.plane(j)
+        columns = np.array([b - 1 for b in sizes], dtype=int)
+        attained, cost = plane.attained[:, columns].copy(), plane.cost[:, columns].copy()
+        for k in range(len(self.table.items)):
+            for c, b in enumerate(sizes):
+                if not self.binds(k, b, j):
+                    continue
+                if not wanted[k, c] or max(bound[k, c], cost[k, c]) >= ceiling:
+                    attained[k, c], cost[k, c] = np.nan, np.inf
+                else:
+                    attained[k, c], cost[k, c] = self.capped_cell(k, b, j)
+        return attained, cost
+
+    def descend(self) -> Found:
+        """Online, from the hint: the timeouts next to it, one after another, for as long as
+        the cheapest configuration meeting the SLO at each keeps getting cheaper (the best
+        at timeout j, f(j), is a valley in j: short timeouts leave batches small, long ones
+        allow only small B), by more than a tenth of the tolerance. Two or three
+        timeouts when the traffic moved a little; a local optimum, where `run` finds
+        the global one."""
+        assert self.hint is not None
+        n, targets = len(self.timeouts), len(self.table.items)
+        sizes = [b for b in self.sizes if b > 1]
+        best = self._alone_best()
+        wanted = np.ones((targets, len(sizes)), dtype=bool)
+        bound = self.table.floor[:, [b - 1 for b in sizes]]
+
+        def at(j: int) -> float:
+            nonlocal best
+            attained, cost = self.judge(j, sizes, bound, best[0] if best else np.inf, wanted)
+            cost = np.where(np.nan_to_num(attained, nan=-1.0) >= self.percentile, cost, np.inf)
+            k, c = np.unravel_index(np.argmin(cost), cost.shape)
+            if np.isfinite(cost[k, c]) and (best is None or (cost[k, c], sizes[c], self.timeouts[j]) < best[:3]):
+                best = (float(cost[k, c]), sizes[c], self.timeouts[j], int(k), j)
+            return float(cost[k, c])
+
+        j = self.hint
+        here = at(j) if sizes else np.inf
+        for step in (1, -1):
+            moved = False
+            while sizes and 0 <= j + step < n and (value := at(j + step)) < here * (1 - self.tolerance / 10):
+                here, j, moved = value, j + step, True
+            if moved:
+                break
+        return self._found(best)
+
+    def _alone_best(self) -> tuple[float, int, float, int, int] | None:
+        """B = 1 on the cheapest target that meets the SLO with it (T is moot: reported as 0)."""
+        best = None
+        if 1 in self.sizes:
+            self.evaluated += len(self.table.items)
+            for k in range(len(self.table.items)):
+                cost = float(self.table.batch_cost[k, 0])
+                if self.alone(k) >= self.percentile and np.isfinite(cost) and (best is None or cost < best[0]):
+                    best = (cost, 1, 0.0, k, -1)
+        return best
+
+    def _probe(self, lo: int, hi: int, at_lo: float, at_hi: float) -> int:
+        """The next timeout index to evaluate for a bracket (lo feasible, hi not; -1 and
+        n where unknown). The `hint` first (the last choice's timeout, re-tuning
+        online). An open end is searched by galloping away from where the search
+        started, the hint or else the largest T (the cheapest T is the largest
+        feasible): n-1, n-3, n-7, ... down, or hint+1, hint+3, ... up. With both ends
+        known, halfway between the bisection's midpoint and where the shares within
+        the SLO, interpolated, cross the percentile (a quarter of the bracket or more
+        goes each step)."""
+        n = len(self.timeouts)
+        if self.hint is not None and lo < self.hint < hi:
+            return self.hint
+        anchor = self.hint if self.hint is not None else n
+        if lo < 0:
+            j = 2 * hi - anchor - 1
+        elif hi >= n:
+            j = 2 * lo - anchor + 1
+        else:
+            middle = (lo + hi) / 2
+            if at_lo > at_hi:
+                crossing = lo + (hi - lo) * (at_lo - self.percentile) / (at_lo - at_hi)
+                middle = (middle + crossing) / 2
+            j = int(round(middle))
+        return min(hi - 1, max(lo + 1, j))
 
     def _found(self, best: tuple[float, int, float, int, int] | None) -> Found:
         if best is not None:

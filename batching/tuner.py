@@ -105,18 +105,33 @@ def tune(
     timeouts: Sequence[float] | None = None,
     grid: int = 256,
     deadline_s: float | None = None,
+    hint_s: float | None = None,
+    tolerance: float = 0.0,
 ) -> TuneResult:
     """The cheapest (B, T, target) with P(latency <= slo_s) >= percentile. With
     `deadline_s`, batches close early by deadline-aware closing for that budget
     (`BatchLimits`), and the model accounts for it, per target. The search is
     `batching.sweep.Sweep`'s: whole timeouts at once, bisected, dominated
-    configurations never computed."""
+    configurations never computed; `hint_s` (the last choice's timeout, re-tuning)
+    is tried first. The hint changes how fast the optimum is found, not which. With a
+    `tolerance`, a configuration is pursued only if it could cost less than
+    (1 - tolerance) times the best found: the choice then costs at most that much
+    more than the optimum, for fewer timeouts computed."""
+    sweep = _sweep(arrivals, targets, slo_s, percentile, batch_sizes, timeouts, grid, deadline_s, hint_s, tolerance)
+    return _result(sweep, sweep.run(), percentile)
+
+
+def _sweep(arrivals: MAP, targets: Sequence[Target], slo_s: float, percentile: float, batch_sizes: Sequence[int],
+           timeouts: Sequence[float] | None, grid: int, deadline_s: float | None, hint_s: float | None,
+           tolerance: float) -> Sweep:  # fmt: skip
     if not 0 < percentile < 1:
         raise ValueError("percentile must be in (0, 1)")
     sizes = checked_sizes(batch_sizes)
     grid_t = sorted(float(t) for t in (default_timeouts(slo_s) if timeouts is None else timeouts) if t > 0)
-    sweep = Sweep(arrivals, TargetTable(targets, sizes[-1]), grid_t, slo_s, percentile, sizes, grid, deadline_s)
-    found = sweep.run()
+    return Sweep(arrivals, TargetTable(targets, sizes[-1]), grid_t, slo_s, percentile, sizes, grid, deadline_s, hint_s, tolerance)
+
+
+def _result(sweep: Sweep, found, percentile: float) -> TuneResult:
     result = TuneResult(None, sweep.evaluated, percentile)
     if found.best is not None:
         law, timeout, k, cost = found.best
@@ -129,18 +144,23 @@ def tune(
 
 
 ONLINE_GRID = 128
+ONLINE_TOLERANCE = 0.02
 
 
 def tune_coarse_to_fine(
     arrivals: MAP, targets: Sequence[Target], slo_s: float, percentile: float, *, grid: int = ONLINE_GRID,
-    deadline_s: float | None = None,
+    deadline_s: float | None = None, hint_s: float | None = None,
 ) -> TuneResult:  # fmt: skip
-    """`tune` for re-tuning online: the same search on a coarser wait grid (128 points
-    over [0, T], half the cost of a timeout). Its choices match the full search's
-    except where a process is grid-sensitive (strongly alternating phases), and then
-    cost within a few percent (tests/unit/test_tuner.py compares them); the fitted
-    arrival model's own error is larger than the grid's."""
-    return tune(arrivals, targets, slo_s, percentile, grid=grid, deadline_s=deadline_s)
+    """`tune` for re-tuning online, on a coarser wait grid (128 points over [0, T], half
+    the cost of a timeout). From the last choice's timeout (`hint_s`) it walks to the
+    neighbouring timeouts while the best configuration at each gets cheaper
+    (`Sweep.descend`: two or three timeouts when the traffic moved a little); without
+    one, the full search, content with a choice within 2% of the cheapest. Its
+    choices cost within a few percent of the full search's (tests/unit/test_tuner.py
+    compares them); the fitted arrival model's own error is larger than either."""
+    sweep = _sweep(arrivals, targets, slo_s, percentile, range(1, MAX_BATCH + 1), None, grid, deadline_s, hint_s,
+                   ONLINE_TOLERANCE)  # fmt: skip
+    return _result(sweep, sweep.descend() if sweep.hint is not None else sweep.run(), percentile)
 
 
 def tune_for_budget(

@@ -31,8 +31,9 @@ from batching import FixedPolicy, NoBatchingPolicy  # noqa: E402  (run as a scri
 from batching.adaptive import AdaptivePolicy  # noqa: E402
 from batching.arrivals import MAP  # noqa: E402
 from batching.counting import CountingProcess  # noqa: E402
-from batching.fitting import fit_map2  # noqa: E402
+from batching.arrival_fits import fit_arrivals  # noqa: E402
 from batching.latency import WindowTables, wait_distribution  # noqa: E402
+from batching.sweep import _COUNTING  # noqa: E402
 from batching.tuner import tune, tune_coarse_to_fine  # noqa: E402
 from sim import ServiceProfile, read_trace, simulate  # noqa: E402
 from sim.tune import targets_from_profile  # noqa: E402
@@ -149,25 +150,40 @@ def model_vs_sim(args: argparse.Namespace, doc: dict, fits: dict) -> dict:
 
 
 def tuner_speed(args: argparse.Namespace, doc: dict, fits: dict) -> list[dict]:
+    """Median wall and CPU time of `tune` (full: B 1..64, 30 timeouts, 256-point grid) and
+    `tune_coarse_to_fine` (online: a 128-point grid, from the timeout chosen before the
+    rate moved by 10%), on Poisson, bursty and negatively correlated MAPs and the
+    Azure fits with 1, 3 and 8 memory sizes. "new fit": the counting process is built
+    for the call (a re-tune after the fitted process changed); "same fit": it is
+    reused (a re-tune on an unchanged fit)."""
     slo, percentile = SLOS[0]
-    target_sets = [("1024+2048 MB", targets_from_profile(ServiceProfile.from_dict(doc)))]
-    if not args.quick:
-        target_sets.append(("8 sizes 512-10240 MB", targets_from_profile(scaled_profile(doc))))
-    workloads = [("poisson-200", MAP.poisson(200.0)), ("bursty-mmpp2", BURSTY)]
+    every = targets_from_profile(scaled_profile(doc))  # 8 sizes, 512-10240 MB
+    target_sets = [("1 size (2048 MB)", [t for t in every if t.memory_mb == 2048]),
+                   ("3 sizes (1024-4096 MB)", [t for t in every if t.memory_mb in (1024, 2048, 4096)]),
+                   ("8 sizes (512-10240 MB)", every)]  # fmt: skip
+    workloads = [("poisson-200", MAP.poisson(200.0)), ("bursty-mmpp2", BURSTY), ("negcorr-map2", ALTERNATING)]
     workloads += [(f"azure-{name}-fit", fit.map) for name, (fit, _) in fits.items()]
     rows = []
     for name, process in workloads:
         log(f"b. tuner solve time: {name}")
         for label, targets in target_sets:
+            earlier = tune(MAP(process.D0 / 1.1, process.D1 / 1.1), targets, slo, percentile).choice
+            hint = earlier.timeout_s if earlier is not None and earlier.batch_size > 1 else None
             for method in (tune, tune_coarse_to_fine):
-                times = []
-                for _ in range(args.repeats):
-                    began = time.perf_counter()
-                    result = method(process, targets, slo, percentile)
-                    times.append((time.perf_counter() - began) * 1e3)
-                ms, chosen = statistics.median(times), result.choice
-                rows.append({"workload": name, "targets": label, "method": method.__name__, "median_ms": round(ms, 1),
-                             "configs": result.configs_evaluated, "ms_per_config": round(ms / result.configs_evaluated, 4),
+                timed: dict[str, list[float]] = {"new_wall": [], "new_cpu": [], "same_wall": [], "same_cpu": []}
+                extra = {"hint_s": hint} if method is tune_coarse_to_fine else {}
+                for _ in range(max(args.repeats, 5)):
+                    for reuse in ("new", "same"):
+                        if reuse == "new":
+                            _COUNTING.clear()
+                        wall, cpu = time.perf_counter(), time.process_time()
+                        result = method(process, targets, slo, percentile, **extra)
+                        timed[f"{reuse}_wall"].append((time.perf_counter() - wall) * 1e3)
+                        timed[f"{reuse}_cpu"].append((time.process_time() - cpu) * 1e3)
+                chosen = result.choice
+                rows.append({"workload": name, "targets": label, "method": method.__name__,
+                             **{f"{k}_ms": round(statistics.median(v), 1) for k, v in timed.items()},
+                             "configs": result.configs_evaluated,
                              "batch_size": chosen.batch_size if chosen else None,
                              "timeout_ms": round(chosen.timeout_s * 1e3, 3) if chosen else None,
                              "memory_mb": chosen.target.memory_mb if chosen else None,
@@ -275,34 +291,40 @@ def hindsight(times: np.ndarray, profile: ServiceProfile, slo: float, p: float, 
 def report_markdown(doc: dict, out: dict) -> str:
     parts = [f"# Tuning report\n\nProfile: `{out['profile_path']}`: {json.dumps(doc)}\n\nSLOs: "
              + ", ".join(f"p{p * 100:g} <= {s * 1e3:g} ms" for s, p in SLOS) + f". Reproduce: `{out['command']}`"]  # fmt: skip
-    a = out["model_vs_sim"]
-    parts.append(f"## a. Model vs simulation (warm FaaS {MEMORY} MB, {a['samples']} sampled arrivals; error = (model - sim) / sim, %)")
-    parts.append(markdown(["workload", "rate", "scv", "acf1"], [list(w.values()) for w in a["workloads"]]))
-    parts.append(f"Model on a {MODEL_GRIDS[0]}-point wait grid; sim = smallest latency with empirical CDF >= p.")
-    cols = ["workload", "batch_size", "timeout_ms", "mean_batch", "model_p95", "sim_p95", "err_p95", "model_p99", "sim_p99", "err_p99"]
-    parts.append(markdown(cols, [[r[c] for c in cols] for r in a["rows"]]))
-    parts.append("Grid sensitivity (rows with some |error| > 2%): error % with the model's wait grid at 256 / 128 (the tuner's) / 1024 points")
-    cols = ["workload", "batch_size", "timeout_ms"] + [f"err_{q}{g}" for q in ("p95", "p99") for g in ("", "_grid128", "_grid1024")]
-    worse = [r for r in a["rows"] if max(abs(r[c]) for c in cols[3:]) > 2]
-    parts.append(markdown(cols, [[r[c] for c in cols] for r in worse]))
-    parts.append(NOTE_A)
-    parts.append("Against the real trace ('trace'), and the trace's gaps shuffled (renewal, same marginal):")
-    cols2 = ["workload", "batch_size", "timeout_ms", "model_p95", "trace_p95", "trace_err_p95", "shuffled_err_p95",
-             "model_p99", "trace_p99", "trace_err_p99", "shuffled_err_p99"]  # fmt: skip
-    parts.append(markdown(cols2, [[r[c] for c in cols2] for r in a["rows"] if "trace_p95" in r]))
-    parts.append("Max |error| %: " + ", ".join(f"{k} {v:.2f}" for k, v in a["max_abs_error_pct"].items()))
-    parts.append(f"## b. Tuner solve time (p{SLOS[0][1] * 100:g} <= {SLOS[0][0] * 1e3:g} ms; B 1..64, 30 timeouts for `tune`)")
-    cols = ["workload", "targets", "method", "median_ms", "configs", "ms_per_config", "batch_size", "timeout_ms", "memory_mb", "cost_per_million"]
-    parts.append(markdown(cols, [[r[c] for c in cols] for r in out["tuner"]]))
-    c = out["sim_speed"]
-    parts.append(f"## c. Simulator speed ({c['workload']})")
-    rows = [["fast", f["requests"], f["simulate_s"], f["requests_per_s"]] for f in c["fast"]]
-    rows.append(["event", c["event"]["requests"], c["event"]["simulate_s"], c["event"]["requests_per_s"]])
-    parts.append(markdown(["path", "requests", "simulate_s", "requests_per_s"], rows))
-    parts.append(f"## d. Azure traces, FaaS {MEMORY} MB with cold starts (USD per million requests)")
-    cols = ["trace", "slo", "policy", "batch_size", "timeout_ms", "mean_batch", "cost_per_million", "attainment", "latency_ms", "meets", "cold_starts"]
-    parts.append(markdown(cols, [[r[c] for c in cols] for r in out["traces"]]))
-    parts.append("Commands to reproduce each row (from the repository root):\n\n```\n" + "\n".join(r["command"] for r in out["traces"]) + "\n```")
+    if "model_vs_sim" in out:
+        a = out["model_vs_sim"]
+        parts.append(f"## a. Model vs simulation (warm FaaS {MEMORY} MB, {a['samples']} sampled arrivals; error = (model - sim) / sim, %)")
+        parts.append(markdown(["workload", "rate", "scv", "acf1"], [list(w.values()) for w in a["workloads"]]))
+        parts.append(f"Model on a {MODEL_GRIDS[0]}-point wait grid; sim = smallest latency with empirical CDF >= p.")
+        cols = ["workload", "batch_size", "timeout_ms", "mean_batch", "model_p95", "sim_p95", "err_p95", "model_p99", "sim_p99", "err_p99"]
+        parts.append(markdown(cols, [[r[c] for c in cols] for r in a["rows"]]))
+        parts.append("Grid sensitivity (rows with some |error| > 2%): error % with the model's wait grid at 256 / 128 (the tuner's) / 1024 points")
+        cols = ["workload", "batch_size", "timeout_ms"] + [f"err_{q}{g}" for q in ("p95", "p99") for g in ("", "_grid128", "_grid1024")]
+        worse = [r for r in a["rows"] if max(abs(r[c]) for c in cols[3:]) > 2]
+        parts.append(markdown(cols, [[r[c] for c in cols] for r in worse]))
+        parts.append(NOTE_A)
+        parts.append("Against the real trace ('trace'), and the trace's gaps shuffled (renewal, same marginal):")
+        cols2 = ["workload", "batch_size", "timeout_ms", "model_p95", "trace_p95", "trace_err_p95", "shuffled_err_p95",
+                 "model_p99", "trace_p99", "trace_err_p99", "shuffled_err_p99"]  # fmt: skip
+        parts.append(markdown(cols2, [[r[c] for c in cols2] for r in a["rows"] if "trace_p95" in r]))
+        parts.append("Max |error| %: " + ", ".join(f"{k} {v:.2f}" for k, v in a["max_abs_error_pct"].items()))
+    if "tuner" in out:
+        parts.append(f"## b. Tuner solve time (p{SLOS[0][1] * 100:g} <= {SLOS[0][0] * 1e3:g} ms; B 1..64, 30 timeouts; median ms, "
+                     "wall and CPU, counting process new or reused)")
+        cols = ["workload", "targets", "method", "new_wall_ms", "new_cpu_ms", "same_wall_ms", "same_cpu_ms", "configs", "batch_size",
+                "timeout_ms", "memory_mb", "cost_per_million"]  # fmt: skip
+        parts.append(markdown(cols, [[r[c] for c in cols] for r in out["tuner"]]))
+    if "sim_speed" in out:
+        c = out["sim_speed"]
+        parts.append(f"## c. Simulator speed ({c['workload']})")
+        rows = [["fast", f["requests"], f["simulate_s"], f["requests_per_s"]] for f in c["fast"]]
+        rows.append(["event", c["event"]["requests"], c["event"]["simulate_s"], c["event"]["requests_per_s"]])
+        parts.append(markdown(["path", "requests", "simulate_s", "requests_per_s"], rows))
+    if "traces" in out:
+        parts.append(f"## d. Azure traces, FaaS {MEMORY} MB with cold starts (USD per million requests)")
+        cols = ["trace", "slo", "policy", "batch_size", "timeout_ms", "mean_batch", "cost_per_million", "attainment", "latency_ms", "meets", "cold_starts"]
+        parts.append(markdown(cols, [[r[c] for c in cols] for r in out["traces"]]))
+        parts.append("Commands to reproduce each row (from the repository root):\n\n```\n" + "\n".join(r["command"] for r in out["traces"]) + "\n```")
     parts.append("Wall time per section (s): " + ", ".join(f"{k} {v:.1f}" for k, v in out["wall_s"].items()))
     return "\n\n".join(parts)
 
@@ -314,6 +336,7 @@ def main() -> None:
     parser.add_argument("--profile", default=str(PROFILE.relative_to(REPO)), help="service profile (JSON)")
     parser.add_argument("--samples", type=int, help="sampled arrivals per workload in a. (default 200000; quick 50000)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--only", choices=("model_vs_sim", "tuner", "sim_speed", "traces"), help="run one section")
     args = parser.parse_args()
     args.samples = args.samples or (50_000 if args.quick else 200_000)
     args.repeats = 1 if args.quick else 3
@@ -322,14 +345,17 @@ def main() -> None:
     fits = {}
     for name in ("code", "conv"):
         times = load_trace(name)
-        fits[name] = (fit_map2(np.diff(times)), times)
+        fits[name] = (fit_arrivals(np.diff(times)), times)
     command = "python bench/tuning_report.py" + (" --quick" if args.quick else "") + (" --json" if args.json else "")
     out: dict = {"profile_path": args.profile, "profile": doc, "command": command,
                  "slos": [{"slo_ms": s * 1e3, "percentile": p * 100} for s, p in SLOS],
-                 "fits": {n: {"kind": f.kind, **{k: round(v, 4) for k, v in f.target.items()}} for n, (f, _) in fits.items()},
+                 "fits": {n: {"kind": f.kind, **{k: round(v, 4) for k, v in f.target.items()},
+                              "held_out_loglik_per_gap": {k: round(v, 4) for k, v in f.scores.items()}} for n, (f, _) in fits.items()},
                  "wall_s": {}}  # fmt: skip
     for key, section in (("model_vs_sim", lambda: model_vs_sim(args, doc, fits)), ("tuner", lambda: tuner_speed(args, doc, fits)),
                          ("sim_speed", lambda: sim_speed(args)), ("traces", lambda: traces_cost(args, doc, args.profile, fits))):  # fmt: skip
+        if args.only and key != args.only:
+            continue
         began = time.perf_counter()
         out[key] = section()
         out["wall_s"][key] = round(time.perf_counter() - began, 1)

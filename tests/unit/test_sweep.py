@@ -125,3 +125,16 @@ def test_cold_starts_enter_the_search() -> None:
     assert warm is not None and cold is not None
     assert cold.timeout_s < warm.timeout_s and cold.cost_per_request > warm.cost_per_request, \
         "a 0.9 s cold start for 3% of requests leaves less room to wait"
+
+
+@pytest.mark.parametrize("arrivals", PROCESSES, ids=IDS)
+def test_a_hint_changes_the_planes_computed_not_the_choice(arrivals: MAP) -> None:
+    targets = [faas(2048)]
+    plain = tune(arrivals, targets, 0.2, 0.99)
+    assert plain.choice is not None
+    for hint in (1e-4, 0.003, plain.choice.timeout_s, 0.2):
+        hinted = tune(arrivals, targets, 0.2, 0.99, hint_s=hint)
+        assert hinted.choice is not None and same(hinted.choice, (plain.choice.cost_per_request, plain.choice.batch_size,
+                                                                   plain.choice.timeout_s, plain.choice.target.name))  # fmt: skip
+    at_the_choice = tune(arrivals, targets, 0.2, 0.99, hint_s=plain.choice.timeout_s)
+    assert at_the_choice.configs_evaluated <= plain.configs_evaluated

@@ -93,3 +93,20 @@ def test_coarse_to_fine_lands_near_the_full_search(arrivals: MAP) -> None:
     assert full is not None and quick is not None
     assert quick.latency_s <= 0.3 + 1e-6
     assert quick.cost_per_request <= full.cost_per_request * 1.05
+
+
+@pytest.mark.parametrize("arrivals", [MAP.poisson(200.0), BURSTY, MAP.poisson(3.0)], ids=["poisson", "bursty", "sparse"])
+@pytest.mark.parametrize("moved", [0.8, 1.0, 1.25])
+def test_re_tuning_from_the_last_choice_lands_near_the_full_search(arrivals: MAP, moved: float) -> None:
+    """Online, from the timeout chosen before the rate moved by `moved`: a few timeouts
+    near it, walking downhill, and a choice costing within 5% of the full search's."""
+    from batching.tuner import tune_coarse_to_fine
+
+    before = tune(arrivals, TARGETS[:1], 0.3, 0.95).choice
+    now = MAP(arrivals.D0 * moved, arrivals.D1 * moved)
+    full = tune(now, TARGETS[:1], 0.3, 0.95)
+    quick = tune_coarse_to_fine(now, TARGETS[:1], 0.3, 0.95, hint_s=before.timeout_s)
+    assert full.choice is not None and quick.choice is not None
+    assert quick.choice.latency_s <= 0.3 + 1e-6
+    assert quick.choice.cost_per_request <= full.choice.cost_per_request * 1.05
+    assert quick.configs_evaluated <= 4 * 63 + 1, "a few timeouts, not a search of all"

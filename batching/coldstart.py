@@ -90,10 +90,10 @@ def _reversed(generator: np.ndarray, theta: np.ndarray) -> np.ndarray:
     return (generator.T * theta[None, :]) / np.maximum(theta, _FLOOR)[:, None]
 
 
-def _expected_closings(q: np.ndarray, mu: np.ndarray, span: np.ndarray) -> np.ndarray:
-    """[int_0^span e^{q s} ds mu]_i per phase: closings expected within span from phase i.
-    span (...,); returns (..., phases)."""
-    lam, vec, inv = _eig(q)
+def _expected_closings(q_eig: tuple[np.ndarray, np.ndarray, np.ndarray], mu: np.ndarray, span: np.ndarray) -> np.ndarray:
+    """[int_0^span e^{q s} ds mu]_i per phase: closings expected within span from phase i,
+    q given by its eigendecomposition `_eig(q)`. span (...,); returns (..., phases)."""
+    lam, vec, inv = q_eig
     x = np.asarray(span, dtype=float)[..., None] * lam
     small = np.abs(x) < 1e-9
     safe = np.where(small, 1.0, lam)
@@ -175,6 +175,7 @@ def cold_by_phase(
     mu, laws = phase_batching(arrivals, pmf, timeout_s)
     gen = arrivals.D0 + arrivals.D1
     back = _reversed(gen, theta)
+    back_eig = _eig(back)
     leave = -np.diag(gen)  # rate of leaving each phase
     hold = busy[:, :big_b] @ laws.T  # (targets, phases): mean warm hold of a batch closing in phase i
     targets = len(hold)
@@ -185,7 +186,7 @@ def cold_by_phase(
     gaps = _gap_law(arrivals, laws, mu, timeout_s)  # (1, phases) each
     # Concurrency C at a closing, given its phase (M/G/inf, two parts by the phase's age).
     diag = np.arange(n)
-    smooth = _expected_closings(back, mu, hold)[..., diag, diag]  # (t, phases)
+    smooth = _expected_closings(back_eig, mu, hold)[..., diag, diag]  # (t, phases)
     own = mu[None, :] * hold
     top = float(max(own.max(), smooth.max()))
     levels = int(top + 8.0 * np.sqrt(top) + 12.0)
@@ -203,7 +204,7 @@ def cold_by_phase(
     span = keep + hold  # (t, phases)
     old = np.exp(-leave[None, :] * span)
     n_own = mu[None, :] * span
-    n_pmf, n_below = _two_part(m, old, n_own, _expected_closings(back, mu, span)[..., diag, diag], span, gaps)
+    n_pmf, n_below = _two_part(m, old, n_own, _expected_closings(back_eig, mu, span)[..., diag, diag], span, gaps)
     own_below = _renewal_below(m, n_own, span, gaps)  # the phase's own window, once the phase outlasts it
     # entering a phase that outlasts the window: the cut comes with it (P = old)
     x = leave[None, :] * span
@@ -234,7 +235,7 @@ def cold_by_phase(
     neither[..., 0] = 0.0
 
     # Start-up: every closing before the first environment is free again is cold: 1 + closings in h + c.
-    burst_mean = _expected_closings(back, mu, mean_hold + cold_s)  # (t, phases)
+    burst_mean = _expected_closings(back_eig, mu, mean_hold + cold_s)  # (t, phases)
     burst_span = hold + cold_s
     # P(1 + N <= m), the run starting in a phase drawn from pi (whatever phase the closing is in)
     burst_below = np.where(m >= 1, _renewal_below(m - 1.0, burst_mean, burst_span, gaps), 0.0)  # by start phase
@@ -293,3 +294,23 @@ def cold_probability(
     weight = sizes if per_request else np.ones(len(share))
     rate = np.clip(per_phase @ (share * weight) / float(share @ weight), 0.0, 1.0)
     return rate[0] if np.ndim(busy_s) == 1 else rate
+
+
+def cold_by_size(
+    arrivals: MAP,
+    size_pmfs: list[np.ndarray],
+    busy_s: np.ndarray,
+    keep_alive_s: float,
+    timeout_s: float,
+    concurrency: int | None = None,
+    horizon_s: float | None = None,
+    cold_start_s: float = 0.0,
+) -> np.ndarray:
+    """(targets, len(size_pmfs)): `cold_probability` per target for each batch-size law of
+    one timeout (size_pmfs[k] the law of (B_k, T), B_k = len(size_pmfs[k])), the shape a
+    tuner's plane takes. busy_s (targets, >= max B). One call per law (~0.1-1 ms each):
+    evaluate it on a coarse set of B and interpolate where that is too slow."""
+    busy = np.atleast_2d(np.asarray(busy_s, dtype=float))
+    return np.stack(
+        [cold_probability(arrivals, pmf, busy[:, : len(pmf)], keep_alive_s, timeout_s, concurrency, horizon_s, cold_start_s)
+         for pmf in size_pmfs], axis=1)  # fmt: skip

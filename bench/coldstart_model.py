@@ -5,7 +5,7 @@ Run: .venv/bin/python bench/coldstart_model.py [seeds]   (default 64 seeds per r
 Per request, over runs of H seconds from no warm environment (as `sluice tune --verify`
 replays), pooled over seeds: the share of all requests, which is what the model's
 expectation is of. "p99 err" is the predicted p99 (cold starts mixed per phase) against
-the pooled simulated p99, shown where cold starts move the simulated p99 by more than 1%;
+the pooled simulated p99; "unmoved" marks rows where cold starts move the simulated p99 by less than 1%;
 "edge" marks a cold share within 0.5-2%, where the p99 sits between the warm tail and
 the cold requests and jumps by the cold start for a fraction of a percent of share.
 The model's cost is the median of repeated calls of `cold_probability` (one target).
@@ -87,8 +87,7 @@ def main() -> None:
     print(f"{'workload':12} {'B':>3} {'T ms':>5} {'K s':>5} {'cold ms':>7} {'H s':>5} | {'sim share':>9} {'model':>9} "
           f"{'ratio':>6} {'abs err':>8} | {'sim p99':>8} {'model':>8} {'p99 err':>8} | {'model us':>8}")
     for r in rows:
-        p99 = f"{r['predicted'] / r['p99'] - 1:+8.1%}" if r["moved"] else f"{'unmoved':>8}"
-        p99 += " edge" if r["moved"] and r["edge"] else ""
+        p99 = f"{r['predicted'] / r['p99'] - 1:+8.1%}" + ("" if r["moved"] else " unmoved") + (" edge" if r["edge"] else "")
         print(f"{r['name']:12} {r['b']:3d} {r['t'] * 1e3:5.0f} {r['keep']:5g} {r['cold']:7.0f} {r['horizon']:5.0f} | "
               f"{r['sim']:9.2e} {r['model']:9.2e} {r['ratio']:6.2f} {r['error']:8.1e} | {r['p99'] * 1e3:8.1f} "
               f"{r['predicted'] * 1e3:8.1f} {p99} | {r['us']:8.0f}")

@@ -145,3 +145,16 @@ def test_phase_laws_weighed_by_alpha_are_the_stationary_law() -> None:
     law, laws = phase_laws(tables, 16)
     np.testing.assert_allclose(sum(a * x.size_pmf for a, x in zip(law.alpha, laws)), law.size_pmf, atol=1e-12)
     np.testing.assert_allclose(sum(a * x.cumulative for a, x in zip(law.alpha, laws)), law.cumulative, atol=1e-9)
+
+
+def test_cold_by_size_is_cold_probability_per_batch_size() -> None:
+    from batching.coldstart import cold_by_size
+
+    tables = WindowTables(CountingProcess(ON_OFF, 31, 0.1), 0.1, 64)
+    pmfs = [wait_distribution(tables, b).size_pmf for b in (1, 4, 16, 32)]
+    busy = np.stack([_service(32), 0.5 * _service(32)])
+    grid = cold_by_size(ON_OFF, pmfs, busy, 60.0, 0.1, horizon_s=300.0, cold_start_s=0.5)
+    assert grid.shape == (2, 4)
+    for k, pmf in enumerate(pmfs):
+        np.testing.assert_allclose(grid[:, k], cold_probability(ON_OFF, pmf, busy[:, : len(pmf)], 60.0, 0.1, horizon_s=300.0,
+                                                                cold_start_s=0.5), rtol=1e-12)  # fmt: skip

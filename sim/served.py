@@ -173,6 +173,9 @@ class ServedRun:
         self._index: dict[int, int] = {}  # id(send) -> its row in out.sends
         self._last_answer = -math.inf
         self.end = self.engine.now
+        self._arrived = 0  # requests that have arrived
+        self._watched = 0  # no request before this one waits for its deadline
+        self._watching = False  # a deadline event is scheduled
 
     # -- the run -----------------------------------------------------------------------
 
@@ -211,6 +214,7 @@ class ServedRun:
 
     def _arrive(self, i: int) -> None:
         now = self.engine.now
+        self._arrived = i + 1
         if self.serving.progress is not None and i % 65536 == 0:
             self.serving.progress(i / len(self.times))
         deadline = now + self.serving.timeout_s if math.isfinite(self.serving.timeout_s) else None
@@ -223,17 +227,39 @@ class ServedRun:
             return
         self.requests[i] = request
         self.admissions[i] = (admission, corrections)
-        if deadline is not None:
-            self.engine.schedule(deadline, self._deadline, i, priority=DEADLINE)
+        if deadline is not None and not self._watching:
+            self._watch()
         self._act(actions)
         if i + 1 == len(self.times) and len(self.core.queue):
             due = self.core.next_wakeup()
             if due is None or not math.isfinite(due):
                 self._act(self.core.drain(now))  # no timer will ever close the last batch (B not reached, no T)
 
-    def _deadline(self, i: int) -> None:
-        if self.out.status[i] == 0:
-            self._answer(i, 504)
+    # Deadlines come in arrival order (each `timeout_s` after its request), so one event
+    # at a time stands for all of them: at the deadline of the oldest request not yet
+    # answered. When it fires it answers 504 to every request whose deadline it is, then
+    # waits for the next one still unanswered. The same answers at the same instants as
+    # one event per request, without a heap entry for each.
+
+    def _watch(self) -> None:
+        """Schedule the deadline of the oldest request that has arrived and is not answered, if any."""
+        status, p = self.out.status, self._watched
+        while p < self._arrived and status[p]:
+            p += 1
+        self._watched = p
+        self._watching = p < self._arrived
+        if self._watching:
+            self.engine.schedule(self.times[p] + self.serving.timeout_s, self._deadlines, priority=DEADLINE)
+
+    def _deadlines(self) -> None:
+        now, status, timeout = self.engine.now, self.out.status, self.serving.timeout_s
+        p = self._watched
+        while p < self._arrived and (status[p] or self.times[p] + timeout <= now):
+            if not status[p]:
+                self._answer(p, 504)
+            p += 1
+        self._watched = p
+        self._watch()
 
     def _answered(self, request: Request) -> bool:
         return bool(self.out.status[request.payload])

@@ -2,6 +2,8 @@
 
 Poisson arrivals on FaaS (2048 MB, 900 ms cold starts, jitter 0.1):
 - "fast": a fixed (B=32, T=10 ms) policy, batches formed with numpy (`form_batches`);
+  also with at most 4 invocations at once ("fast_concurrency_4", batches started first in,
+  first out as invocations end);
 - "adaptive": the SLO-adaptive policy (p99 <= 100 ms), re-tuning as it goes, on the
   same fast path (`sim.segments`: batches formed in bulk between its changes of
   limits), with where the time goes: telling the policy of every arrival (its
@@ -48,13 +50,15 @@ def adaptive() -> AdaptivePolicy:
     return AdaptivePolicy(targets_from_profile(PROFILE, "faas"), 0.100, 0.99)
 
 
-def measure(arrivals: np.ndarray, path: str, repeats: int, policy: Callable[[], BatchPolicy] = fixed) -> dict[str, Any]:
+def measure(
+    arrivals: np.ndarray, path: str, repeats: int, policy: Callable[[], BatchPolicy] = fixed, concurrency: int | None = None
+) -> dict[str, Any]:
     """Best of `repeats` runs (the least disturbed by whatever else shares the machine)."""
     best_sim, best_summary, batches, retunes = float("inf"), float("inf"), 0, None
     for _ in range(repeats):
         chosen = policy()
         began = time.perf_counter()
-        result = simulate(arrivals, chosen, PROFILE, jitter=0.1, slo_s=0.1, path=path)
+        result = simulate(arrivals, chosen, PROFILE, jitter=0.1, slo_s=0.1, path=path, concurrency_limit=concurrency)
         simulated = time.perf_counter()
         result.summary()
         best_sim = min(best_sim, simulated - began)
@@ -103,14 +107,18 @@ def main() -> None:
     fast = [measure(arrivals[:n], "fast", args.repeats) for n in sizes]
     adaptive_fast = measure(arrivals[: args.adaptive_requests], "fast", 1, adaptive)
     adaptive_fast["parts"] = adaptive_breakdown(arrivals[: args.adaptive_requests])
+    limited = measure(arrivals[: sizes[0]], "fast", args.repeats, concurrency=4)
     event = measure(arrivals[: args.event_requests], "event", 1)
+    limited_event = measure(arrivals[: args.event_requests], "event", 1, concurrency=4)
     adaptive_event = measure(arrivals[: args.event_requests], "event", 1, adaptive)
     print(json.dumps({
         "workload": {"arrivals": "poisson", "rate_per_s": args.rate, "batch_size": 32, "timeout_ms": 10.0,
                      "target": "faas", "memory_mb": 2048, "jitter": 0.1},
         "fast": fast,
         "adaptive_fast": adaptive_fast,
+        "fast_concurrency_4": limited,
         "event": event,
+        "event_concurrency_4": limited_event,
         "adaptive_event": adaptive_event,
         "fast_over_event": round(min(f["requests_per_s"] for f in fast) / event["requests_per_s"], 1),
         "python": platform.python_version(),

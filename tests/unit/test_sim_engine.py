@@ -57,3 +57,21 @@ def test_the_past_cannot_be_scheduled() -> None:
         engine.schedule(4.0, print)
     with pytest.raises(ValueError, match="before now"):
         engine.schedule(math.nan, print)
+
+
+def test_a_stream_runs_between_the_scheduled_events_by_time_then_priority() -> None:
+    engine = Engine()
+    seen: list[tuple[str, float]] = []
+
+    def arrive(i: int) -> None:
+        seen.append((f"a{i}", engine.now))
+        if i == 0:  # what an arrival schedules runs in its turn, even at its own instant
+            engine.schedule(engine.now, lambda: seen.append(("timer", engine.now)), priority=0)
+            engine.schedule(engine.now, lambda: seen.append(("late", engine.now)), priority=9)
+
+    engine.schedule(1.0, lambda: seen.append(("before", engine.now)), priority=4)
+    engine.schedule(2.0, lambda: seen.append(("after", engine.now)), priority=6)
+    engine.schedule(5.0, lambda: seen.append(("end", engine.now)), priority=0)
+    engine.run_stream([1.0, 1.0, 2.0], 5, arrive)
+    assert seen == [("before", 1.0), ("a0", 1.0), ("timer", 1.0), ("a1", 1.0), ("late", 1.0), ("a2", 2.0),
+                    ("after", 2.0), ("end", 5.0)]  # fmt: skip

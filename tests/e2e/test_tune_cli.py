@@ -134,13 +134,15 @@ def test_bad_input_exits_2_in_a_subprocess(runs: dict[str, dict[str, Any]]) -> N
     assert run["err"].startswith("sluice tune: ") and "unknown arrival process" in run["err"]
 
 
-@needs_traces
 def test_a_choice_that_misses_in_simulation_is_tuned_again(tmp_path: Path) -> None:
-    """The Azure code trace drifts over its hour, which one fitted MAP cannot show: the
-    first choice for p99 <= 500 ms meets it in the model but misses on the trace (about
-    95% within), and the verified choice, tuned again for a tighter SLO, does not."""
+    """Twenty minutes of one deep diurnal cycle (40 req/s on average, +-90%), which one
+    stationary fitted process cannot show: the first choice for p99 <= 500 ms meets it in
+    the model but not on the arrivals, and the verified choice, tuned again for a tighter
+    SLO, does. (The Azure code trace, once this test's example, is now met at the first
+    choice: its 3-phase fit holds its bursts.)"""
     profile = REPO / "bench" / "profiles" / "demo_faas.json"
-    argv = ("--trace", str(TRACES / "azure_llm_2023_code.csv"), "--profile", str(profile), "--slo-ms", "500", "--percentile", "99")
+    argv = ("--arrivals", "diurnal:rate=40,amplitude=0.9,period=1200", "--duration", "1200", "--profile", str(profile),
+            "--slo-ms", "500", "--percentile", "99")  # fmt: skip
     done = finish(start("tune", *argv, "--json"))
     assert done["code"] == 0, done["err"]
     verified = done["json"]["verified"]

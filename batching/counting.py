@@ -129,8 +129,8 @@ class CountingProcess:
             both[g + 1, :, size:] += both[g, :, size:]
         p, i = both[:, :, :size], both[:, :, size:]
         shape = (grid + 1, order, counts, order)
-        return (_flushed(np.ascontiguousarray(p.reshape(shape).transpose(0, 2, 1, 3))),
-                _flushed(np.ascontiguousarray(i.reshape(shape).transpose(0, 2, 1, 3))))  # fmt: skip
+        return (np.ascontiguousarray(p.reshape(shape).transpose(0, 2, 1, 3)),
+                np.ascontiguousarray(i.reshape(shape).transpose(0, 2, 1, 3)))  # fmt: skip
 
 
 def _flushed(table: np.ndarray) -> np.ndarray:

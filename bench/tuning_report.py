@@ -4,7 +4,8 @@ speed, and adaptive vs fixed vs BATCH-style vs no batching on the Azure LLM trac
 a. Model vs simulation: predicted p95/p99 of fixed (B, T) policies against simulating sampled
    arrivals (and, for the trace-fitted MAPs, the real trace and its gaps shuffled), warm FaaS.
 b. Tuner solve time: `tune` and `tune_coarse_to_fine`, median of runs, ms per configuration.
-c. Simulator speed: bench/sim_speed.py's measurement (fast and event paths).
+c. Simulator speed: bench/sim_speed.py's measurement (fast path, fixed and adaptive; event path),
+   and bench/sim_vs_simpy.py's: a 2-million-request run as whole processes against SimPy.
 d. The Azure traces at 1024 MB FaaS under two SLOs: cost per million requests and attainment.
 
     python bench/tuning_report.py [--quick] [--json] [--profile FILE]
@@ -19,6 +20,7 @@ import importlib.util
 import json
 import math
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -194,16 +196,30 @@ def tuner_speed(args: argparse.Namespace, doc: dict, fits: dict) -> list[dict]:
 # -- c. simulator speed -------------------------------------------------------------
 
 
-def sim_speed(args: argparse.Namespace) -> dict:
-    log("c. simulator speed")
-    spec = importlib.util.spec_from_file_location("sim_speed", REPO / "bench" / "sim_speed.py")
+def bench_module(name: str):  # noqa: ANN201 (a module)
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def sim_speed(args: argparse.Namespace) -> dict:
+    log("c. simulator speed")
+    module = bench_module("sim_speed")
     sizes, event_n = ([200_000], 20_000) if args.quick else ([1_000_000, 5_000_000], 200_000)
     arrivals = np.cumsum(np.random.default_rng(args.seed).exponential(1 / 2000.0, max(sizes)))
+    adaptive_n = sizes[0]
+    log("c. against SimPy, whole processes")
+    duration = 100.0 if args.quick else 1000.0  # 2000/s: 200k or 2 million requests
+    command = [sys.executable, str(REPO / "bench" / "sim_vs_simpy.py"), "--duration", f"{duration:g}", "--repeats", "1" if args.quick else "3"]
+    against: dict = {"skipped": "simpy is not installed (pip install simpy)"}
+    if importlib.util.find_spec("simpy") is not None:
+        against = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
     return {"workload": "poisson 2000/s, B=32, T=10 ms, FaaS 2048 MB, jitter 0.1 (bench/sim_speed.py)",
             "fast": [module.measure(arrivals[:n], "fast", 1 if args.quick else 3) for n in sizes],
-            "event": module.measure(arrivals[:event_n], "event", 1)}  # fmt: skip
+            "adaptive_fast": module.measure(arrivals[:adaptive_n], "fast", 1, module.adaptive),
+            "event": module.measure(arrivals[:event_n], "event", 1),
+            "simpy": against}  # fmt: skip
 
 
 # -- d. the Azure traces ------------------------------------------------------------
@@ -318,8 +334,16 @@ def report_markdown(doc: dict, out: dict) -> str:
         c = out["sim_speed"]
         parts.append(f"## c. Simulator speed ({c['workload']})")
         rows = [["fast", f["requests"], f["simulate_s"], f["requests_per_s"]] for f in c["fast"]]
+        rows.append(["fast, adaptive", c["adaptive_fast"]["requests"], c["adaptive_fast"]["simulate_s"], c["adaptive_fast"]["requests_per_s"]])
         rows.append(["event", c["event"]["requests"], c["event"]["simulate_s"], c["event"]["requests_per_s"]])
         parts.append(markdown(["path", "requests", "simulate_s", "requests_per_s"], rows))
+        v = c["simpy"]
+        if "skipped" in v:
+            parts.append(f"Against SimPy: skipped, {v['skipped']}.")
+        else:
+            parts.append(f"Against SimPy (bench/sim_vs_simpy.py, {v['workload']['requests']} requests, whole processes, median of "
+                         f"{len(v['sim_s'])}): `python -m sim` {v['sim_median_s']} s, `sluice sim` {v['sluice_sim_median_s']} s, "
+                         f"SimPy {v['simpy_median_s']} s: {v['speedup']}x ({v['speedup_sluice_sim']}x).")
     if "traces" in out:
         parts.append(f"## d. Azure traces, FaaS {MEMORY} MB with cold starts (USD per million requests)")
         cols = ["trace", "slo", "policy", "batch_size", "timeout_ms", "mean_batch", "cost_per_million", "attainment", "latency_ms", "meets", "cold_starts"]

@@ -179,7 +179,7 @@ class Sweep:
         at_lo = np.full(lo.shape, np.nan)  # the shares within the SLO there
         at_hi = np.full(lo.shape, np.nan)
         bound = table.floor[:, columns].copy() if sizes else np.zeros((targets, 0))  # no lower cost is possible
-        best: tuple[float, int, float, int, int] | None = None  # cost, B, T, target, timeout index (-1: B = 1)
+        best = self._alone_best()  # cost, B, T, target, timeout index (-1: B = 1)
 
         def offer(cost: float, b: int, j: int, k: int) -> None:
             nonlocal best
@@ -187,7 +187,6 @@ class Sweep:
             if np.isfinite(cost) and (best is None or (cost, b, timeout) < best[:3]):
                 best = (cost, b, timeout, k, j)
 
-        best = self._alone_best()
         while sizes:
             ceiling = best[0] * (1 - self.tolerance) if best is not None else np.inf
             open_ = (hi - lo > 1) & (bound < ceiling)
@@ -195,7 +194,6 @@ class Sweep:
                 break
             k, c = np.unravel_index(np.argmin(np.where(open_, bound, np.inf)), open_.shape)
             j = self._probe(int(lo[k, c]), int(hi[k, c]), float(at_lo[k, c]), float(at_hi[k, c]))
-            ceiling = best[0] * (1 - self.tolerance) if best is not None else np.inf
             attained, cost = self.judge(j, sizes, np.maximum(bound, 0.0), ceiling, (hi - lo > 1))
             judged = ~np.isnan(attained)
             feasible = judged & (attained >= self.percentile)

@@ -78,6 +78,7 @@ class Dispatcher:
         self.learnt = Corrections()  # how far off admission's predictions run (see `answer`)
         self.running_batches = self.running_rows = 0
         self._retried: set[int] = set()  # id() of requests whose batch failed on an instance and ran again
+        self._failed_at = -math.inf  # when an instance last failed a batch
         self.grace_until: float | None = None
         self.draining = False
         # Deadline-aware closing allows for how late batches really are. Not on a function:
@@ -170,13 +171,14 @@ class Dispatcher:
 
     def answer(self, request: Request, now: float, admission: Admission, corrections: tuple[float, float], served: bool) -> None:
         """`request` was answered at `now`. Served ones teach admission how far off its
-        predictions run (`Corrections`); answers delayed by a retry after an instance
-        failed teach nothing: a fault, not noise."""
+        predictions run (`Corrections`); answers delayed by an instance failing teach
+        nothing, a fault, not noise: those retried, and those that arrived before the last
+        failure (they waited behind the retried batch, on fewer instances than predicted)."""
         self.pending -= 1
         retried = bool(self._retried) and id(request) in self._retried
         if retried:
             self._retried.discard(id(request))
-        if served and not retried:
+        if served and not retried and request.arrival > self._failed_at:
             self.learnt.learn(admission, corrections, now - request.arrival, now)
 
     def withdraw(self, request: Request, now: float) -> str:
@@ -262,6 +264,7 @@ class Dispatcher:
         """The instance could not run the batch (unreachable, timed out, overloaded): try
         another, first in line, unless it has had `max_attempts`."""
         self._ended(send, now)
+        self._failed_at = now
         if self.fleet.breaker(send.seat).failure(now):
             self._out.events.append("breaker-opened")
         batch = send.batch

@@ -104,6 +104,27 @@ async def test_admission_learns_how_late_answers_run() -> None:
     assert 0.005 < runner.core.admission_allowance_s <= 0.021
 
 
+async def test_answers_delayed_by_a_failed_instance_teach_admission_nothing() -> None:
+    """40 requests wait for two instances (predicted: half the backlog each); one fails
+    under them, and the other serves them all, twice as late as predicted. A fault, not
+    noise: admission's margin stays where it was. The same backlog on two working
+    instances answers on time, and the margin stays near 0 as well (the control)."""
+    for fail in (False, True):
+        clock = FakeClock()
+        a, b = InProcessBackend("a", clock, service_s=0.05), InProcessBackend("b", clock, service_s=0.05)
+        runner, _ = make_runner(clock, [a, b], batch=1, wait_s=0.0)
+        for i in range(40):  # the service time measured, one at a time
+            future = runner.submit(f"w{i}", row(1.0), 1, clock.now() + 60.0)
+            await clock.advance(0.06)
+            assert future.done()
+        futures = [runner.submit(str(i), row(1.0), 1, clock.now() + 60.0) for i in range(40)]
+        await clock.advance(0.01)
+        a.unavailable = fail
+        await clock.advance(3.0)
+        assert all(f.done() and f.result()["y"][0, 0] == 2.0 for f in futures)
+        assert runner.core.admission_margin < 0.2, f"fail={fail}: margin {runner.core.admission_margin:.2f}"
+
+
 async def test_the_outage_grace_answers_503_when_no_instance_comes_back() -> None:
     clock = FakeClock()
     runner, pool = make_runner(clock, [InProcessBackend("a", clock)], outage_grace_s=2.0)

@@ -202,7 +202,7 @@ async def test_the_adaptive_policy_re_tunes_a_function_live(tmp_path, demo_path)
     config = tmp_path / "sluice.toml"
     config.write_text(textwrap.dedent(f"""
         [models.demo]
-        slo_ms = 400
+        slo_ms = 1000
         percentile = 95
         [models.demo.faas]
         function = "demo"
@@ -214,7 +214,7 @@ async def test_the_adaptive_policy_re_tunes_a_function_live(tmp_path, demo_path)
     gw = None
     try:
         gw = start_gateway(tmp_path, "--config", str(config))
-        await send(gw.url, 80.0, 9.0, np.random.default_rng(2))
+        await send(gw.url, 40.0, 9.0, np.random.default_rng(2))  # light, with a loose SLO: nothing is refused on a busy machine
         metrics = await scrape_demo(gw.url)
         logs = gw.logs()
     finally:
@@ -225,6 +225,6 @@ async def test_the_adaptive_policy_re_tunes_a_function_live(tmp_path, demo_path)
     assert retuned, "the first re-tune is due 5 s after traffic starts"
     first = retuned[0]
     assert first["feasible"] and first["batch_size"] > 1, first
-    assert first["fit"] and 40.0 < first["rate"] < 160.0, first
+    assert first["fit"] and 20.0 < first["rate"] < 80.0, first
     assert metrics[("sluice_policy_retunes", None)] >= 1
     assert metrics[("sluice_batch_size_limit", None)] == retuned[-1]["batch_size"]

@@ -19,7 +19,7 @@ import numpy as np
 from .arrivals import MAP
 from .coldstart import cold_by_phase
 from .counting import CountingProcess
-from .latency import WaitDistribution, WindowTables, cumulative_integral, wait_distribution
+from .latency import WaitDistribution, WindowTables, cumulative_integral, smallest_reaching, wait_distribution
 
 
 def phase_laws(tables: WindowTables, batch_size: int) -> tuple[WaitDistribution, list[WaitDistribution]]:
@@ -74,15 +74,11 @@ def latency_percentile(law: WaitDistribution, laws: list[WaitDistribution], perc
     """The smallest x with P(latency <= x) >= percentile, by bisection (as `WaitDistribution`)."""
     shift = np.asarray(service, dtype=float)[: law.batch_size] + overhead_s
     low, high = float(shift.min()), float(law.timeout_s + shift.max() + cold_start_s) + 1e-12
-    for _ in range(48):
-        mid = 0.5 * (low + high)
-        if latency_cdf(law, laws, np.array([mid]), service, overhead_s, cold_by_phase, cold_start_s)[0] >= percentile:
-            high = mid
-        else:
-            low = mid
-        if high - low < 1e-7:
-            break
-    return high
+
+    def cdf(x: float) -> float:
+        return latency_cdf(law, laws, np.array([x]), service, overhead_s, cold_by_phase, cold_start_s)[0]
+
+    return smallest_reaching(cdf, percentile, low, high)
 
 
 def predict(arrivals: MAP, batch_size: int, timeout_s: float, service_s: np.ndarray, overhead_s: float,

@@ -110,6 +110,19 @@ class WindowTables:
         return self._times_d1
 
 
+def smallest_reaching(cdf: Callable[[float], float], percentile: float, low: float, high: float) -> float:
+    """The smallest x in [low, high] with cdf(x) >= percentile, by bisection, to 0.1 us."""
+    for _ in range(48):
+        mid = 0.5 * (low + high)
+        if cdf(mid) >= percentile:
+            high = mid
+        else:
+            low = mid
+        if high - low < 1e-7:
+            break
+    return high
+
+
 @dataclass(frozen=True)
 class WaitDistribution:
     """Per batch: the batch-size law and, for each size b, the cumulative expected
@@ -173,15 +186,7 @@ class WaitDistribution:
         shift = np.asarray(service, dtype=float)[: self.batch_size] + overhead_s
         low, high = float(shift.min()), float(self.timeout_s + shift.max() + cold_start_s) + 1e-12
         args = (service, overhead_s, cold_probability, cold_start_s)
-        for _ in range(48):  # to well under a microsecond
-            mid = 0.5 * (low + high)
-            if self.latency_cdf(np.array([mid]), *args)[0] >= percentile:
-                high = mid
-            else:
-                low = mid
-            if high - low < 1e-7:
-                break
-        return high
+        return smallest_reaching(lambda x: self.latency_cdf(np.array([x]), *args)[0], percentile, low, high)
 
     def cost_per_request(self, batch_cost: np.ndarray) -> float:
         """Expected cost per request; `batch_cost[b-1]` is the cost of one batch of b."""

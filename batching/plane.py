@@ -107,8 +107,7 @@ def judge_plane(
     counting = tables.counting
     if max_batch - 1 > counting.max_count:
         raise ValueError(f"batch sizes up to {max_batch} need counts up to {max_batch - 1}")
-    warm = _within(tables, slo_s - shift, max_batch)
-    within, mean, alpha = warm
+    within, mean, alpha = _within(tables, slo_s - shift, max_batch)
     if cold_probability is not None and cold_start_s is not None and (cold_probability > 0).any():
         late, _, _ = _within(tables, slo_s - shift - cold_start_s[:, None], max_batch)
         p = cold_probability[:, None]

@@ -34,6 +34,7 @@ from batching.adaptive import AdaptivePolicy  # noqa: E402
 from batching.arrivals import MAP  # noqa: E402
 from batching.counting import CountingProcess  # noqa: E402
 from batching.arrival_fits import fit_arrivals  # noqa: E402
+from batching.fitting import fit_map2  # noqa: E402  (BATCH's way fits a MAP(2))
 from batching.latency import WindowTables, wait_distribution  # noqa: E402
 from batching.sweep import _COUNTING  # noqa: E402
 from batching.tuner import tune, tune_coarse_to_fine  # noqa: E402

@@ -77,7 +77,6 @@ class Dispatcher:
         self.meter = ServiceMeter()  # s(rows) on a slot: admission's prediction
         self.learnt = Corrections()  # how far off admission's predictions run (see `answer`)
         self.running_batches = self.running_rows = 0
-        self._retried: set[int] = set()  # id() of requests whose batch failed on an instance and ran again
         self._failed_at = -math.inf  # when an instance last failed a batch
         self.grace_until: float | None = None
         self.draining = False
@@ -172,13 +171,10 @@ class Dispatcher:
     def answer(self, request: Request, now: float, admission: Admission, corrections: tuple[float, float], served: bool) -> None:
         """`request` was answered at `now`. Served ones teach admission how far off its
         predictions run (`Corrections`); answers delayed by an instance failing teach
-        nothing, a fault, not noise: those retried, and those that arrived before the last
-        failure (they waited behind the retried batch, on fewer instances than predicted)."""
+        nothing, a fault, not noise: every request that arrived before the last failure
+        (those retried, and those that waited behind them on fewer instances than predicted)."""
         self.pending -= 1
-        retried = bool(self._retried) and id(request) in self._retried
-        if retried:
-            self._retried.discard(id(request))
-        if served and not retried and request.arrival > self._failed_at:
+        if served and request.arrival > self._failed_at:
             self.learnt.learn(admission, corrections, now - request.arrival, now)
 
     def withdraw(self, request: Request, now: float) -> str:
@@ -271,7 +267,6 @@ class Dispatcher:
         batch.attempts += 1
         if batch.attempts < self.max_attempts:
             self._out.events.append("retried")
-            self._retried.update(id(r) for r in send.requests)
             batch.requests = send.requests
             self.backlog.retry(batch)
         else:

@@ -4,7 +4,7 @@ the gateway: batches formed, outputs equal to onnxruntime, throttling absorbed, 
 from __future__ import annotations
 
 import asyncio
-import textwrap
+from pathlib import Path
 
 import aiohttp
 import numpy as np
@@ -40,6 +40,16 @@ async def test_a_batch_over_6_mb_is_split_and_a_bad_one_fails_alone(demo_path, r
     assert PAYLOAD_LIMIT == 6 * 1024 * 1024
 
 
+def function_config(tmp_path, port: int, *, model: tuple[str, ...], faas: tuple[str, ...]) -> Path:
+    """A config serving the demo model on the emulator's function: `model` and `faas`, lines of
+    its [models.demo] and [models.demo.faas] tables beside the function's address."""
+    lines = ["[models.demo]", *model, "[models.demo.faas]", 'function = "demo"', 'region = "us-east-1"',
+             f'endpoint_url = "http://127.0.0.1:{port}"', *faas]  # fmt: skip
+    config = tmp_path / "sluice.toml"
+    config.write_text("\n".join(lines) + "\n")
+    return config
+
+
 async def post(session: aiohttp.ClientSession, url: str, x: np.ndarray) -> tuple[int, dict]:
     async with session.post(f"{url}/v2/models/demo/infer", json=v2_body(x)) as resp:
         return resp.status, await resp.json()
@@ -49,18 +59,8 @@ async def test_the_gateway_batches_onto_the_function_and_absorbs_throttling(tmp_
     """The function allows 1 invocation at a time, the gateway tries 3: throttled
     invocations are retried until they run, and every request gets its right answer."""
     emulator = start_emulator("--function", f"demo={demo_path}", "--max-concurrency", "1")
-    config = tmp_path / "sluice.toml"
-    config.write_text(textwrap.dedent(f"""
-        [models.demo]
-        batch_size = 8
-        timeout_ms = 20
-        [models.demo.faas]
-        function = "demo"
-        region = "us-east-1"
-        endpoint_url = "http://127.0.0.1:{emulator.port}"
-        memory_mb = 1024
-        concurrency = 3
-    """))
+    config = function_config(tmp_path, emulator.port, model=("batch_size = 8", "timeout_ms = 20"),
+                             faas=("memory_mb = 1024", "concurrency = 3"))  # fmt: skip
     gw = None
     try:
         gw = start_gateway(tmp_path, "--config", str(config))
@@ -97,17 +97,8 @@ async def test_keep_warm_pings_bridge_gaps_longer_than_the_keep_alive(tmp_path, 
     would go (or, where the gaps plainly outlast 1 s, a cold start's time before the next
     request is due): room for a stalled machine."""
     emulator = start_emulator("--function", f"demo={demo_path}", "--keep-alive-s", "1.5")
-    config = tmp_path / "sluice.toml"
-    config.write_text(textwrap.dedent(f"""
-        [models.demo]
-        policy = "none"
-        [models.demo.faas]
-        function = "demo"
-        region = "us-east-1"
-        endpoint_url = "http://127.0.0.1:{emulator.port}"
-        keep_warm = true
-        keep_alive_s = 1.0
-    """))
+    config = function_config(tmp_path, emulator.port, model=('policy = "none"',),
+                             faas=("keep_warm = true", "keep_alive_s = 1.0"))  # fmt: skip
     gw = None
     colds = []
     try:
@@ -134,15 +125,7 @@ async def test_keep_warm_pings_bridge_gaps_longer_than_the_keep_alive(tmp_path, 
 
 async def test_an_slo_on_a_function_only_model_tunes_against_the_function(tmp_path, demo_path, reference) -> None:
     emulator = start_emulator("--function", f"demo={demo_path}")
-    config = tmp_path / "sluice.toml"
-    config.write_text(textwrap.dedent(f"""
-        [models.demo]
-        slo_ms = 150
-        [models.demo.faas]
-        function = "demo"
-        region = "us-east-1"
-        endpoint_url = "http://127.0.0.1:{emulator.port}"
-    """))
+    config = function_config(tmp_path, emulator.port, model=("slo_ms = 150",), faas=())
     gw = None
     try:
         gw = start_gateway(tmp_path, "--config", str(config))
@@ -199,18 +182,8 @@ async def test_the_adaptive_policy_re_tunes_a_function_live(tmp_path, demo_path)
     its solver process fits the window's arrivals and tunes (B, T) while requests flow;
     the event loop only hands over the gaps and applies the choice."""
     emulator = start_emulator("--function", f"demo={demo_path}", "--max-concurrency", "8")
-    config = tmp_path / "sluice.toml"
-    config.write_text(textwrap.dedent(f"""
-        [models.demo]
-        slo_ms = 1000
-        percentile = 95
-        [models.demo.faas]
-        function = "demo"
-        region = "us-east-1"
-        endpoint_url = "http://127.0.0.1:{emulator.port}"
-        memory_mb = 1024
-        concurrency = 8
-    """))
+    config = function_config(tmp_path, emulator.port, model=("slo_ms = 1000", "percentile = 95"),
+                             faas=("memory_mb = 1024", "concurrency = 8"))  # fmt: skip
     gw = None
     try:
         gw = start_gateway(tmp_path, "--config", str(config))

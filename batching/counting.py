@@ -20,12 +20,15 @@ import numpy as np
 from scipy import special, stats
 
 from .arrivals import MAP
+from .spectral import Spectrum
 
 
 class CountingProcess:
     """P(n, t) and I(n, t) for n = 0..max_count and 0 <= t <= max_time."""
 
-    def __init__(self, arrivals: MAP, max_count: int, max_time: float, tolerance: float = 1e-12) -> None:
+    def __init__(self, arrivals: MAP, max_count: int, max_time: float, tolerance: float = 1e-12, spectral: bool = True) -> None:
+        """With `spectral` (the default), wait tables come from the z-domain
+        (`batching.spectral`) where it is well-conditioned; without, always by stepping in time."""
         if max_count < 0 or max_time < 0:
             raise ValueError("max_count and max_time must not be negative")
         self.arrivals, self.max_count, self.max_time = arrivals, max_count, max_time
@@ -40,6 +43,14 @@ class CountingProcess:
         self._c = np.zeros((0, (max_count + 1) * order * order))
         self._m = np.arange(0)
         self._log_factorial = np.zeros(0)
+        self._spectrum: Spectrum | None | bool = False if spectral else None  # False: not yet decomposed
+
+    def spectrum(self) -> Spectrum | None:
+        """The z-domain decomposition for counts 0..max_count (`batching.spectral`),
+        made on first use; None where it is ill-conditioned or not wanted (then step in time)."""
+        if self._spectrum is False:
+            self._spectrum = Spectrum.of(self.arrivals, self.max_count + 1)
+        return self._spectrum  # type: ignore[return-value]
 
     def _extend(self, steps: int) -> None:
         """The C(m, n) for m < steps, built on first need (a grid of small steps needs few)."""
@@ -109,7 +120,8 @@ class CountingProcess:
         matrices of P(n, du) and I(n, du). A grid costs `grid` products of an
         (order x (K+1) order) row by a square matrix, where weighing the
         uniformization terms at every point costs q T times more (q T is 600 for 2000
-        arrivals a second over 300 ms)."""
+        arrivals a second over 300 ms). The wait tables use it where the z-domain
+        (`batching.spectral`) is ill-conditioned."""
         if grid < 1 or not 0 < timeout_s <= self.max_time * (1 + 1e-9):
             raise ValueError("need grid >= 1 and 0 < timeout_s <= max_time")
         order, counts = self.arrivals.order, self.max_count + 1

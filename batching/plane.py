@@ -107,9 +107,10 @@ def judge_plane(
     counting = tables.counting
     if max_batch - 1 > counting.max_count:
         raise ValueError(f"batch sizes up to {max_batch} need counts up to {max_batch - 1}")
-    within, mean, alpha = _within(tables, slo_s - shift, max_batch)
+    shared = _Shared(tables, max_batch)
+    within, mean, alpha = shared.within(slo_s - shift)
     if cold_probability is not None and cold_start_s is not None and (cold_probability > 0).any():
-        late, _, _ = _within(tables, slo_s - shift - cold_start_s[:, None], max_batch)
+        late, _, _ = shared.within(slo_s - shift - cold_start_s[:, None])
         p = cold_probability[:, None]
         within = (1 - p) * within + p * late
     attained = within / mean[None, :]
@@ -118,54 +119,62 @@ def judge_plane(
     return Plane(tables.timeout_s, attained, cost, mean, alpha)
 
 
-def _within(tables: WindowTables, waits: np.ndarray, max_batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Expected requests per batch within `waits[k, b-1]` for every (target, B), the
-    mean batch size per B, and alpha per B (B = 1 included: alpha is then moot)."""
-    arrivals = tables.counting.arrivals
-    order, ones = arrivals.order, np.ones(arrivals.order)
-    timeout, grid = tables.timeout_s, len(tables.u) - 1
-    targets = waits.shape[0]
-    within = np.zeros((targets, max_batch))
-    within[:, 0] = waits[:, 0] >= 0  # B = 1: every request alone, no wait
-    mean = np.ones(max_batch)
-    alpha = np.zeros((max_batch, order))
-    alpha[0] = arrivals.pi
-    if max_batch == 1:
-        return within, mean, alpha
-    if timeout <= 0 or grid <= 0:
-        raise ValueError("a plane needs a positive timeout and grid")
-    du = timeout / grid
-    alpha[1:] = opening = _opening_phases(tables, max_batch)  # row B-2 for B = 2..
-    p_one = tables.p_T[: max_batch - 1] @ ones  # (B-1, n): row b-1, a batch timed out holding b
-    fill_one = tables.i_T[: max_batch - 1] @ (arrivals.D1 @ ones)  # row B-2: it filled at B
-    reader = _Reader(waits, timeout, grid)
-    sizes = np.arange(1, max_batch + 1)
+class _Shared:
+    """What every set of waits reads at one timeout: alpha per B, the sizes of
+    timed-out and full batches, and the cumulative wait tables per opening phase."""
 
-    # Timed out with b = 2..B-1 requests: the non-openers (densities, per opening phase),
-    # then the openers of every timed-out size (point masses at T), summed over b < B.
-    per_b = np.zeros((order, targets, max_batch))  # column b-1: requests of a timed-out batch of b within
-    if max_batch > 2:
-        timed_out = tables.timeout_dens[:, :, : max_batch - 2]
-        per_b[:, :, 1 : max_batch - 1] = reader.read(_cumulative(timed_out, du), np.arange(max_batch - 2), sizes[:-2])
-    openers = (waits[:, : max_batch - 1] >= timeout)[None] * p_one.T[:, None, :]  # (n, targets, B-1)
-    per_b[:, :, : max_batch - 1] += openers
-    below = np.concatenate([np.zeros((order, targets, 1)), np.cumsum(per_b[:, :, : max_batch - 1], axis=2)], axis=2)
+    def __init__(self, tables: WindowTables, max_batch: int) -> None:
+        arrivals = tables.counting.arrivals
+        self.tables, self.max_batch, self.order = tables, max_batch, arrivals.order
+        self.alpha = np.zeros((max_batch, self.order))
+        self.alpha[0] = arrivals.pi
+        self.mean = np.ones(max_batch)
+        if max_batch == 1:
+            return
+        timeout, grid = tables.timeout_s, len(tables.u) - 1
+        if timeout <= 0 or grid <= 0:
+            raise ValueError("a plane needs a positive timeout and grid")
+        du = timeout / grid
+        ones = np.ones(self.order)
+        self.alpha[1:] = self.opening = _opening_phases(tables, max_batch)  # row B-2 for B = 2..
+        self.p_one = tables.p_T[: max_batch - 1] @ ones  # (B-1, n): row b-1, a batch timed out holding b
+        self.fill_one = tables.i_T[: max_batch - 1] @ (arrivals.D1 @ ones)  # row B-2: it filled at B
+        sizes = np.arange(1, max_batch + 1)
+        sized = np.cumsum(sizes[:-1, None] * self.p_one, axis=0)  # sum over b < B of b P(timed out with b)
+        self.mean[1:] = np.einsum("bi,bi->b", self.opening, sized + sizes[1:, None] * self.fill_one)
+        # Timed out with b = 2..B-1 requests, the non-openers: cumulative per opening phase.
+        self.timed_out = _cumulative(tables.timeout_dens[:, :, : max_batch - 2], du) if max_batch > 2 else None
+        # Full at B = 2..: the opener (exact) and the middles (densities); the closer waits 0.
+        full = np.moveaxis(tables.opener_cum[:, : max_batch - 1], 2, 0)  # (n, G+1, B-1): column B-2
+        if max_batch > 2:
+            full = full.copy()
+            full[:, :, 1:] += _cumulative(tables.fill_dens[:, :, : max_batch - 2], du)
+        self.full = full
 
-    # Full at B = 2..: the opener (exact), the middles (densities), the closer (no wait).
-    full = np.moveaxis(tables.opener_cum[:, : max_batch - 1], 2, 0)  # (n, G+1, B-1): column B-2
-    if max_batch > 2:
-        middles = tables.fill_dens[:, :, : max_batch - 2]
-        full = full.copy()
-        full[:, :, 1:] += _cumulative(middles, du)
-    at_full = np.zeros((order, targets, max_batch))
-    at_full[:, :, 1:] = reader.read(full, np.arange(max_batch - 1), sizes[:-1])
-    at_full[:, :, 1:] += (waits[:, 1:] >= 0)[None] * fill_one.T[:, None, :]
-
-    per_phase = below + at_full  # (n, targets, B)
-    within[:, 1:] = np.einsum("itb,bi->tb", per_phase[:, :, 1:], opening)
-    sized = np.cumsum(sizes[:-1, None] * p_one, axis=0)  # sum over b < B of b P(timed out with b)
-    mean[1:] = np.einsum("bi,bi->b", opening, sized + sizes[1:, None] * fill_one)
-    return within, mean, alpha
+    def within(self, waits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Expected requests per batch within `waits[k, b-1]` for every (target, B), the
+        mean batch size per B, and alpha per B (B = 1 included: alpha is then moot)."""
+        order, max_batch, tables = self.order, self.max_batch, self.tables
+        targets = waits.shape[0]
+        within = np.zeros((targets, max_batch))
+        within[:, 0] = waits[:, 0] >= 0  # B = 1: every request alone, no wait
+        if max_batch == 1:
+            return within, self.mean, self.alpha
+        timeout, grid = tables.timeout_s, len(tables.u) - 1
+        reader = _Reader(waits, timeout, grid)
+        sizes = np.arange(1, max_batch + 1)
+        # Timed out with b = 2..B-1: the non-openers, then the openers of every timed-out
+        # size (point masses at T), summed over b < B.
+        per_b = np.zeros((order, targets, max_batch))  # column b-1: requests of a timed-out batch of b within
+        if self.timed_out is not None:
+            per_b[:, :, 1 : max_batch - 1] = reader.read(self.timed_out, np.arange(max_batch - 2), sizes[:-2])
+        per_b[:, :, : max_batch - 1] += (waits[:, : max_batch - 1] >= timeout)[None] * self.p_one.T[:, None, :]
+        below = np.concatenate([np.zeros((order, targets, 1)), np.cumsum(per_b[:, :, : max_batch - 1], axis=2)], axis=2)
+        at_full = np.zeros((order, targets, max_batch))
+        at_full[:, :, 1:] = reader.read(self.full, np.arange(max_batch - 1), sizes[:-1])
+        at_full[:, :, 1:] += (waits[:, 1:] >= 0)[None] * self.fill_one.T[:, None, :]
+        within[:, 1:] = np.einsum("itb,bi->tb", (below + at_full)[:, :, 1:], self.opening)
+        return within, self.mean, self.alpha
 
 
 def _cost(tables: WindowTables, batch_cost: np.ndarray, alpha: np.ndarray, mean: np.ndarray, max_batch: int) -> np.ndarray:

@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from batching import FixedPolicy, NoBatchingPolicy  # noqa: E402  (run as a script from anywhere)
 from batching.adaptive import AdaptivePolicy  # noqa: E402
+from batching.allocator import retain_freed_memory  # noqa: E402
 from batching.arrivals import MAP  # noqa: E402
 from batching.counting import CountingProcess  # noqa: E402
 from batching.arrival_fits import fit_arrivals  # noqa: E402
@@ -362,7 +363,11 @@ def main() -> None:
     parser.add_argument("--samples", type=int, help="sampled arrivals per workload in a. (default 200000; quick 50000)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--only", choices=("model_vs_sim", "tuner", "sim_speed", "traces"), help="run one section")
+    parser.add_argument("--system-allocator", action="store_true",
+                        help="leave glibc's memory thresholds alone (the solver process raises them: batching.allocator)")
     args = parser.parse_args()
+    if not args.system_allocator:
+        retain_freed_memory()
     args.samples = args.samples or (50_000 if args.quick else 200_000)
     args.repeats = 1 if args.quick else 3
     profile_path = args.profile if Path(args.profile).is_file() else str(REPO / args.profile)

@@ -22,16 +22,19 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 
 from batching.adaptive import AdaptivePolicy
+from batching.allocator import retain_freed_memory
 
 from .loop import BackgroundLoop
 
 log = logging.getLogger("sluice.tuner")
 
 
-def _lower_priority() -> None:
+def _start_solver() -> None:
     """Serving first: the solver takes only what the gateway and workers leave. With
     SCHED_IDLE (Linux) a waking gateway or worker preempts it at once; a plain nice
-    level still let solves delay batch timers by tens of milliseconds on 2 cores."""
+    level still let solves delay batch timers by tens of milliseconds on 2 cores.
+    The solver keeps the memory it frees for the next solve (`retain_freed_memory`)."""
+    retain_freed_memory()
     try:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     except (AttributeError, OSError):
@@ -48,7 +51,7 @@ class RetuneLoop(BackgroundLoop):
 
     def start(self) -> None:
         self._solver = ProcessPoolExecutor(
-            max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_lower_priority
+            max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_start_solver
         )
         super().start()
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from batching import FixedPolicy
 from batching.adaptive import AdaptivePolicy
+from batching.allocator import retain_freed_memory
 from batching.arrivals import MAP
 from batching.arrival_fits import fit_arrivals
 from batching.coldmix import predict
@@ -182,6 +183,7 @@ def run(args: argparse.Namespace) -> int:
     if not (math.isfinite(args.slo_ms) and args.slo_ms > 0):
         print("sluice tune: --slo-ms must be a positive number", file=sys.stderr)
         return 2
+    retain_freed_memory()  # this process solves: keep the tables' freed memory for reuse
     started = time.perf_counter()
     fit = fit_arrivals(np.diff(arrivals))
     result = tune(fit.map, targets, args.slo_ms / 1e3, args.percentile / 100.0)

@@ -33,6 +33,7 @@ import numpy as np
 
 from .arrivals import MAP
 from .arrival_fits import fit_arrivals
+from .coldtune import Warmth, tune_with_cold_starts
 from .estimator import ArrivalEstimator
 from .fitting import FitResult, describe
 from .policy import BatchLimits
@@ -71,10 +72,12 @@ def pool_batch_limit(service_s: Sequence[float], overhead_s: float, budget_s: fl
 
 @dataclass(frozen=True)
 class Solved:
-    """A re-tune's outcome: the arrival model fitted to the window, and the tuner's result for it."""
+    """A re-tune's outcome: the arrival model fitted to the window, the tuner's result for
+    it, and the per-target cold-start probabilities it was tuned with."""
 
     fit: FitResult
     result: TuneResult
+    cold: tuple[float, ...] = ()
 
 
 class AdaptivePolicy:
@@ -96,6 +99,7 @@ class AdaptivePolicy:
         deadline_aware: bool = True,
         work_conserving: bool = False,
         utilization: float = 0.5,
+        warmth: Warmth | None = None,
     ) -> None:
         if not 0 < percentile < 1 or slo_s <= 0:
             raise ValueError("need 0 < percentile < 1 and a positive SLO")
@@ -112,6 +116,10 @@ class AdaptivePolicy:
         self.allowance_s = 0.0  # measured lateness beyond the targets' predictions (`OverrunTracker`)
         self.work_conserving = work_conserving
         self.utilization = utilization  # a work-conserving pool's instances: busy at most this
+        # On a function with cold starts, the provider's keep-alive and concurrency: each
+        # solve then tunes with the cold-start probability its choice meets (`batching.coldtune`).
+        self.warmth = warmth
+        self.cold: tuple[float, ...] = ()  # the probabilities of the last solve, per target
         self._hold: tuple[int, float] = (1, 0.0)  # its (idle_rows, hold_s) for the measured rate
         self._limits = initial
         self.choice: Choice | None = None
@@ -166,9 +174,15 @@ class AdaptivePolicy:
         slo = self.tuning_slo_s
         targets = [replace(t, overhead_s=t.overhead_s + self.allowance_s) for t in self.targets]
         hint = self.choice.timeout_s if self.choice is not None and self.choice.batch_size > 1 else None
-        result = tune_coarse_to_fine(fit.map, targets, slo, self.percentile, deadline_s=slo if self.deadline_aware else None,
-                                     hint_s=hint)  # fmt: skip
-        return Solved(fit, result)
+
+        def search(with_cold: list[Target]) -> TuneResult:
+            return tune_coarse_to_fine(fit.map, with_cold, slo, self.percentile, deadline_s=slo if self.deadline_aware else None,
+                                       hint_s=hint)  # fmt: skip
+
+        if self.warmth is None:
+            return Solved(fit, search(targets))
+        result, cold = tune_with_cold_starts(search, fit.map, targets, self.warmth, start=self.cold or None)
+        return Solved(fit, result, tuple(cold))
 
     @property
     def tuning_slo_s(self) -> float:
@@ -184,6 +198,7 @@ class AdaptivePolicy:
         self._limits = self._limits_for(chosen)
         self.tuned_for = solved.fit.map
         self._tuned_stats = solved.fit.target
+        self.cold = solved.cold
         self.retunes += 1
 
     def _pool_choice(self) -> Choice:

@@ -17,6 +17,7 @@ from backends.lambda_backend import InvocationReport, LambdaBackend
 from backends.profiling import measure_batch_times, service_curve
 from batching import BatchPolicy, FixedPolicy, NoBatchingPolicy
 from batching.adaptive import AdaptivePolicy
+from batching.coldtune import Warmth
 from batching.tuner import MAX_BATCH, Target
 
 from scheduler import Dispatcher, Fleet, FunctionSettings, HybridScheduler, Prices, Scheduler, load_scheduler
@@ -154,9 +155,13 @@ def adaptive_for(config: ModelConfig, service: np.ndarray, *, inline: bool) -> A
     if config.faas is not None:
         # A function bills each batch (its duration, at most the round trip measured here).
         cost = np.asarray(config.faas.prices.faas_batch_cost(service), dtype=float)
-        target = Target(f"faas-{config.faas.memory_mb}mb", service, cost, overhead_s=EDGE_ALLOWANCE_S,
-                        memory_mb=config.faas.memory_mb)  # fmt: skip
-        return AdaptivePolicy([target], config.slo_ms / 1e3, config.percentile / 100.0, inline=inline)
+        # Its cold starts as the config expects them, with the provider's keep-alive and the
+        # concurrency: the tuner counts the share of requests that meet one (`batching.coldtune`).
+        faas = config.faas
+        target = Target(f"faas-{faas.memory_mb}mb", service, cost, overhead_s=EDGE_ALLOWANCE_S,
+                        cold_start_s=faas.cold_start_ms / 1e3, memory_mb=faas.memory_mb)  # fmt: skip
+        warmth = Warmth(faas.keep_alive_s, faas.concurrency)
+        return AdaptivePolicy([target], config.slo_ms / 1e3, config.percentile / 100.0, inline=inline, warmth=warmth)
     # A pool is paid for whether it runs or idles: batches go whenever an instance is free.
     target = Target("pool", service, service.copy(), overhead_s=EDGE_ALLOWANCE_S)
     return AdaptivePolicy([target], config.slo_ms / 1e3, config.percentile / 100.0, inline=inline, work_conserving=True)

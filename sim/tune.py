@@ -22,9 +22,7 @@ from batching.allocator import retain_freed_memory
 from batching.arrivals import MAP
 from batching.arrival_fits import fit_arrivals
 from batching.coldmix import predict
-from batching.coldstart import cold_probability
-from batching.counting import CountingProcess
-from batching.latency import WindowTables, wait_distribution
+from batching.coldtune import Warmth, modelled_cold, tune_with_cold_starts
 from batching.tuner import MAX_BATCH, Target, TuneResult, tune
 
 from .profiles import ProfileError, ServiceProfile
@@ -32,6 +30,9 @@ from .simulate import simulate
 from .cli import load_arrivals
 
 _SIZES = np.arange(1, MAX_BATCH + 1)
+
+
+KEEP_ALIVE_S = 600.0  # what the simulator's provider keeps an idle environment by default
 
 
 def targets_from_profile(profile: ServiceProfile, target: str = "faas", memory_mb: int | None = None) -> list[Target]:
@@ -64,7 +65,10 @@ def adaptive_policy(args: argparse.Namespace, profile: ServiceProfile) -> Adapti
     """`sluice sim --policy adaptive`: the SLO-adaptive policy on the simulated target
     (work-conserving on a pool, as `sluice serve` runs it)."""
     targets = targets_from_profile(profile, args.target, args.memory_mb)
-    return AdaptivePolicy(targets, args.slo_ms / 1e3, args.percentile / 100.0, work_conserving=args.target == "pool")
+    if args.target == "pool":
+        return AdaptivePolicy(targets, args.slo_ms / 1e3, args.percentile / 100.0, work_conserving=True)
+    warmth = Warmth(getattr(args, "keep_alive_s", KEEP_ALIVE_S), getattr(args, "concurrency_limit", None))
+    return AdaptivePolicy(targets, args.slo_ms / 1e3, args.percentile / 100.0, warmth=warmth)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,6 +84,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--memory-mb", type=int, help="only this FaaS memory size (default: search all)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--no-verify", action="store_true", help="skip simulating the choice on the arrivals")
+    parser.add_argument("--keep-alive-s", type=float, default=KEEP_ALIVE_S,
+                        help="FaaS: idle seconds before the provider reclaims an environment (default 600)")
 
 
 VERIFY_ROUNDS = 6
@@ -87,7 +93,7 @@ VERIFY_ROUNDS = 6
 
 def verify(
     arrivals: np.ndarray, model: MAP, targets: list[Target], profile: ServiceProfile, slo_s: float, percentile: float,
-    result: TuneResult, keep_alive_s: float = 600.0,
+    result: TuneResult, keep_alive_s: float = KEEP_ALIVE_S,
 ) -> tuple[TuneResult, dict]:  # fmt: skip
     """Simulate the choice on the arrivals themselves (cold starts, keep-alive and all)
     and tune again while it misses: with the cold-start probability the model predicts
@@ -135,7 +141,7 @@ def verify(
                 slope = min(3.0, max(0.3, (previous_latency - at_percentile) / (previous_slo - tuning_slo)))
         history.append((tuning_slo, at_percentile))
         tuning_slo -= (at_percentile - slo_s) / slope + 0.002 * slo_s
-        cold = _modelled_cold(model, targets, chosen.batch_size, timeout, keep_alive_s, horizon)
+        cold = modelled_cold(model, targets, chosen.batch_size, timeout, Warmth(keep_alive_s, horizon_s=horizon))
         with_cold = [replace(t, cold_probability=max(t.cold_probability, p)) for t, p in zip(targets, cold)]
         retuned = tune(model, with_cold, tuning_slo, percentile)
         if retuned.choice is None:
@@ -148,20 +154,6 @@ def verify(
     chosen_result.notes = notes
     report["rounds"] = rounds
     return chosen_result, report
-
-
-def _modelled_cold(model: MAP, targets: list[Target], batch_size: int, timeout_s: float, keep_alive_s: float,
-                   horizon_s: float | None) -> list[float]:  # fmt: skip
-    """Per target, the model's per-request cold probability at (batch_size, timeout_s)
-    over the run (the tuner takes one probability per target)."""
-    timeout = max(timeout_s, 1e-9)
-    law = wait_distribution(WindowTables(CountingProcess(model, max(batch_size - 1, 1), timeout), timeout, 64), batch_size)
-    return [
-        float(cold_probability(model, law.size_pmf, np.asarray(t.service_s[:batch_size]) + t.overhead_s, keep_alive_s,
-                               timeout, horizon_s=horizon_s, cold_start_s=t.cold_start_s))
-        if len(t.service_s) >= batch_size else 0.0
-        for t in targets
-    ]  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -186,11 +178,15 @@ def run(args: argparse.Namespace) -> int:
     retain_freed_memory()  # this process solves: keep the tables' freed memory for reuse
     started = time.perf_counter()
     fit = fit_arrivals(np.diff(arrivals))
-    result = tune(fit.map, targets, args.slo_ms / 1e3, args.percentile / 100.0)
+    slo, percentile = args.slo_ms / 1e3, args.percentile / 100.0
+    # Cold starts as the model predicts them for the choice in a service that runs on
+    # (stationary: the replay's own start from no warm environment is verify's business).
+    warmth = Warmth(args.keep_alive_s)
+    result, _ = tune_with_cold_starts(lambda with_cold: tune(fit.map, with_cold, slo, percentile), fit.map, targets, warmth)
     solve_ms = (time.perf_counter() - started) * 1e3
     verification = None
     if args.target == "faas" and not args.no_verify and (result.choice or result.fallback):
-        result, verification = verify(arrivals, fit.map, targets, profile, args.slo_ms / 1e3, args.percentile / 100.0, result)
+        result, verification = verify(arrivals, fit.map, targets, profile, slo, percentile, result, args.keep_alive_s)
     chosen = result.choice or result.fallback
     doc = {
         # Feasible in the model and, when it was checked, in simulation on these arrivals.

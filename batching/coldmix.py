@@ -71,12 +71,12 @@ def latency_cdf(law: WaitDistribution, laws: list[WaitDistribution], x: np.ndarr
 
 def latency_percentile(law: WaitDistribution, laws: list[WaitDistribution], percentile: float, service: np.ndarray,
                        overhead_s: float, cold_by_phase: np.ndarray, cold_start_s: float) -> float:  # fmt: skip
-    """The smallest x with P(latency <= x) >= percentile, by bisection (as `WaitDistribution`)."""
+    """The smallest x with P(latency <= x) >= percentile (`smallest_reaching`, as `WaitDistribution`)."""
     shift = np.asarray(service, dtype=float)[: law.batch_size] + overhead_s
     low, high = float(shift.min()), float(law.timeout_s + shift.max() + cold_start_s) + 1e-12
 
-    def cdf(x: float) -> float:
-        return latency_cdf(law, laws, np.array([x]), service, overhead_s, cold_by_phase, cold_start_s)[0]
+    def cdf(x: np.ndarray) -> np.ndarray:
+        return latency_cdf(law, laws, x, service, overhead_s, cold_by_phase, cold_start_s)
 
     return smallest_reaching(cdf, percentile, low, high)
 

@@ -138,16 +138,21 @@ class WindowTables:
         return self._times_d1
 
 
-def smallest_reaching(cdf: Callable[[float], float], percentile: float, low: float, high: float) -> float:
-    """The smallest x in [low, high] with cdf(x) >= percentile, by bisection, to 0.1 us."""
-    for _ in range(48):
-        mid = 0.5 * (low + high)
-        if cdf(mid) >= percentile:
-            high = mid
-        else:
-            low = mid
-        if high - low < 1e-7:
-            break
+def smallest_reaching(cdf: Callable[[np.ndarray], np.ndarray], percentile: float, low: float, high: float,
+                      points: int = 33) -> float:  # fmt: skip
+    """The smallest x in [low, high] with cdf(x) >= percentile, to 0.1 us. `cdf` is
+    non-decreasing and takes an array: each round evaluates `points` of the bracket at
+    once and keeps the step where the percentile is first reached (5 rounds, where a
+    bisection would call it 40 times)."""
+    while high - low >= 1e-7:
+        xs = np.linspace(low, high, points)
+        reached = np.asarray(cdf(xs)) >= percentile
+        if not reached[-1]:
+            return high  # not reached within the bracket: its upper end, as a bisection would
+        first = int(np.argmax(reached))
+        if first == 0:
+            return low
+        low, high = float(xs[first - 1]), float(xs[first])
     return high
 
 
@@ -208,13 +213,13 @@ class WaitDistribution:
 
     def latency_percentile(self, percentile: float, service: np.ndarray, overhead_s: float = 0.0,
                            cold_probability: float = 0.0, cold_start_s: float = 0.0) -> float:  # fmt: skip
-        """The smallest x with P(latency <= x) >= percentile (0 < percentile < 1), by bisection."""
+        """The smallest x with P(latency <= x) >= percentile (0 < percentile < 1) (`smallest_reaching`)."""
         if not 0 < percentile < 1:
             raise ValueError("percentile must be in (0, 1)")
         shift = np.asarray(service, dtype=float)[: self.batch_size] + overhead_s
         low, high = float(shift.min()), float(self.timeout_s + shift.max() + cold_start_s) + 1e-12
         args = (service, overhead_s, cold_probability, cold_start_s)
-        return smallest_reaching(lambda x: self.latency_cdf(np.array([x]), *args)[0], percentile, low, high)
+        return smallest_reaching(lambda x: self.latency_cdf(x, *args), percentile, low, high)
 
     def cost_per_request(self, batch_cost: np.ndarray) -> float:
         """Expected cost per request; `batch_cost[b-1]` is the cost of one batch of b."""

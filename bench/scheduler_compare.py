@@ -1,76 +1,116 @@
-"""The schedulers side by side in simulation (`sluice sim --compare`'s machinery) on four traces.
+"""Hybrid against every baseline at its best, on a seeded family of workloads it was not tuned on.
 
-    python bench/scheduler_compare.py
+    python bench/scheduler_compare.py --json family.json   # seeds 1-24, 20 min each (~12 min on 2 cores)
+    python bench/scheduler_compare.py --reuse family.json  # hybrid again, the baselines' runs from that file
+    python bench/scheduler_compare.py --holdout  # seeds 101-124: held out, never looked at while tuning
+    python bench/scheduler_compare.py --quick    # 4 members of 5 min (about a minute)
 
-- base+bursts: 30 min of a slowly varying base (250 to 550 req/s) with a 15 s burst of +1500
-  req/s every 3 minutes (the shape of tests/unit/test_scheduler.py's trace, longer);
-- the Azure code and conv traces made into a busy service: the hour compressed 10x (6 min),
-  overlaid with 15 more copies of itself, each shifted circularly by a random offset;
-- diurnal+bursts: three compressed days of 20 min (`--arrivals` DIURNAL for an hour): a base
-  of 200 to 1800 req/s, so the pool should grow from one instance to two and back three
-  times, with a 20 s burst of +1200 req/s every 270 s, at every phase of the day.
-
-Profile bench/profiles/demo_faas.json (FaaS 1024 MB, 900 ms cold starts; instances $0.085/h, 60 s to
-start, billed per second with a 60 s minimum), fixed B=16, T=50 ms, p99 <= 500 ms. Markdown on stdout.
+Each member (`sim.family`): diurnal traffic (periods 10-60 min, amplitudes up to 0.9), bursts
+of 2x-10x lasting 5-120 s at random intervals (on a flat or a diurnal base), two-level MMPPs,
+the Azure LLM code and conv traces time-scaled; instances that start in 10-180 s and are 2x-20x
+cheaper per request than the function when fully used; FaaS at 512-3008 MB; p99 SLOs of
+100 ms-2 s. Every baseline's knobs are swept on each member (`sim.contest`), and hybrid's cost
+is set against the cheapest setting of any baseline that meets the SLO. Markdown on stdout: one
+row per member, then the summary (worst, median, share at most 0.8x), the planner's decision
+time, and the run's wall time.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import statistics
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-
-import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from batching import FixedPolicy  # noqa: E402
-from scheduler import load_scheduler  # noqa: E402
-from sim import ServiceProfile, read_trace  # noqa: E402
-from sim.scheduled import simulate_scheduled  # noqa: E402
-from sim.sources import parse_arrivals  # noqa: E402
-
-TRACES = REPO.parent / "shared" / "data" / "traces"
-SCHEDULERS = ("hybrid", "faas-only", "pool-only", "mark")
-SLO_S = 0.5
-DIURNAL = "diurnal:rate=1000,amplitude=0.8,period=1200,burst=1200,every=270,length=20"
+from scheduler import HybridScheduler, load_scheduler  # noqa: E402
+from sim.contest import Run, Verdict, baselines, run, verdict  # noqa: E402
+from sim.family import family, member  # noqa: E402
 
 
-def base_plus_bursts(seconds: float, seed: int = 1) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    chunks = []
-    for t in np.arange(0.0, seconds, 1.0):
-        rate = 400 + 150 * np.sin(2 * np.pi * t / 1800) + (1500 if t % 180 < 15 else 0)
-        chunks.append(np.sort(t + rng.uniform(0, 1.0, rng.poisson(rate))))
-    return np.concatenate(chunks)
+def _task(seed: int, kind: str, duration_s: float, index: int, hybrid: str) -> Run:
+    """One run, rebuilt from plain values in a worker process (index -1: hybrid)."""
+    m = member(seed, kind, duration_s)
+    if index < 0:
+        return run(m, "hybrid", hybrid, (lambda: load_scheduler(hybrid)) if hybrid != "hybrid" else HybridScheduler)
+    name, setting, make = baselines(m)[index]
+    return run(m, name, setting, make)
 
 
-def busy(name: str, speed: float = 10.0, copies: int = 16, seed: int = 2) -> np.ndarray:
-    times = read_trace(TRACES / f"azure_llm_2023_{name}.csv")
-    times = (times - times[0]) / speed
-    span = times[-1] + 1e-3
-    rng = np.random.default_rng(seed)
-    shifted = [times] + [np.sort((times + rng.uniform(0, span)) % span) for _ in range(copies - 1)]
-    return np.sort(np.concatenate(shifted))
+def _fmt_ratio(v: Verdict) -> str:
+    r = v.ratio
+    return "misses SLO" if r == float("inf") else "-" if v.best is None else f"{r:.2f}x"
+
+
+def _row(v: Verdict) -> str:
+    h, b = v.hybrid, v.best
+    best = f"{b.scheduler} ({b.setting}) ${b.cost_usd:.4f}" if b else "none meets"
+    return (f"| {v.member} | {best} | ${h.cost_usd:.4f} | {_fmt_ratio(v)} | {h.attainment * 100:.2f}% | "
+            f"{h.instance_hours:.2f} / {b.instance_hours if b else 0:.2f} | ${h.faas_usd:.4f} / ${b.faas_usd if b else 0:.4f} | "
+            f"{h.faas_batch_share * 100:.0f}% / {b.faas_batch_share * 100 if b else 0:.0f}% | {h.cold_starts} | "
+            f"{h.instances_started} / {b.instances_started if b else 0} | {'yes' if v.mixed else 'no'} |")  # fmt: skip
+
+
+def summarize(verdicts: list[Verdict]) -> dict:
+    ratios = [v.ratio for v in verdicts if v.best is not None]
+    mixed = [v.ratio for v in verdicts if v.best is not None and v.mixed]
+    plans = [v.hybrid.plan_ms_max for v in verdicts]
+    return {
+        "members": len(verdicts), "compared": len(ratios),
+        "worst": max(ratios, default=None), "median": statistics.median(ratios) if ratios else None,
+        "share_at_most_0.8": sum(r <= 0.8 for r in ratios) / len(ratios) if ratios else None,
+        "above_1": sum(r > 1.0 for r in ratios), "hybrid_misses_slo": sum(not v.hybrid.meets for v in verdicts),
+        "mixed": len(mixed), "median_mixed": statistics.median(mixed) if mixed else None,
+        "plan_ms_max": max(plans, default=0.0),
+        "plan_ms_median": statistics.median(v.hybrid.plan_ms_median for v in verdicts) if verdicts else 0.0,
+    }  # fmt: skip
 
 
 def main() -> None:
-    profile = ServiceProfile.from_dict(json.loads((REPO / "bench" / "profiles" / "demo_faas.json").read_text()))
-    workloads = {"base+bursts (30 min)": base_plus_bursts(1800.0), "code, busy (6 min)": busy("code"),
-                 "conv, busy (6 min)": busy("conv"), "diurnal+bursts (60 min)": parse_arrivals(DIURNAL, 3600.0, seed=3)}  # fmt: skip
-    print("| trace | scheduler | $ per million | p99 ms | SLO attainment | instance-hours | FaaS share | FaaS cold starts |")
-    print("|---|---|---|---|---|---|---|---|")
-    for label, times in workloads.items():
-        rate = len(times) / (times[-1] - times[0])
-        for name in SCHEDULERS:
-            began = time.perf_counter()
-            result = simulate_scheduled(times, FixedPolicy(16, 0.05), profile, load_scheduler(name), slo_s=SLO_S, memory_mb=1024)
-            s = result.summary()
-            print(f"| {label}, {rate:.0f} req/s | {name} | {s['cost_per_million_usd']:.4f} | {s['latency_ms']['p99']:.0f} | "
-                  f"{s['slo_attainment'] * 100:.2f}% | {s['instance_hours']:.3f} | {s['faas_share'] * 100:.1f}% | "
-                  f"{s['cold_starts']} |", flush=True)  # fmt: skip
-            print(f"{label} {name}: {time.perf_counter() - began:.1f} s", file=sys.stderr)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="4 members of 5 min")
+    parser.add_argument("--holdout", action="store_true", help="seeds 101-124 instead of 1-24")
+    parser.add_argument("--seeds", help="first:count (overrides the default seeds)")
+    parser.add_argument("--duration", type=float, help="seconds per member (default 1200, 300 with --quick)")
+    parser.add_argument("--hybrid", default="hybrid", help="the scheduler to set against the baselines (module:Class)")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--json", help="write every run to this file")
+    parser.add_argument("--reuse", help="take the baselines' runs from this --json file (same seeds and duration)")
+    args = parser.parse_args()
+    first, count = (101 if args.holdout else 1), (4 if args.quick else 24)
+    if args.seeds:
+        first, count = (int(x) for x in args.seeds.split(":"))
+    duration = args.duration or (300.0 if args.quick else 1200.0)
+    members = family(range(first, first + count), duration)
+    began = time.perf_counter()
+    reused = [Run(**r) for r in json.loads(Path(args.reuse).read_text())["runs"] if r["scheduler"] != "hybrid"] if args.reuse else []
+    have = {(r.member, r.scheduler, r.setting) for r in reused}
+    tasks = [(m.seed, m.kind, duration, i, args.hybrid) for m in members for i in range(-1, len(baselines(m)))
+             if i < 0 or (m.name, *baselines(m)[i][:2]) not in have]  # fmt: skip
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        runs = reused + list(pool.map(_task, *zip(*tasks), chunksize=1))
+    wall = time.perf_counter() - began
+    verdicts = [verdict([r for r in runs if r.member == m.name]) for m in members]
+    print(f"Seeds {first}-{first + count - 1}, {duration:.0f} s each, hybrid = `{args.hybrid}`.\n")
+    print("| member | cheapest baseline meeting the SLO | hybrid | hybrid / best | hybrid attainment | "
+          "instance-h (hybrid / best) | FaaS $ (hybrid / best) | FaaS batches (hybrid / best) | hybrid cold starts | "
+          "instances started (hybrid / best) | mixed |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for v in verdicts:
+        print(_row(v))
+    s = summarize(verdicts)
+    fmt = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
+    print(f"\nWorst {fmt(s['worst'])}x, median {fmt(s['median'])}x, at most 0.8x on {s['share_at_most_0.8'] * 100:.0f}% "
+          f"of {s['compared']} members; above 1.0x on {s['above_1']}; hybrid misses the SLO on {s['hybrid_misses_slo']}. "
+          f"Where pool and function both carry traffic ({s['mixed']} members): median {fmt(s['median_mixed'])}x.")  # fmt: skip
+    print(f"Planner decision time: median {s['plan_ms_median']:.2f} ms, worst {s['plan_ms_max']:.1f} ms per plan. "
+          f"Wall time {wall:.0f} s ({len(tasks)} runs, {args.jobs} processes).")  # fmt: skip
+    if args.json:
+        Path(args.json).write_text(json.dumps({"summary": s, "wall_s": wall, "runs": [r.as_dict() for r in runs]}, indent=1))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from .actions import Actions, Failure, Send
 from .dispatch import Dispatcher
 from .environments import WarmEnvironments
 from .fleet import RATE_WINDOW_S, FunctionSettings, Fleet, Ledger, Seat
-from .baselines import BUILT_IN, FaasOnly, Mark, PoolOnly, load_scheduler
+from .baselines import BUILT_IN, FaasOnly, FixedPool, Mark, PoolOnly, load_scheduler
 from .forecast import Ewma, Holt, Seasonal
 from .hybrid import HybridScheduler
 from .keepwarm import IdleTimes, KeepWarmPolicy
@@ -42,6 +42,7 @@ __all__ = [
     "ArrivalView",
     "Ewma",
     "FaasOnly",
+    "FixedPool",
     "FaasView",
     "Holt",
     "HybridScheduler",

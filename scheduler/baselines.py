@@ -2,7 +2,9 @@
 
 - `FaasOnly`: every batch to the function (BATCH's setting).
 - `PoolOnly`: a pool only; a fixed size, or a concurrency-target autoscaler as in
-  Ray Serve and Knative (target batches in flight per instance, with up and down delays).
+  Ray Serve and Knative (target batches in flight per instance, with up and down delays;
+  in flight counts what the arrival rate keeps busy, since the backlog is not in the view).
+- `FixedPool`: a fixed count of instances, FaaS for what they cannot take in time.
 - `Mark`: MArk (Zhang et al., ATC'19): every 60 s, instances for 1.2x the forecast
   peak; FaaS only for batches the instances cannot take in time.
 """
@@ -57,8 +59,7 @@ class PoolOnly:
         if self.target_inflight is None:
             wanted = self.instances
         else:
-            inflight = sum(i.queued for i in live)
-            wanted = max(self.instances, math.ceil(inflight / self.target_inflight))
+            wanted = max(self.instances, math.ceil(self.concurrency(view, live) / self.target_inflight))
         wanted = min(wanted, view.max_instances)
         direction = "up" if wanted > len(live) else "down" if wanted < len(live) else ""
         for other in ("up", "down"):
@@ -74,6 +75,54 @@ class PoolOnly:
         idle = sorted((i for i in live if i.ready and i.busy_until <= now), key=lambda i: i.billed_since)
         stop = tuple(i.id for i in idle[: len(live) - wanted])
         return PoolPlan(len(live) - len(stop), stop=stop)
+
+    @staticmethod
+    def concurrency(view: View, live: list) -> float:
+        """Batches in flight: those on the instances, or what the arrival rate keeps busy
+        (Little's law, at full batches), whichever is more. The backlog waiting for an
+        instance is not in the view; the rate stands for it, as Knative's activator counts
+        requests queued ahead of the pods."""
+        on_instances = sum(i.queued for i in live)
+        if view.pool_service is None:
+            return on_instances
+        b = max(1, view.batch_size)
+        return max(on_instances, view.arrivals.rate / b * view.pool_service(b))
+
+    def observe(self, arrivals: int, now: float) -> None:
+        pass
+
+
+def pool_first(batch: Batch, view: View, now: float) -> Placement:
+    """MArk's placement: the instance that answers first if it meets the deadline, else FaaS."""
+    found = options(batch, view, now)
+    pool = [o for o in found if o.kind == "instance"]
+    deadline = batch_deadline(batch, view.slo_s)
+    if pool:
+        best = min(pool, key=lambda o: o.predicted_done)
+        if best.predicted_done <= deadline:
+            return best
+    faas = [o for o in found if o.kind == "faas"]
+    if faas:
+        return faas[0]
+    return min(pool, key=lambda o: o.predicted_done) if pool else Placement.reject("no capacity")
+
+
+class FixedPool:
+    """A fixed count of instances, FaaS for the batches they cannot take in time."""
+
+    name = "fixed"
+    plan_interval_s = 60.0
+
+    def __init__(self, instances: int = 1) -> None:
+        self.instances = instances
+
+    def place(self, batch: Batch, view: View, now: float) -> Placement:
+        return pool_first(batch, view, now)
+
+    def plan(self, view: View, now: float) -> PoolPlan:
+        live = [i for i in view.instances if i.state in ("starting", "ready")]
+        wanted = min(self.instances, view.max_instances)
+        return PoolPlan(wanted, start=max(0, wanted - len(live)))
 
     def observe(self, arrivals: int, now: float) -> None:
         pass
@@ -94,17 +143,7 @@ class Mark:
         self._last += arrivals
 
     def place(self, batch: Batch, view: View, now: float) -> Placement:
-        found = options(batch, view, now)
-        pool = [o for o in found if o.kind == "instance"]
-        deadline = batch_deadline(batch, view.slo_s)
-        if pool:
-            best = min(pool, key=lambda o: o.predicted_done)
-            if best.predicted_done <= deadline:
-                return best
-        faas = [o for o in found if o.kind == "faas"]
-        if faas:
-            return faas[0]
-        return min(pool, key=lambda o: o.predicted_done) if pool else Placement.reject("no capacity")
+        return pool_first(batch, view, now)
 
     def plan(self, view: View, now: float) -> PoolPlan:
         live = [i for i in view.instances if i.state in ("starting", "ready")]
@@ -122,7 +161,7 @@ class Mark:
         return PoolPlan(len(live) - len(stop), stop=stop)
 
 
-BUILT_IN = {"hybrid": HybridScheduler, "faas-only": FaasOnly, "pool-only": PoolOnly, "mark": Mark}
+BUILT_IN = {"hybrid": HybridScheduler, "faas-only": FaasOnly, "pool-only": PoolOnly, "mark": Mark, "fixed": FixedPool}
 
 
 def load_scheduler(spec: str) -> Scheduler:

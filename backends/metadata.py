@@ -98,3 +98,7 @@ class ModelMetadata:
 
     def renamed(self, name: str) -> ModelMetadata:
         return ModelMetadata(name, self.inputs, self.outputs, self.platform, self.versions, self.parameters)
+
+    def versioned(self, version: str) -> ModelMetadata:
+        """As one version of a model serves it: that version alone."""
+        return ModelMetadata(self.name, self.inputs, self.outputs, self.platform, (version,), self.parameters)

@@ -12,8 +12,10 @@ import logging
 import itertools
 import math
 import os
+import random
 import re
 import time
+from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
 
 from aiohttp import web
@@ -24,7 +26,7 @@ from backends.mixed_pool import MixedPool
 from backends.oip import HEADER_LENGTH
 from backends.registered_pool import RegisteredPool
 
-from . import admin
+from . import admin, health, model_control
 from .codec import check_outputs, decode_v1, encode_v1, error_response, validate_inputs
 from .config import GatewayConfig, ModelConfig
 from .lag import LoopLag
@@ -32,6 +34,8 @@ from .metrics import Metrics
 from .replicas import Cluster, MemoryState, StateStore, default_replica_id
 from .runner import RequestFailed
 from .served import ServedModel, make_pool, registry_of, start_model
+from .model_control import ModelControl
+from .versions import VERSION_HEADER, ModelVersions
 
 log = logging.getLogger("sluice.gateway")
 access = logging.getLogger("sluice.access")
@@ -53,7 +57,7 @@ class Gateway:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.metrics = Metrics()
-        self.models: dict[str, ServedModel] = {}
+        self.models: dict[str, ModelVersions] = {}
         self.registries: dict[str, RegisteredPool] = {}  # models whose servers register themselves
         self.starting: dict[str, asyncio.Task] = {}  # models waiting for their first server
         self.draining = False
@@ -61,6 +65,7 @@ class Gateway:
         self.cluster = self._make_cluster()
         self.lag = LoopLag()
         self.metrics.loop_lag.set_function(lambda: self.lag.seconds)
+        self.control = ModelControl(self)  # loads and unloads versions: the model repository
 
     def _make_cluster(self) -> Cluster:
         state = self.config.state
@@ -80,7 +85,7 @@ class Gateway:
         log.info("cluster state", extra={"store": self.cluster.store.name, "replica": self.cluster.replica})
         try:
             for config in self.config.models.values():
-                pool = make_pool(config, self.metrics.for_model(config.name))
+                pool = make_pool(config, self.metrics.for_model(config.name, config.version))
                 await pool.start()
                 registry = registry_of(pool)
                 if registry is not None:
@@ -89,7 +94,9 @@ class Gateway:
                 if pool is registry:  # nothing to serve with until a server joins: start once one has
                     self.starting[config.name] = asyncio.create_task(self._start_later(config, pool))
                 else:  # start_model stops the pool if the model fails to start
-                    self._serving(await start_model(config, self.metrics, pool))
+                    self.serving(await start_model(config, self.metrics, pool))
+            for name in self.control.repository.names() if self.control.repository else ():
+                await self.control.load(name)  # a version that fails is listed UNAVAILABLE, with its reason
         except BaseException:
             await self.cleanup(app)  # no worker of an earlier model outlives a failed start
             raise
@@ -97,19 +104,38 @@ class Gateway:
     async def _start_later(self, config: ModelConfig, pool: RegisteredPool) -> None:
         log.info("waiting for a server to register", extra={"model": config.name})
         try:
-            self._serving(await start_model(config, self.metrics, pool))
+            self.serving(await start_model(config, self.metrics, pool))
         except Exception:
             log.exception("model failed to start", extra={"model": config.name})
         finally:
             del self.starting[config.name]
 
-    def _serving(self, model: ServedModel) -> None:
-        self.models[model.name] = model
+    def versions_of(self, name: str) -> ModelVersions:
+        return self.models.setdefault(name, ModelVersions(name))
+
+    def serving(self, model: ServedModel) -> None:
+        """A version starts taking traffic (all of it if it is its model's first)."""
+        self.models.setdefault(model.name, ModelVersions(model.name)).add(model)
         pool = model.pool
         faas = pool.faas if isinstance(pool, MixedPool) else pool if isinstance(pool, FaasPool) else None
         runner = model.runner
-        self.cluster.watch(model.name, runner_arrivals=lambda: runner.arrivals, plan=model.plan, faas=faas,
+        self.cluster.watch(model.key, runner_arrivals=lambda: runner.arrivals, plan=model.plan, faas=faas,
                            fleet=runner.core.fleet)  # fmt: skip
+
+    async def retire(self, model: ServedModel) -> None:
+        """A version taken out of routing: answer everything it holds, then stop it."""
+        model.retired = True
+        await model.runner.drain()
+        await asyncio.gather(*(loop.stop() for loop in (model.retune, model.keep_warm, model.plan) if loop is not None),
+                             return_exceptions=True)  # fmt: skip
+        await model.pool.stop()
+        self.cluster.forget(model.key)
+        self.metrics.forget(model.name, model.version)
+
+    def served(self) -> Iterator[ServedModel]:
+        """Every version of every model that serves."""
+        for versions in list(self.models.values()):
+            yield from versions
 
     def stop_admitting(self) -> None:
         """The first step of a stop: open batches close at once, new requests get 503 with
@@ -119,9 +145,9 @@ class Gateway:
         if self.draining:
             return
         self.draining = True
-        waiting = sum(m.runner.waiting for m in self.models.values())
+        waiting = sum(m.runner.waiting for m in self.served())
         log.info("draining", extra={"waiting": waiting})
-        self._drains = asyncio.gather(*(m.runner.drain() for m in self.models.values()))
+        self._drains = asyncio.gather(*(m.runner.drain() for m in self.served()))
 
     async def shutdown(self, app: web.Application) -> None:
         self.stop_admitting()
@@ -131,7 +157,7 @@ class Gateway:
             await asyncio.wait_for(self._drains, self.config.shutdown_timeout_s)
         except asyncio.TimeoutError:
             error = RequestFailed(503, "the gateway stopped before this request could be served", retry_after=1.0)
-            for model in self.models.values():
+            for model in self.served():
                 model.runner.fail_pending(error)
         log.info("drained")
 
@@ -143,22 +169,35 @@ class Gateway:
             task.cancel()
         await asyncio.gather(*(r.stop() for n, r in self.registries.items() if n not in self.models),
                              return_exceptions=True)  # fmt: skip
-        loops = [loop for m in self.models.values() for loop in (m.retune, m.keep_warm, m.plan) if loop is not None]
+        served = list(self.served())
+        loops = [loop for m in served for loop in (m.retune, m.keep_warm, m.plan) if loop is not None]
         await asyncio.gather(*(loop.stop() for loop in loops), return_exceptions=True)
-        await asyncio.gather(*(m.pool.stop() for m in self.models.values()), return_exceptions=True)
+        await asyncio.gather(*(m.pool.stop() for m in served), return_exceptions=True)
 
     # -- helpers --------------------------------------------------------------
 
-    def model(self, request: web.Request) -> ServedModel:
+    def versions(self, request: web.Request) -> ModelVersions:
         name = request.match_info["model"]
-        model = self.models.get(name)
-        if model is None and name in self.starting:
+        versions = self.models.get(name)
+        if versions is None and name in self.starting:
             raise RequestFailed(503, f"model {name!r} is waiting for its first server to register", retry_after=1.0)
-        wanted = request.match_info.get("version")
-        if model is None or (wanted is not None and wanted not in model.metadata.versions):
-            what = f"model {name!r}" + (f" version {wanted!r}" if wanted else "")
-            raise web.HTTPNotFound(reason=f"unknown {what}")
-        return model
+        if versions is None:
+            raise web.HTTPNotFound(reason=f"unknown model {name!r}")
+        return versions
+
+    def model(self, request: web.Request) -> ServedModel:
+        """The version that takes this request: the one its route or `X-Sluice-Version`
+        header names, else one by the model's traffic weights."""
+        versions = self.versions(request)
+        pinned = request.match_info.get("version") or request.headers.get(VERSION_HEADER)
+        model = versions.pick(pinned, random.random())
+        if model is not None:
+            return model
+        if pinned is None:
+            raise RequestFailed(503, f"no version of model {versions.name!r} is serving", retry_after=1.0)
+        failed = versions.failed.get(pinned)
+        why = f": it failed to load ({failed.reason})" if failed else f" (serving: {', '.join(versions.versions()) or 'none'})"
+        raise web.HTTPNotFound(reason=f"model {versions.name!r} version {pinned!r} is not loaded{why}")
 
     def deadline(self, request: web.Request, parameters: dict) -> float:
         """The request's deadline on the monotonic clock: its own timeout, capped by the server's."""
@@ -196,6 +235,12 @@ class Gateway:
         weighs it against its deadline, and against the model's SLO when that is sooner: a
         request the client gave no deadline is still refused if the backlog would make it
         wait past the SLO."""
+        if model.retired:  # unloaded while its body was read: another version takes it, unless it named this one
+            pinned = request.match_info.get("version") or request.headers.get(VERSION_HEADER)
+            if pinned is not None:
+                raise RequestFailed(503, f"model {model.name!r} version {model.version!r} is being unloaded", retry_after=1.0)
+            model = self.model(request)
+            request["served"] = model
         future = model.runner.submit(
             request["request_id"], inputs, rows, deadline, priority=priority, slo_s=self.slo_s(model), edge_s=self.lag.edge_s
         )
@@ -240,18 +285,20 @@ async def _edge(request: web.Request, handler) -> web.StreamResponse:
     if gateway.draining:
         response.force_close()  # a client on keep-alive learns to go elsewhere, not by a reset
     elapsed = time.perf_counter() - started
-    model = request.get("model")
-    if model is not None:
-        served = gateway.models[model].runner.metrics
-        served.requests(response.status).inc()
+    served: ServedModel | None = request.get("served")
+    if served is not None:
+        response.headers[VERSION_HEADER] = served.version
+        counted = served.runner.metrics
+        counted.requests(response.status).inc()
         if response.status == 200:
-            served.latency.observe(elapsed)
+            counted.latency.observe(elapsed)
     if gateway.config.access_log:
         access.info(
             "request",
             extra={
                 "request_id": request_id, "method": request.method, "path": request.path,
-                "status": response.status, "ms": round(elapsed * 1e3, 3), "model": model,
+                "status": response.status, "ms": round(elapsed * 1e3, 3),
+                "model": served.name if served else None, "version": served.version if served else None,
             },
         )  # fmt: skip
     return response
@@ -266,7 +313,7 @@ async def _body(request: web.Request, limit: int) -> bytes:
 async def infer_v2(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
     model = gateway.model(request)
-    request["model"] = model.name
+    request["served"] = model
     gateway.screen(model, request)
     body = await _body(request, gateway.config.max_body_bytes)
     header = request.headers.get(HEADER_LENGTH)
@@ -299,43 +346,12 @@ def _priority(parameters: dict) -> int:
 async def predict_v1(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
     model = gateway.model(request)
-    request["model"] = model.name
+    request["served"] = model
     gateway.screen(model, request)
     inputs = decode_v1(model.metadata, await _body(request, gateway.config.max_body_bytes))
     rows = validate_inputs(model.metadata, inputs, _MAX_ELEMENTS)
     outputs = await gateway.serve(model, request, inputs, rows, gateway.deadline(request, {}))
     return web.Response(body=encode_v1(outputs), content_type="application/json")
-
-
-async def live(request: web.Request) -> web.Response:
-    return web.json_response({"live": True})
-
-
-async def ready(request: web.Request) -> web.Response:
-    gateway = request.app[GATEWAY]
-    ok = (not gateway.draining and not gateway.starting and bool(gateway.models)
-          and all(m.ready for m in gateway.models.values()))  # fmt: skip
-    return web.json_response({"ready": ok}, status=200 if ok else 503)
-
-
-async def server_metadata(request: web.Request) -> web.Response:
-    return web.json_response({"name": "sluice", "version": VERSION, "extensions": ["binary_tensor_data"]})
-
-
-async def model_metadata(request: web.Request) -> web.Response:
-    return web.json_response(request.app[GATEWAY].model(request).metadata.to_json())
-
-
-async def model_ready(request: web.Request) -> web.Response:
-    gateway = request.app[GATEWAY]
-    model = gateway.model(request)
-    ok = model.ready and not gateway.draining
-    return web.json_response({"name": model.name, "ready": ok}, status=200 if ok else 503)
-
-
-async def metrics(request: web.Request) -> web.Response:
-    gateway = request.app[GATEWAY]
-    return web.Response(body=gateway.metrics.render(), headers={"Content-Type": gateway.metrics.content_type})
 
 
 def create_app(config: GatewayConfig) -> web.Application:
@@ -350,13 +366,7 @@ def create_app(config: GatewayConfig) -> web.Application:
     r.add_post("/v2/models/{model}/infer", infer_v2)
     r.add_post("/v1/models/{model:[^/:]+}:predict", predict_v1)
     r.add_post("/v2/models/{model}/versions/{version}/infer", infer_v2)
-    r.add_get("/v2/health/live", live)
-    r.add_get("/v2/health/ready", ready)
-    r.add_get("/v2", server_metadata)
-    for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
-        r.add_get(prefix, model_metadata)
-        r.add_get(prefix + "/ready", model_ready)
-    r.add_get("/v1/models/{model}", model_ready)
-    r.add_get("/metrics", metrics)
+    health.add_routes(app, gateway, VERSION)
     admin.add_routes(app, gateway)
+    model_control.add_routes(app, gateway)
     return app

@@ -35,7 +35,7 @@ def _pairs(values: list[str] | None, flag: str) -> list[tuple[str, str]]:
 def _serve_flags(args: argparse.Namespace) -> dict[str, Any]:
     """Only what the user gave, so that the config file fills in the rest."""
     flags: dict[str, Any] = {}
-    for key in ("host", "port", "max_body_bytes", "request_timeout_s", "log_level"):
+    for key in ("host", "port", "max_body_bytes", "request_timeout_s", "log_level", "model_repository"):
         if getattr(args, key) is not None:
             flags[key] = getattr(args, key)
     if args.no_access_log:
@@ -64,6 +64,9 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="TOML configuration file")
     p.add_argument("--model", action="append", metavar="NAME=PATH.onnx", help="serve an ONNX file from local workers (repeatable)")
     p.add_argument("--upstream", action="append", metavar="NAME=URL", help="serve a model from an Open Inference Protocol server (repeatable)")
+    p.add_argument("--model-repository", metavar="DIR",
+                   help="serve every model of a repository in Triton's layout, DIR/<model>/<version>/model.onnx "
+                        "(with DIR/<model>/sluice.toml for its settings); load and unload through /v2/repository")
     p.add_argument("--registered", action="append", metavar="NAME",
                    help="serve a model from servers that register themselves (`sluice worker --register`); "
                         "needs SLUICE_ADMIN_TOKEN (repeatable)")  # fmt: skip

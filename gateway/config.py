@@ -40,7 +40,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from scheduler import Prices
@@ -101,6 +101,7 @@ class FaasConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     name: str
+    version: str = "1"  # of a model repository's version directory; "1" for a model in [models]
     path: str | None = None
     upstream: tuple[str, ...] = ()
     policy: str = "fixed"  # fixed | none | adaptive (the default when an SLO is given)
@@ -155,6 +156,12 @@ class ModelConfig:
                 raise ConfigError(f"model {self.name!r}: upstream {url!r} is not an http(s) URL")
 
     @property
+    def key(self) -> str:
+        """How replicas know this version's shared state (`gateway.replicas`): the model's
+        name for version 1, name@version for the others."""
+        return self.name if self.version == "1" else f"{self.name}@{self.version}"
+
+    @property
     def hybrid(self) -> bool:
         return self.faas is not None and bool(self.path or self.upstream or self.registered)
 
@@ -191,13 +198,15 @@ class GatewayConfig:
     log_level: str = "info"
     access_log: bool = True
     admin_token: str | None = None  # bearer token of the /admin endpoints (or SLUICE_ADMIN_TOKEN); none: they refuse
+    model_repository: str | None = None  # a directory of models in Triton's layout (`gateway.repository`)
     models: dict[str, ModelConfig] = field(default_factory=dict)
     state: StateConfig = field(default_factory=StateConfig)
+    model_defaults: dict[str, Any] = field(default_factory=dict)  # [batching] and model flags, for the repository's models
 
 
-_SERVER_KEYS = {f.name for f in fields(GatewayConfig)} - {"models", "state"}
+_SERVER_KEYS = {f.name for f in fields(GatewayConfig)} - {"models", "state", "model_defaults"}
 _STATE_KEYS = {f.name for f in fields(StateConfig)}
-_MODEL_KEYS = {f.name for f in fields(ModelConfig)} - {"name"}
+_MODEL_KEYS = {f.name for f in fields(ModelConfig)} - {"name", "version"}
 
 
 def _checked(where: str, values: dict[str, Any], cls: type) -> dict[str, Any]:
@@ -224,6 +233,11 @@ def _checked(where: str, values: dict[str, Any], cls: type) -> dict[str, Any]:
         if not ok:
             raise ConfigError(f"{where}: {key} = {value!r} is not a valid {kind}")
     return values
+
+
+def model_config(name: str, values: dict[str, Any], version: str = "1") -> ModelConfig:
+    """A model version's settings from the keys of a `[models.<name>]` table (not yet checked)."""
+    return replace(_model(name, values), version=version)
 
 
 def _model(name: str, values: dict[str, Any]) -> ModelConfig:
@@ -285,7 +299,8 @@ def load(
     tables = dict(doc.get("models", {}))
     for name, values in flag_models.items():
         tables[name] = values  # a flag replaces the file's model of the same name
-    if not tables and demo is not None:
+    repository = server.get("model_repository")
+    if not tables and demo is not None and repository is None:
         tables["demo"] = {"path": demo()}
     models = {}
     for name, values in tables.items():
@@ -296,5 +311,18 @@ def load(
         model.check()
     if server.get("admin_token") is None and os.environ.get("SLUICE_ADMIN_TOKEN"):
         server["admin_token"] = os.environ["SLUICE_ADMIN_TOKEN"]
-    return GatewayConfig(**_checked("[server]", server, GatewayConfig), models=models, state=state_config)
+    model_defaults = {**defaults, **model_flags}
+    if repository is not None:
+        _check_repository(repository, models, model_defaults)
+    return GatewayConfig(**_checked("[server]", server, GatewayConfig), models=models, state=state_config,
+                         model_defaults=model_defaults)  # fmt: skip
+
+
+def _check_repository(root: str, models: dict[str, ModelConfig], defaults: dict[str, Any]) -> None:
+    """The repository is a directory, and names no model that [models] names too."""
+    from .repository import ModelRepository
+
+    both = set(ModelRepository(root, defaults).names()) & set(models)
+    if both:
+        raise ConfigError(f"model(s) {sorted(both)} are both in [models] and in the model repository {root!r}")
 

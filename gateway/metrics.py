@@ -18,38 +18,38 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
         self.requests = Counter(
-            "sluice_requests", "Requests answered, by model and HTTP status code.", ["model", "code"], registry=r
+            "sluice_requests", "Requests answered, by model and HTTP status code.", ["model", "version", "code"], registry=r
         )
         self.latency = Histogram(
-            "sluice_request_duration_seconds", "End-to-end latency of answered infer requests.", ["model"],
+            "sluice_request_duration_seconds", "End-to-end latency of answered infer requests.", ["model", "version"],
             buckets=_LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
         self.queue_wait = Histogram(
             "sluice_queue_wait_seconds", "Time from arrival until the request's batch was sent to a backend.",
-            ["model"], buckets=_WAIT_BUCKETS, registry=r,
+            ["model", "version"], buckets=_WAIT_BUCKETS, registry=r,
         )  # fmt: skip
         self.batch_size = Histogram(
-            "sluice_batch_size", "Rows per batch sent to a backend.", ["model"], buckets=_SIZE_BUCKETS, registry=r
+            "sluice_batch_size", "Rows per batch sent to a backend.", ["model", "version"], buckets=_SIZE_BUCKETS, registry=r
         )
         self.batches_in_flight = Gauge(
-            "sluice_batches_in_flight", "Batches sent to a backend and not yet answered.", ["model"], registry=r
+            "sluice_batches_in_flight", "Batches sent to a backend and not yet answered.", ["model", "version"], registry=r
         )
         self.queue_depth = Gauge(
-            "sluice_queue_depth", "Requests waiting in the gateway (open batch plus closed batches).", ["model"],
+            "sluice_queue_depth", "Requests waiting in the gateway (open batch plus closed batches).", ["model", "version"],
             registry=r,
         )  # fmt: skip
         self.dispatches = Counter(
-            "sluice_backend_dispatches", "Batches sent, by model and backend instance.", ["model", "backend"],
+            "sluice_backend_dispatches", "Batches sent, by model and backend instance.", ["model", "version", "backend"],
             registry=r,
         )  # fmt: skip
         self.backend_errors = Counter(
             "sluice_backend_errors", "Failed batches, by model, backend instance and kind (unavailable, error).",
-            ["model", "backend", "kind"], registry=r,
+            ["model", "version", "backend", "kind"], registry=r,
         )  # fmt: skip
         self.batches_closed = Counter(
             "sluice_batches_closed", "Batches closed, by model and why: size, timeout, deadline (closed early so "
             "that its oldest request is answered in time), idle (an instance was free: work-conserving) or drain.",
-            ["model", "reason"], registry=r,
+            ["model", "version", "reason"], registry=r,
         )  # fmt: skip
         self.loop_lag = Gauge(
             "sluice_event_loop_lag_seconds", "How late the gateway's event loop runs a timer (90th percentile over "
@@ -59,69 +59,69 @@ class Metrics:
         )  # fmt: skip
         self.abandoned = Counter(
             "sluice_requests_abandoned", "Admitted requests whose client went away before the answer, by model and "
-            "where they were: queued (taken out, never sent) or running (the answer dropped).", ["model", "stage"],
+            "where they were: queued (taken out, never sent) or running (the answer dropped).", ["model", "version", "stage"],
             registry=r,
         )  # fmt: skip
         self.shed = Counter(
             "sluice_requests_shed", "Requests refused at admission (429): predicted to miss their deadline or SLO, "
-            "or max_pending reached.", ["model"], registry=r,
+            "or max_pending reached.", ["model", "version"], registry=r,
         )  # fmt: skip
         self.admission_margin = Gauge(
             "sluice_admission_margin_ratio", "How much longer than predicted the wait behind a backlog runs "
-            "(99.5th percentile, a fraction of it): admission control stretches that wait by it.", ["model"],
+            "(99.5th percentile, a fraction of it): admission control stretches that wait by it.", ["model", "version"],
             registry=r,
         )  # fmt: skip
         self.admission_allowance = Gauge(
             "sluice_admission_allowance_seconds", "How much later than predicted requests behind a short queue "
-            "are answered (99.5th percentile): admission control adds it to every prediction.", ["model"],
+            "are answered (99.5th percentile): admission control adds it to every prediction.", ["model", "version"],
             registry=r,
         )  # fmt: skip
         self.bisections = Counter(
-            "sluice_batch_bisections", "Failed batches split in two to find the requests at fault.", ["model"], registry=r
+            "sluice_batch_bisections", "Failed batches split in two to find the requests at fault.", ["model", "version"], registry=r
         )
         self.retries = Counter(
-            "sluice_batch_retries", "Batches placed again after their instance failed.", ["model"], registry=r
+            "sluice_batch_retries", "Batches placed again after their instance failed.", ["model", "version"], registry=r
         )
         self.faas_invocations = Counter(
             "sluice_faas_invocations", "Function invocations, by model, function and outcome (ok, error, throttled).",
-            ["model", "function", "outcome"], registry=r,
+            ["model", "version", "function", "outcome"], registry=r,
         )  # fmt: skip
         self.faas_cold_starts = Counter(
-            "sluice_faas_cold_starts", "Batch invocations that waited for a new execution environment.", ["model", "function"],
+            "sluice_faas_cold_starts", "Batch invocations that waited for a new execution environment.", ["model", "version", "function"],
             registry=r,
         )  # fmt: skip
         self.faas_throttles = Counter(
             "sluice_faas_throttles", "Invocations refused for lack of concurrency (429), retried or placed elsewhere.",
-            ["model", "function"], registry=r,
+            ["model", "version", "function"], registry=r,
         )  # fmt: skip
         self.faas_billed = Counter(
-            "sluice_faas_billed_seconds", "Billed function duration (1 ms granularity).", ["model", "function"],
+            "sluice_faas_billed_seconds", "Billed function duration (1 ms granularity).", ["model", "version", "function"],
             registry=r,
         )  # fmt: skip
         self.cost = Counter(
             "sluice_cost_usd", "What serving cost, in US dollars, by model and backend (faas: billed duration x "
             "memory + the request price; pool: server time x instance_price_per_hour, for scheduled models).",
-            ["model", "backend"], registry=r,
+            ["model", "version", "backend"], registry=r,
         )  # fmt: skip
         self.placements = Counter(
             "sluice_placements", "Batches a scheduler placed, by model and target (pool: a server; faas: the "
-            "function).", ["model", "target"], registry=r,
+            "function).", ["model", "version", "target"], registry=r,
         )  # fmt: skip
         self.pool_instances = Gauge(
-            "sluice_pool_instances", "Servers in a scheduled model's pool (starting, serving or draining).", ["model"],
+            "sluice_pool_instances", "Servers in a scheduled model's pool (starting, serving or draining).", ["model", "version"],
             registry=r,
         )  # fmt: skip
         self.pool_desired = Gauge(
             "sluice_pool_desired_instances", "The scheduler's planned server count (carried out for local workers; "
-            "advice for upstream and registered servers).", ["model"], registry=r,
+            "advice for upstream and registered servers).", ["model", "version"], registry=r,
         )  # fmt: skip
         self.pool_billed = Counter(
             "sluice_pool_instance_seconds", "Server time billed to a scheduled model, start-up and minimum billing "
-            "included.", ["model"], registry=r,
+            "included.", ["model", "version"], registry=r,
         )  # fmt: skip
         self.plans = Counter(
             "sluice_pool_plans", "Plans this replica made for a scheduled model's pool (of several replicas, only "
-            "the leader plans a shared pool).", ["model"], registry=r,
+            "the leader plans a shared pool).", ["model", "version"], registry=r,
         )  # fmt: skip
         self.slo = Gauge(
             "sluice_slo_seconds", "The model's latency SLO, at its percentile (for alerts on p99 against it).",
@@ -150,126 +150,137 @@ class Metrics:
             registry=r,
         )  # fmt: skip
         self.healthy_instances = Gauge(
-            "sluice_healthy_instances", "Pool instances able to take a batch.", ["model"], registry=r
+            "sluice_healthy_instances", "Pool instances able to take a batch.", ["model", "version"], registry=r
         )
 
         self.batch_limit = Gauge(
-            "sluice_batch_size_limit", "The batch size B in force (re-tuned by the adaptive policy).", ["model"],
+            "sluice_batch_size_limit", "The batch size B in force (re-tuned by the adaptive policy).", ["model", "version"],
             registry=r,
         )  # fmt: skip
         self.batch_timeout = Gauge(
-            "sluice_batch_timeout_seconds", "The batch timeout T in force.", ["model"], registry=r
+            "sluice_batch_timeout_seconds", "The batch timeout T in force.", ["model", "version"], registry=r
         )
         self.arrival_rate = Gauge(
-            "sluice_arrival_rate", "Fitted arrival rate per second (adaptive policy).", ["model"], registry=r
+            "sluice_arrival_rate", "Fitted arrival rate per second (adaptive policy).", ["model", "version"], registry=r
         )
         self.arrival_scv = Gauge(
-            "sluice_arrival_scv", "Fitted squared coefficient of variation of inter-arrival times.", ["model"],
+            "sluice_arrival_scv", "Fitted squared coefficient of variation of inter-arrival times.", ["model", "version"],
             registry=r,
         )  # fmt: skip
         self.arrival_acf1 = Gauge(
-            "sluice_arrival_acf1", "Fitted lag-1 autocorrelation of inter-arrival times.", ["model"], registry=r
+            "sluice_arrival_acf1", "Fitted lag-1 autocorrelation of inter-arrival times.", ["model", "version"], registry=r
         )
         self.predicted_latency = Gauge(
-            "sluice_predicted_latency_seconds", "The tuner's predicted latency at the SLO percentile.", ["model"],
+            "sluice_predicted_latency_seconds", "The tuner's predicted latency at the SLO percentile.", ["model", "version"],
             registry=r,
         )  # fmt: skip
         self.allowance = Gauge(
             "sluice_latency_allowance_seconds", "Measured lateness of batches beyond the predicted service time, "
-            "allowed for by deadline-aware closing (adaptive policy).", ["model"], registry=r,
+            "allowed for by deadline-aware closing (adaptive policy).", ["model", "version"], registry=r,
         )  # fmt: skip
-        self.retunes = Gauge("sluice_policy_retunes", "Re-tunes applied by the adaptive policy.", ["model"], registry=r)
+        self.retunes = Gauge("sluice_policy_retunes", "Re-tunes applied by the adaptive policy.", ["model", "version"], registry=r)
 
-    def watch_policy(self, model: str, policy) -> None:
+    def watch_policy(self, model: str, version: str, policy) -> None:
         """Gauges read the adaptive policy when scraped."""
         now = time.monotonic
-        self.batch_limit.labels(model).set_function(lambda: policy.limits(now()).max_size)
-        self.batch_timeout.labels(model).set_function(lambda: policy.limits(now()).max_wait)
+        at = (model, version)
+        self.batch_limit.labels(*at).set_function(lambda: policy.limits(now()).max_size)
+        self.batch_timeout.labels(*at).set_function(lambda: policy.limits(now()).max_wait)
         fitted = lambda: policy.tuned_for  # noqa: E731
-        self.arrival_rate.labels(model).set_function(lambda: fitted().rate if fitted() else 0.0)
-        self.arrival_scv.labels(model).set_function(lambda: fitted().scv if fitted() else 0.0)
-        self.arrival_acf1.labels(model).set_function(lambda: fitted().acf(1) if fitted() else 0.0)
-        self.predicted_latency.labels(model).set_function(lambda: policy.choice.latency_s if policy.choice else 0.0)
-        self.retunes.labels(model).set_function(lambda: policy.retunes)
-        self.allowance.labels(model).set_function(lambda: policy.allowance_s)
+        self.arrival_rate.labels(*at).set_function(lambda: fitted().rate if fitted() else 0.0)
+        self.arrival_scv.labels(*at).set_function(lambda: fitted().scv if fitted() else 0.0)
+        self.arrival_acf1.labels(*at).set_function(lambda: fitted().acf(1) if fitted() else 0.0)
+        self.predicted_latency.labels(*at).set_function(lambda: policy.choice.latency_s if policy.choice else 0.0)
+        self.retunes.labels(*at).set_function(lambda: policy.retunes)
+        self.allowance.labels(*at).set_function(lambda: policy.allowance_s)
+
+    def forget(self, model: str, version: str) -> None:
+        """A version unloaded: its children leave the scrape (counters of a version that
+        comes back start again from zero, as after a restart)."""
+        for collector in vars(self).values():
+            if isinstance(collector, Counter | Gauge | Histogram) and "version" in collector._labelnames:
+                for labels in list(collector._metrics):
+                    if labels[:2] == (model, version):
+                        collector.remove(*labels)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
-    def for_model(self, model: str) -> ModelMetrics:
-        return ModelMetrics(self, model)
+    def for_model(self, model: str, version: str = "1") -> ModelMetrics:
+        return ModelMetrics(self, model, version)
 
 
 class ModelMetrics:
-    """One model's metric children, bound once: `labels()` costs a lock and a lookup
-    that the per-request path should not pay again and again."""
+    """One model version's metric children, bound once: `labels()` costs a lock and a
+    lookup that the per-request path should not pay again and again."""
 
-    def __init__(self, metrics: Metrics, model: str) -> None:
-        self._metrics, self.model = metrics, model
-        self.latency = metrics.latency.labels(model)
-        self.queue_wait = metrics.queue_wait.labels(model)
-        self.batch_size = metrics.batch_size.labels(model)
-        self.batches_in_flight = metrics.batches_in_flight.labels(model)
-        self.queue_depth = metrics.queue_depth.labels(model)
-        self.retries = metrics.retries.labels(model)
-        self.shed = metrics.shed.labels(model)
-        self.abandoned_queued = metrics.abandoned.labels(model, "queued")
-        self.abandoned_running = metrics.abandoned.labels(model, "running")
-        self.admission_margin = metrics.admission_margin.labels(model)
-        self.admission_allowance = metrics.admission_allowance.labels(model)
-        self.bisections = metrics.bisections.labels(model)
-        self.healthy_instances = metrics.healthy_instances.labels(model)
+    def __init__(self, metrics: Metrics, model: str, version: str = "1") -> None:
+        self._metrics, self.model, self.version = metrics, model, version
+        at = self._at = (model, version)
+        self.latency = metrics.latency.labels(*at)
+        self.queue_wait = metrics.queue_wait.labels(*at)
+        self.batch_size = metrics.batch_size.labels(*at)
+        self.batches_in_flight = metrics.batches_in_flight.labels(*at)
+        self.queue_depth = metrics.queue_depth.labels(*at)
+        self.retries = metrics.retries.labels(*at)
+        self.shed = metrics.shed.labels(*at)
+        self.abandoned_queued = metrics.abandoned.labels(*at, "queued")
+        self.abandoned_running = metrics.abandoned.labels(*at, "running")
+        self.admission_margin = metrics.admission_margin.labels(*at)
+        self.admission_allowance = metrics.admission_allowance.labels(*at)
+        self.bisections = metrics.bisections.labels(*at)
+        self.healthy_instances = metrics.healthy_instances.labels(*at)
         self._children: dict[tuple, object] = {}
 
     def requests(self, code: int) -> Counter:
         key = ("requests", code)
         child = self._children.get(key)
         if child is None:
-            child = self._children[key] = self._metrics.requests.labels(self.model, str(code))
+            child = self._children[key] = self._metrics.requests.labels(*self._at, str(code))
         return child
 
     def dispatches(self, backend: str) -> Counter:
         key = ("dispatches", backend)
         child = self._children.get(key)
         if child is None:
-            child = self._children[key] = self._metrics.dispatches.labels(self.model, backend)
+            child = self._children[key] = self._metrics.dispatches.labels(*self._at, backend)
         return child
 
     def batches_closed(self, reason: str) -> Counter:
         key = ("closed", reason)
         child = self._children.get(key)
         if child is None:
-            child = self._children[key] = self._metrics.batches_closed.labels(self.model, reason)
+            child = self._children[key] = self._metrics.batches_closed.labels(*self._at, reason)
         return child
 
     def faas_invocation(self, function: str, outcome: str, throttles: int, billed_ms: float | None,
                         cold: bool, cost_usd: float) -> None:  # fmt: skip
         m = self._metrics
-        m.faas_invocations.labels(self.model, function, outcome).inc()
+        m.faas_invocations.labels(*self._at, function, outcome).inc()
         if throttles:
-            m.faas_throttles.labels(self.model, function).inc(throttles)
+            m.faas_throttles.labels(*self._at, function).inc(throttles)
         if cold and outcome != "ping":  # a ping's cold start is the pre-warming itself
-            m.faas_cold_starts.labels(self.model, function).inc()
+            m.faas_cold_starts.labels(*self._at, function).inc()
         if billed_ms is not None:
-            m.faas_billed.labels(self.model, function).inc(billed_ms / 1000.0)
+            m.faas_billed.labels(*self._at, function).inc(billed_ms / 1000.0)
         if cost_usd:
-            m.cost.labels(self.model, "faas").inc(cost_usd)
+            m.cost.labels(*self._at, "faas").inc(cost_usd)
 
     def placed(self, target: str) -> None:
-        self._metrics.placements.labels(self.model, target).inc()
+        self._metrics.placements.labels(*self._at, target).inc()
 
     def pool_size(self, count: int) -> None:
-        self._metrics.pool_instances.labels(self.model).set(count)
+        self._metrics.pool_instances.labels(*self._at).set(count)
 
     def pool_desired(self, count: int) -> None:
-        self._metrics.pool_desired.labels(self.model).set(count)
+        self._metrics.pool_desired.labels(*self._at).set(count)
 
     def planned(self) -> None:
-        self._metrics.plans.labels(self.model).inc()
+        self._metrics.plans.labels(*self._at).inc()
 
     def pool_billed(self, seconds: float, cost_usd: float) -> None:
-        self._metrics.pool_billed.labels(self.model).inc(seconds)
-        self._metrics.cost.labels(self.model, "pool").inc(cost_usd)
+        self._metrics.pool_billed.labels(*self._at).inc(seconds)
+        self._metrics.cost.labels(*self._at, "pool").inc(cost_usd)
 
     def backend_errors(self, backend: str, kind: str) -> Counter:
-        return self._metrics.backend_errors.labels(self.model, backend, kind)  # the rare path
+        return self._metrics.backend_errors.labels(*self._at, backend, kind)  # the rare path

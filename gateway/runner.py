@@ -129,7 +129,8 @@ class ModelRunner:
 
     def _refuse_if_draining(self) -> None:
         if self.core.draining:
-            raise RequestFailed(503, "the gateway is shutting down", retry_after=1.0)
+            raise RequestFailed(503, f"model {self.name!r} is draining: the gateway is shutting down, or this version "
+                                     "is being unloaded", retry_after=1.0)  # fmt: skip
 
     def _refuse(self, admission: Admission) -> None:
         self.metrics.shed.inc()

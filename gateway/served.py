@@ -45,6 +45,7 @@ class ServedModel:
     retune: RetuneLoop | None = None
     keep_warm: KeepWarmLoop | None = None
     plan: PlanLoop | None = None
+    retired: bool = False  # unloaded: out of routing, answering what it holds
 
     @property
     def name(self) -> str:
@@ -52,7 +53,12 @@ class ServedModel:
 
     @property
     def version(self) -> str:
-        return self.metadata.versions[0] if self.metadata.versions else "1"
+        return self.config.version
+
+    @property
+    def key(self) -> str:
+        """How replicas know this version's shared state: the model's name for version 1."""
+        return self.config.key
 
     @property
     def ready(self) -> bool:
@@ -259,14 +265,14 @@ async def _fetch_metadata(name: str, pool: Pool, wait_s: float | None = _METADAT
 async def start_model(config: ModelConfig, metrics: Metrics, pool: Pool | None = None) -> ServedModel:
     """Start serving one model. Given `pool`, it has been started already (a pool of
     registered servers starts empty and waits here for its first member)."""
-    model_metrics = metrics.for_model(config.name)
+    model_metrics = metrics.for_model(config.name, config.version)
     started = time.monotonic()
     if pool is None:
         pool = make_pool(config, model_metrics)
         await pool.start()
     try:
         waiting = isinstance(pool, RegisteredPool)
-        metadata = await _fetch_metadata(config.name, pool, None if waiting else _METADATA_WAIT_S)
+        metadata = (await _fetch_metadata(config.name, pool, None if waiting else _METADATA_WAIT_S)).versioned(config.version)
         while waiting and not any(i.healthy for i in pool.instances):
             await asyncio.sleep(0.1)
         if config.policy == "adaptive" and metadata.batchable:
@@ -309,8 +315,8 @@ async def start_model(config: ModelConfig, metrics: Metrics, pool: Pool | None =
     if isinstance(policy, AdaptivePolicy):
         served.retune = RetuneLoop(config.name, policy, on_change=runner.limits_changed)
         served.retune.start()
-        metrics.watch_policy(config.name, policy)
+        metrics.watch_policy(config.name, config.version, policy)
     else:
-        metrics.batch_limit.labels(config.name).set(policy.limits(0.0).max_size)
-        metrics.batch_timeout.labels(config.name).set(policy.limits(0.0).max_wait)
+        metrics.batch_limit.labels(config.name, config.version).set(policy.limits(0.0).max_size)
+        metrics.batch_timeout.labels(config.name, config.version).set(policy.limits(0.0).max_wait)
     return served

@@ -159,7 +159,10 @@ async def scrape(url: str) -> dict[tuple[str, tuple], float]:
 
 
 def metric(samples: dict, name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+    """The sum of a metric's samples whose labels include `labels` (every version of a
+    model, unless `version` is given)."""
+    wanted = set(labels.items())
+    return sum(value for (sample, have), value in samples.items() if sample == name and wanted <= set(have))
 
 
 def output(doc: dict) -> np.ndarray:

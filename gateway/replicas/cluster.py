@@ -84,6 +84,10 @@ class Cluster(BackgroundLoop):
             setattr(model, key, value)
         return model
 
+    def forget(self, name: str) -> None:
+        """Stop tending `name` (a version unloaded); its lease, if it leads, runs out."""
+        self.models.pop(name, None)
+
     async def member_renewed(self, model: str, url: str, ttl_s: float) -> None:
         await self._try(self.store.renew_member(model, url, self._wall() + ttl_s))
 

@@ -35,6 +35,7 @@ from .replicas import Cluster, MemoryState, StateStore, default_replica_id
 from .runner import RequestFailed
 from .served import ServedModel, make_pool, registry_of, start_model
 from .model_control import ModelControl
+from .shadow import Shadowing
 from .versions import VERSION_HEADER, ModelVersions
 
 log = logging.getLogger("sluice.gateway")
@@ -66,6 +67,7 @@ class Gateway:
         self.lag = LoopLag()
         self.metrics.loop_lag.set_function(lambda: self.lag.seconds)
         self.control = ModelControl(self)  # loads and unloads versions: the model repository
+        self.shadowing = Shadowing(self)  # copies to shadow versions, and their comparisons
 
     def _make_cluster(self) -> Cluster:
         state = self.config.state
@@ -190,7 +192,7 @@ class Gateway:
         header names, else one by the model's traffic weights."""
         versions = self.versions(request)
         pinned = request.match_info.get("version") or request.headers.get(VERSION_HEADER)
-        model = versions.pick(pinned, random.random())
+        model = versions.pick(pinned, request.headers, random.random())
         if model is not None:
             return model
         if pinned is None:
@@ -325,7 +327,14 @@ async def infer_v2(request: web.Request) -> web.Response:
     rows = validate_inputs(model.metadata, parsed.inputs, _MAX_ELEMENTS)
     check_outputs(model.metadata, parsed.outputs)
     deadline = gateway.deadline(request, parsed.parameters)
-    outputs = await gateway.serve(model, request, parsed.inputs, rows, deadline, _priority(parsed.parameters))
+    priority = _priority(parsed.parameters)
+    copy = gateway.shadowing.copy(model, request["request_id"], parsed.inputs, rows, deadline)
+    if copy is None:
+        outputs = await gateway.serve(model, request, parsed.inputs, rows, deadline, priority)
+    else:
+        answered = asyncio.ensure_future(gateway.serve(model, request, parsed.inputs, rows, deadline, priority))
+        gateway.shadowing.compare_later(model, copy, answered)
+        outputs = await answered
     if parsed.outputs is not None:
         outputs = {name: outputs[name] for name in parsed.outputs}
     binary = True if parsed.binary_default and parsed.outputs is None else parsed.binary_outputs

@@ -179,6 +179,48 @@ class Metrics:
             "allowed for by deadline-aware closing (adaptive policy).", ["model", "version"], registry=r,
         )  # fmt: skip
         self.retunes = Gauge("sluice_policy_retunes", "Re-tunes applied by the adaptive policy.", ["model", "version"], registry=r)
+        # Shadow traffic (gateway.shadow): labelled by the shadow version.
+        self.shadow_requests = Counter(
+            "sluice_shadow_requests", "Copies of requests for a model's shadow version, by outcome: compared, "
+            "answered (the primary failed), error, shed (not copied: the gateway had no room).",
+            ["model", "version", "outcome"], registry=r,
+        )  # fmt: skip
+        self.shadow_rows = Counter(
+            "sluice_shadow_rows", "Rows of shadow answers compared with the primary's.", ["model", "version"], registry=r
+        )
+        self.shadow_top_differs = Counter(
+            "sluice_shadow_top_class_differs", "Compared rows whose top class differs from the primary's.",
+            ["model", "version"], registry=r,
+        )  # fmt: skip
+        self.shadow_abs = Counter(
+            "sluice_shadow_abs_difference", "Sum of absolute differences between shadow and primary output values "
+            "(divide by sluice_shadow_compared_values for the mean).", ["model", "version"], registry=r,
+        )  # fmt: skip
+        self.shadow_values = Counter(
+            "sluice_shadow_compared_values", "Output values compared.", ["model", "version"], registry=r
+        )
+        self.shadow_max = Gauge(
+            "sluice_shadow_max_abs_difference", "The largest absolute difference seen.", ["model", "version"], registry=r
+        )
+        self.shadow_latency = Histogram(
+            "sluice_shadow_request_duration_seconds", "Latency of answered shadow copies.", ["model", "version"],
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+
+    def shadow(self, model: str, version: str, outcome: str, comparison=None, latency_s: float | None = None,
+               largest: float | None = None) -> None:  # fmt: skip
+        """One shadow copy's fate (the rare path: labels looked up each time); `largest`:
+        the largest absolute difference so far."""
+        self.shadow_requests.labels(model, version, outcome).inc()
+        if latency_s is not None:
+            self.shadow_latency.labels(model, version).observe(latency_s)
+        if comparison is not None:
+            self.shadow_rows.labels(model, version).inc(comparison.rows)
+            self.shadow_top_differs.labels(model, version).inc(comparison.top_differs)
+            self.shadow_abs.labels(model, version).inc(comparison.abs_sum)
+            self.shadow_values.labels(model, version).inc(comparison.elements)
+        if largest is not None:
+            self.shadow_max.labels(model, version).set(largest)
 
     def watch_policy(self, model: str, version: str, policy) -> None:
         """Gauges read the adaptive policy when scraped."""

@@ -3,6 +3,7 @@
     POST /v2/repository/index                  [{"name", "version", "state", "reason"}]
     POST /v2/repository/models/{model}/load    load the versions not serving yet
     POST /v2/repository/models/{model}/unload  {"parameters": {"version": "1"}} for one, else all
+    GET, PUT /admin/models/{model}/traffic      weights, sticky_header, shadow (`gateway.traffic`)
 
 all behind the admin token, as Triton serves them (its states: READY, LOADING,
 UNLOADING, UNAVAILABLE). Loading starts a version's pool, measures it as at startup,
@@ -70,6 +71,11 @@ class ModelControl:
                     await self._start(found.configs[version], found)
             finally:
                 self.loading.pop(name, None)
+            if found.traffic and versions.served:
+                try:
+                    versions.set_traffic({k: (dict(v) if isinstance(v, dict) else v) for k, v in found.traffic.items()})
+                except ValueError as exc:  # the versions it names did not all load: the weights stand as they were
+                    log.warning("traffic settings not applied", extra={"model": name, "error": str(exc)})
             return found
 
     async def _start(self, config: ModelConfig, found: RepositoryModel) -> None:
@@ -194,6 +200,23 @@ def add_routes(app: web.Application, gateway: Gateway) -> None:
         unloaded = await control.unload(name, version)
         return web.json_response({"name": name, "unloaded": unloaded})
 
+    def known(name: str):
+        versions = gateway.models.get(name)
+        if versions is None:
+            raise ConfigError(f"unknown model {name!r}")
+        return versions
+
+    @guarded
+    async def traffic(request: web.Request, body: dict) -> web.Response:
+        versions = known(request.match_info["model"])
+        if request.method == "PUT":
+            policy = versions.set_traffic(body)
+            log.info("traffic changed", extra={"model": versions.name, **policy.to_json()})
+        return web.json_response({"model": versions.name, "versions": versions.versions(), **versions.traffic.to_json(),
+                                  "shadow_comparison": versions.shadow_stats.to_json()})  # fmt: skip
+
+    app.router.add_get("/admin/models/{model}/traffic", traffic)
+    app.router.add_put("/admin/models/{model}/traffic", traffic)
     app.router.add_post("/v2/repository/index", index)
     app.router.add_post("/v2/repository/models/{model}/load", load)
     app.router.add_post("/v2/repository/models/{model}/unload", unload)

@@ -1,8 +1,9 @@
 """A model repository in Triton's layout: `DIR/<model>/<version>/model.onnx`.
 
 `DIR/<model>/sluice.toml`, if there, holds the model's settings: the keys of a
-`[models.<name>]` table at its top level, and a `[versions.<v>]` table per version
-whose keys override them for that version. A version served by an upstream server or
+`[models.<name>]` table at its top level, a `[versions.<v>]` table per version
+whose keys override them for that version, and a `[traffic]` table (weights,
+sticky_header, shadow, shadow_fraction: `gateway.traffic`). A version served by an upstream server or
 a function has no directory of its own: its table declares it (`upstream = [...]` or a
 `[versions.<v>.faas]` table). Versions are positive integers, as in Triton.
 
@@ -32,6 +33,7 @@ class RepositoryModel:
     name: str
     configs: dict[str, ModelConfig] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)  # version -> why it cannot be served
+    traffic: dict[str, Any] = field(default_factory=dict)  # its [traffic] table (`gateway.traffic`)
 
 
 class ModelRepository:
@@ -62,6 +64,7 @@ class ModelRepository:
                 found.failed[version] = str(exc)
             return found
         declared = settings.pop("versions", {})
+        found.traffic = settings.pop("traffic", {})
         versions = set(self._version_dirs(directory)) | set(declared)
         for version in sorted(versions, key=int):
             values = {**self.defaults, **settings, **declared.get(version, {})}
@@ -94,6 +97,8 @@ class ModelRepository:
                 settings = tomllib.load(f)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot read {path}: {exc}") from None
+        if not isinstance(settings.get("traffic", {}), dict):
+            raise ConfigError(f"{path}: [traffic] must be a table")
         declared = settings.get("versions", {})
         if not isinstance(declared, dict) or not all(
             isinstance(v, dict) and k.isdigit() and int(k) > 0 for k, v in declared.items()

@@ -4,6 +4,7 @@ repository extension (index, load, unload) under steady load, with real workers.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from pathlib import Path
 
@@ -164,5 +165,103 @@ async def test_a_version_that_cannot_load_is_listed_with_its_reason_and_gets_no_
             assert status == 400 and "version 3" in doc["error"]
             async with session.get(f"{gw.url}/v2/models/lin") as resp:
                 assert (await resp.json())["versions"] == ["1"]
+    finally:
+        assert gw.stop() == 0
+
+
+def both_versions(root: Path, traffic: str) -> Path:
+    linear_model(root / "lin" / "2" / "model.onnx", 2.0)
+    (root / "lin" / "sluice.toml").write_text(f"workers = 1\nbatch_size = 8\ntimeout_ms = 2.0\n{traffic}")
+    return root
+
+
+async def send_many(session: aiohttp.ClientSession, url: str, xs: list[np.ndarray], headers_of=lambda i: {},
+                    concurrency: int = 8) -> list[tuple[int, str, bytes]]:  # fmt: skip
+    """Each x once, `concurrency` at a time: (status, serving version, body)."""
+    results: list[tuple[int, str, bytes]] = [None] * len(xs)  # type: ignore[list-item]
+    queue = list(enumerate(xs))
+
+    async def worker() -> None:
+        while queue:
+            i, x = queue.pop()
+            async with session.post(f"{url}/v2/models/lin/infer", json=v2_body(x), headers=headers_of(i)) as resp:
+                results[i] = (resp.status, resp.headers.get("X-Sluice-Version"), await resp.read())
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return results
+
+
+async def test_canary_sticky_pinned_and_shadow_traffic(tmp_path: Path, repository: Path) -> None:
+    both_versions(repository, '[traffic]\nweights = { "1" = 90, "2" = 10 }\n')
+    os.environ["SLUICE_ADMIN_TOKEN"] = TOKEN
+    try:
+        gw = start_gateway(tmp_path, "--model-repository", str(repository))
+    finally:
+        os.environ.pop("SLUICE_ADMIN_TOKEN")
+    rng = np.random.default_rng(7)
+    traffic = f"{gw.url}/admin/models/lin/traffic"
+    try:
+        async with aiohttp.ClientSession() as session:
+            # Canary at 10%: the share within 4.5 standard deviations of 200 in 2000.
+            xs = [rng.standard_normal((1, 4)).astype(np.float32) for _ in range(2000)]
+            answers = await send_many(session, gw.url, xs)
+            assert all(status == 200 for status, _, _ in answers)
+            on_two = sum(version == "2" for _, version, _ in answers)
+            assert 140 <= on_two <= 260, on_two
+            for x, (_, version, body) in zip(xs[:200], answers[:200]):
+                got = np.asarray(json.loads(body)["outputs"][0]["data"], np.float32).reshape(1, 3)
+                np.testing.assert_allclose(got, expected(x, version), rtol=1e-5, atol=1e-6)
+
+            # Sticky: one user, one version; pinned: always the named one.
+            async with session.put(traffic, json={"sticky_header": "X-User"}, headers=AUTH) as resp:
+                assert resp.status == 200 and (await resp.json())["sticky_header"] == "X-User"
+            users = [f"user-{i % 100}" for i in range(400)]
+            answers = await send_many(session, gw.url, xs[:400], lambda i: {"X-User": users[i]})
+            seen: dict[str, set[str]] = {}
+            for user, (status, version, _) in zip(users, answers):
+                assert status == 200
+                seen.setdefault(user, set()).add(version)
+            assert all(len(v) == 1 for v in seen.values()) and {"1", "2"} == set.union(*seen.values())
+            answers = await send_many(session, gw.url, xs[:100], lambda i: {"X-Sluice-Version": "2"})
+            assert {(s, v) for s, v, _ in answers} == {(200, "2")}
+
+            # Shadow: every answer is version 1's, byte for byte; version 2's copies are compared.
+            x = xs[0]
+            async with session.post(f"{gw.url}/v2/models/lin/versions/1/infer", json=v2_body(x)) as resp:
+                before = await resp.read()
+            policy = {"weights": {"1": 100, "2": 0}, "shadow": "2", "shadow_fraction": 1.0, "sticky_header": None}
+            async with session.put(traffic, json=policy, headers=AUTH) as resp:
+                assert resp.status == 200, await resp.text()
+            answers = await send_many(session, gw.url, xs[:300], concurrency=1)
+            assert {(s, v) for s, v, _ in answers} == {(200, "1")}
+            async with session.post(f"{gw.url}/v2/models/lin/versions/1/infer", json=v2_body(x)) as resp:
+                assert await resp.read() == before
+            await asyncio.sleep(0.5)
+            async with session.get(traffic, headers=AUTH) as resp:
+                shadow = (await resp.json())["shadow_comparison"]
+            compared = shadow["compared"]
+            assert compared >= 250 and shadow["errors"] == 0, shadow  # sequential requests: almost none shed
+            direct = np.abs(np.concatenate([expected(x, "1") for x in xs[:300]]))  # version 2 doubles version 1
+            assert shadow["top_class_differs_share"] == 0.0  # doubling keeps the top class
+            assert shadow["mean_abs_difference"] == pytest.approx(direct.mean(), rel=0.1)
+            assert shadow["max_abs_difference"] <= direct.max() * (1 + 1e-5)
+            samples = await scrape(gw.url)
+            assert metric(samples, "sluice_shadow_requests_total", model="lin", version="2", outcome="compared") == compared
+
+            # Under a flood, copies are shed first: every primary answer still a 200.
+            flood = await send_many(session, gw.url, xs[:600], concurrency=120)
+            assert all(status == 200 for status, _, _ in flood)
+            async with session.get(traffic, headers=AUTH) as resp:
+                assert (await resp.json())["shadow_comparison"]["shed"] > 0
+
+            # Bad traffic settings: 400, nothing changed.
+            async with session.put(traffic, json={"weights": {"1": 50, "2": 20}}, headers=AUTH) as resp:
+                assert resp.status == 400 and "sum to 100" in (await resp.json())["error"]
+            async with session.put(traffic, json={"weights": {"7": 100}}, headers=AUTH) as resp:
+                assert resp.status == 400
+            async with session.get(traffic, headers=AUTH) as resp:
+                assert (await resp.json())["weights"] == {"1": 100.0, "2": 0.0}
+            async with session.get(f"{gw.url}/admin/models/nope/traffic", headers=AUTH) as resp:
+                assert resp.status == 404
     finally:
         assert gw.stop() == 0

@@ -1,5 +1,5 @@
-"""Which version takes a request (`gateway.versions`), and what a model repository holds
-(`gateway.repository`)."""
+"""Which version takes a request (`gateway.traffic`, `gateway.versions`), what a model
+repository holds (`gateway.repository`), and how shadow answers are compared (`gateway.shadow`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 
 from gateway.config import ConfigError, load
 from gateway.repository import ModelRepository
-from gateway.versions import choose, version_order
+from gateway.shadow import compare_outputs, should_copy
+from gateway.traffic import TrafficPolicy, choose, sticky_point, version_order
 
 
 def test_choose_shares_requests_by_weight() -> None:
@@ -62,3 +63,38 @@ def test_the_config_takes_a_repository_and_refuses_a_name_in_both(tmp_path: Path
         load(flags={"model_repository": str(root), "models": {"m": {"path": "x.onnx"}}})
     with pytest.raises(ConfigError, match="not a directory"):
         load(flags={"model_repository": str(tmp_path / "missing")})
+
+
+def test_traffic_changes_are_checked_against_the_serving_versions() -> None:
+    policy = TrafficPolicy({"1": 100.0})
+    changed = policy.changed({"weights": {"1": 90, "2": 10}, "sticky_header": "X-User", "shadow": "3"}, {"1", "2", "3"})
+    assert changed.weights == {"1": 90.0, "2": 10.0} and changed.sticky_header == "X-User" and changed.shadow == "3"
+    for bad, why in [({"weights": {"1": 90, "2": 20}}, "sum to 100"), ({"weights": {"9": 100}}, "not serving"),
+                     ({"weights": {"1": -5, "2": 105}}, ">= 0"), ({"shadow": "9"}, "not serving"),
+                     ({"shadow_fraction": 1.5}, r"\[0, 1\]"), ({"colour": "red"}, "unknown")]:  # fmt: skip
+        with pytest.raises(ValueError, match=why):
+            policy.changed(bad, {"1", "2", "3"})
+    assert policy.without("1").weights == {} and changed.without("3").shadow is None
+
+
+def test_a_sticky_value_always_draws_the_same_point() -> None:
+    points = [sticky_point(f"user-{i}") for i in range(4000)]
+    assert points == [sticky_point(f"user-{i}") for i in range(4000)]
+    assert 0.45 < float(np.mean(np.asarray(points) < 0.5)) < 0.55  # spread evenly
+    assert all(0 <= p < 1 for p in points)
+
+
+def test_outputs_compared_row_by_row() -> None:
+    primary = {"y": np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]], np.float32)}
+    shadow = {"y": np.array([[0.2, 0.8], [0.4, 0.6], [0.3, 0.7]], np.float32)}  # row 1's top class moves
+    c = compare_outputs(primary, shadow)
+    assert (c.rows, c.top_differs, c.elements) == (3, 1, 6)
+    assert c.abs_sum == pytest.approx(0.1 + 0.1 + 0.4 + 0.4) and c.abs_max == pytest.approx(0.4)
+    assert compare_outputs(primary, {"y": np.zeros((3, 3))}).mismatched
+    assert compare_outputs(primary, {"z": primary["y"]}).mismatched
+
+
+def test_shadow_work_is_shed_first() -> None:
+    assert should_copy(primary_waiting=0, shadow_waiting=0, primary_batch=8)
+    assert not should_copy(primary_waiting=8, shadow_waiting=0, primary_batch=8)  # a batch's worth waits
+    assert not should_copy(primary_waiting=0, shadow_waiting=1, primary_batch=8)  # the shadow is behind

@@ -146,6 +146,25 @@ class AdaptivePolicy:
             if gaps is not None:
                 self.apply(self.solve(gaps), now)
 
+    def observe_arrivals(self, times: np.ndarray) -> int:
+        """Tell of sorted arrivals as `observe_arrival` one by one would, up to and including
+        the first at which a re-tune may happen (its check is due, or the estimator raised
+        an alarm); how many were told. The simulator's bulk path: before that arrival
+        `plan` does nothing, so the estimator takes them in bulk (`observe_many`)."""
+        changes = self.estimator.changes
+        if not self.inline:
+            return self.estimator.observe_many(times)
+        if changes != self._changes_seen or not times[0] < self._next_check:
+            self.observe_arrival(float(times[0]))
+            return 1
+        told = self.estimator.observe_many(times[: int(np.searchsorted(times, self._next_check, side="left"))])
+        if self.estimator.changes != changes:  # the last one told raised the alarm: plan there
+            now = float(times[told - 1])
+            gaps = self.plan(now)
+            if gaps is not None:
+                self.apply(self.solve(gaps), now)
+        return told
+
     # -- re-tuning, in three steps ----------------------------------------------
 
     def plan(self, now: float) -> np.ndarray | None:

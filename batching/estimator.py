@@ -47,13 +47,36 @@ as the detector can tell.
 
 from __future__ import annotations
 
+import functools
 import math
+from bisect import bisect_left
 
 import numpy as np
 from scipy import special, stats
 
 from .arrival_fits import fit_arrivals
 from .fitting import FitResult
+
+
+def _bin_counts(times: np.ndarray, start: float, width: float, bins: int) -> np.ndarray:
+    """Sorted times counted in bins: exactly np.bincount(np.minimum(((times - start) /
+    width).astype(int), bins - 1), minlength=bins), found by bisection, since that bin
+    never decreases as the time grows (a fifth of the cost on 60 000 times)."""
+
+    def bin_of(t: float) -> int:
+        return min(int((t - start) / width), bins - 1)
+
+    edges = [0]
+    for k in range(1, bins):
+        edges.append(bisect_left(times, k, lo=edges[-1], key=bin_of))
+    edges.append(len(times))
+    return np.diff(np.array(edges, dtype=np.intp))
+
+
+@functools.lru_cache(maxsize=256)
+def _chi2_quantile(q: float, dof: int) -> float:
+    """stats.chi2.ppf, remembered: the reference asks for the same few every refresh."""
+    return stats.chi2.ppf(q, dof)
 
 
 class _TimeRing:
@@ -81,6 +104,11 @@ class _TimeRing:
         self.size += 1
         return dropped
 
+    @property
+    def slots(self) -> int:
+        """Times it can hold before it must grow (or, at capacity, push the oldest out)."""
+        return len(self._data)
+
     def oldest(self) -> float:
         return float(self._data[self._start])
 
@@ -92,6 +120,31 @@ class _TimeRing:
         """Drop every time <= t."""
         while self.size and self.oldest() <= t:
             self.drop_oldest()
+
+    def count_through(self, t: float | np.ndarray) -> int | np.ndarray:
+        """How many held times are <= t (each of t, if an array): what `drop_through(t)` would drop."""
+        end = self._start + self.size
+        count = np.searchsorted(self._data[self._start : min(end, len(self._data))], t, side="right")
+        if end > len(self._data):
+            count = count + np.searchsorted(self._data[: end - len(self._data)], t, side="right")
+        return count
+
+    def extend_through(self, times: np.ndarray, through: float) -> None:
+        """Leave the buffer, slot for slot, as `drop_through(b)` then `append(t)` for each
+        sorted time t would, with non-decreasing bounds b of which `through` is the last:
+        only the last bound decides what is dropped. The caller makes sure the buffer
+        would never be full at an append (no growth, nothing pushed out)."""
+        length, added = len(self._data), len(times)
+        if not added:
+            return
+        dropped = int(self.count_through(through)) + min(int(np.searchsorted(times, through, side="right")), added - 1)
+        skip = max(0, added - length)  # written over by later ones within this call
+        at = (self._start + self.size + skip) % length
+        head = min(added - skip, length - at)
+        self._data[at : at + head] = times[skip : skip + head]
+        self._data[: added - skip - head] = times[skip + head :]
+        self._start = (self._start + dropped) % length
+        self.size += added - dropped
 
     def array(self) -> np.ndarray:
         end = self._start + self.size
@@ -161,6 +214,24 @@ class ArrivalEstimator:
         if now - self._reference_at >= self.refit_s:
             self._refresh_reference(now)
 
+    def observe_many(self, times: np.ndarray) -> int:
+        """Record arrivals in order, up to and including the first that raises an alarm (the
+        caller may act on it before the next); how many were recorded. The state is, to the
+        bit, what `observe` once per arrival leaves (which costs ~2 us an arrival): arrivals
+        between refreshes of the reference only move the clock, the buffer and the CUSUM, so
+        they go in bulk; the others (the first, a refresh, an alarm, a buffer that fills,
+        time going backwards) go through `observe`."""
+        times = np.asarray(times, dtype=float)
+        changes, i = self.changes, 0
+        while i < len(times):
+            i = self._observe_plain(times, i)
+            if i < len(times):
+                self.observe(float(times[i]))
+                i += 1
+                if self.changes != changes:
+                    break
+        return i
+
     # -- output ----------------------------------------------------------------------
 
     def rate(self, now: float) -> float:
@@ -216,6 +287,71 @@ class ArrivalEstimator:
         if self._down > self.threshold:
             self._change(self._down_from, now)
 
+    def _observe_plain(self, times: np.ndarray, i: int) -> int:
+        """Record in bulk the arrivals from times[i] on that `observe` would take without a
+        refresh, an alarm, a full buffer or a clock error; the index of the first it leaves."""
+        if self._since is None or self._clock is None:
+            return i
+        # The search only bounds the run; the refresh test below is `observe`'s own.
+        end = i + int(np.searchsorted(times[i:], self._reference_at + self.refit_s, side="right")) + 1
+        run = times[i:end]
+        elapsed = np.diff(run, prepend=self._clock)
+        stop = ~(elapsed >= 0) | (run - self._reference_at >= self.refit_s)
+        count = int(np.argmax(stop)) if stop.any() else len(run)
+        count = self._before_full(run[:count])
+        if count and self._rate0 > 0:
+            now, gaps = run[:count].tolist(), elapsed[:count].tolist()
+            count, state = self._cusum(now, gaps)
+            if count < len(now):  # an alarm at arrival `count`: the state just before it
+                state = self._cusum(now[:count], gaps[:count])[1]
+            self._up, self._down, self._up_from, self._down_from = state
+        if count:
+            self._clock = float(run[count - 1])
+            self._times.extend_through(run[:count], self._clock - self.window_s)
+        return i + count
+
+    def _before_full(self, run: np.ndarray) -> int:
+        """How many of `run` can be appended before the buffer is full at an append
+        (it would grow or push the oldest out: `observe` does that)."""
+        ring = self._times
+        if ring.size + len(run) <= ring.slots:
+            return len(run)
+        bounds = run - self.window_s  # each arrival's eviction, as `_advance` computes it
+        earlier = np.arange(len(run))
+        dropped = ring.count_through(bounds) + np.minimum(np.searchsorted(run, bounds, side="right"), earlier)
+        held = ring.size + earlier - dropped  # before each arrival's append
+        full = held >= ring.slots
+        return int(np.argmax(full)) if full.any() else len(run)
+
+    def _cusum(self, times: list[float], elapsed: list[float]) -> tuple[int, tuple[float, float, float, float]]:
+        """`_advance` and `observe`'s CUSUM steps, arrival by arrival, with the reference
+        fixed: how many arrivals pass before the first alarm, and (up, down, up_from,
+        down_from) where the steps stop (part-way into the alarm's arrival, if any)."""
+        # Python floats: the same IEEE arithmetic as numpy's scalars (phi is one), several times faster.
+        up, down, up_from, down_from = float(self._up), float(self._down), float(self._up_from), float(self._down_from)
+        up_drift = float((self.up_ratio - 1.0) * self._rate0 / self._dispersion)
+        down_drift = float((1.0 - self.down_ratio) * self._rate0 / self._dispersion)
+        up_jump = float(math.log(self.up_ratio) / self._dispersion)
+        down_jump = float(math.log(self.down_ratio) / self._dispersion)
+        threshold = float(self.threshold)
+        for k, (now, gap) in enumerate(zip(times, elapsed)):
+            if gap > 0:
+                if up <= up_drift * gap:
+                    up_from = now - gap + up / up_drift
+                    up = 0.0
+                else:
+                    up -= up_drift * gap
+                down += down_drift * gap
+                if down > threshold:
+                    return k, (up, down, up_from, down_from)
+            up += up_jump
+            down += down_jump
+            if down <= 0:
+                down, down_from = 0.0, now
+            if up > threshold or down > threshold:
+                return k, (up, down, up_from, down_from)
+        return len(times), (up, down, up_from, down_from)
+
     def _refresh_reference(self, now: float) -> None:
         """Recompute lambda0 and phi from the segment in the window; sleep if there is too little."""
         self._reference_at = now
@@ -228,10 +364,10 @@ class ArrivalEstimator:
             return
         times = self._times.array()
         width = span / bins
-        counts = np.bincount(np.minimum(((times - start) / width).astype(int), bins - 1), minlength=bins)
+        counts = _bin_counts(times, start, width, bins)
         mean = counts.mean()
         ratio = counts.var(ddof=1) / mean if mean > 0 else 1.0
-        upper = ratio * (bins - 1) / stats.chi2.ppf(1.0 - self.dispersion_confidence, bins - 1)
+        upper = ratio * (bins - 1) / _chi2_quantile(1.0 - self.dispersion_confidence, bins - 1)
         if self._rate0 <= 0:
             self._up_from = self._down_from = now
         self._rate0 = self._times.size / span

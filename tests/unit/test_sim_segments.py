@@ -127,3 +127,78 @@ def test_adaptive_fast_path_equals_event_path(seed: int, deadline_aware: bool) -
     assert runs["fast_retunes"] == runs["event_retunes"] >= 2
     assert_same(runs["fast"], runs["event"])
     assert simulate(arrivals, FixedPolicy(4, 0.01), profile).path == "fast"
+
+
+def silent_bursty_arrivals(seed: int) -> np.ndarray:
+    """Poisson at 200/s, then at 800/s in bursts of simultaneous arrivals, a 20 s silence,
+    then 100/s: the estimator raises alarms up and down (one while nothing arrives)."""
+    rng = np.random.default_rng(seed)
+    steady = np.cumsum(rng.exponential(1 / 200.0, 2600))
+    bursts = steady[-1] + np.repeat(np.cumsum(rng.exponential(1 / 200.0, 1000)), rng.integers(1, 8, 1000))
+    after = bursts[-1] + 20.0 + np.cumsum(rng.exponential(1 / 100.0, 1500))
+    return np.concatenate([steady, bursts[bursts < steady[-1] + 4.0], after])
+
+
+def runs_told_one_by_one(policy: AdaptivePolicy, times: list[float]) -> list[tuple[int, BatchLimits]]:
+    """`limit_runs` as it was before the bulk path: every arrival told and the limits asked after each."""
+    runs: list[tuple[int, BatchLimits]] = []
+    for i, t in enumerate(times):
+        policy.observe_arrival(t)
+        limits = policy.limits(t)
+        if not runs or limits != runs[-1][1]:
+            runs.append((i, limits))
+    return runs
+
+
+def policy_state(policy: AdaptivePolicy) -> dict[str, Any]:
+    """What the policy and its estimator hold that later decisions depend on."""
+    estimator = {name: value for name, value in vars(policy.estimator).items() if name != "_times"}
+    held = policy.estimator._times.array().tobytes()
+    mine = {name: getattr(policy, name) for name in ("retunes", "_limits", "_next_check", "_changes_seen", "_tuned_stats")}
+    return mine | {"estimator": estimator, "held": held}
+
+
+@pytest.mark.parametrize("retune_s", [2.0, 5.0])
+@pytest.mark.parametrize("arrivals", [stepped_arrivals(5), silent_bursty_arrivals(6)], ids=["stepped", "silent-bursty"])
+def test_policy_told_in_bulk_equals_told_one_by_one(arrivals: np.ndarray, retune_s: float) -> None:
+    targets = targets_from_profile(make_profile(overhead_ms=15.0, cold_ms=300.0), "faas")
+    bulk, one = (AdaptivePolicy(targets, 0.25, 0.99, retune_s=retune_s) for _ in range(2))
+    shares: list[float] = []
+    assert limit_runs(bulk, arrivals, shares.append) == runs_told_one_by_one(one, arrivals.tolist())
+    assert policy_state(bulk) == policy_state(one)
+    assert bulk.estimator.changes >= 2 and bulk.retunes >= 2  # the case does re-tune, after alarms
+    assert shares and shares[0] == 0.0 and shares == sorted(shares)
+    assert limit_runs(AdaptivePolicy(targets, 0.25, 0.99, retune_s=retune_s), arrivals.tolist()) == limit_runs(
+        AdaptivePolicy(targets, 0.25, 0.99, retune_s=retune_s), arrivals
+    )  # a list of times or an array: the same
+
+
+def test_adaptive_fast_path_equals_event_path_through_silence_and_bursts() -> None:
+    profile = make_profile(overhead_ms=15.0, cold_ms=300.0)
+    arrivals = silent_bursty_arrivals(7)
+    runs: dict[str, Any] = {}
+    for path in ("fast", "event"):
+        policy = AdaptivePolicy(targets_from_profile(profile, "faas"), 0.25, 0.99, retune_s=2.0)
+        runs[path] = simulate(arrivals, policy, profile, keep_alive_s=2.0, jitter=0.2, seed=7, slo_s=0.25, path=path)
+        runs[path + "_alarms"] = policy.estimator.changes
+    assert runs["fast_alarms"] == runs["event_alarms"] >= 2
+    assert_same(runs["fast"], runs["event"])
+
+
+def test_policy_told_in_bulk_after_an_alarm_raised_between_arrivals() -> None:
+    # A query between arrivals (as the gateway asks the rate) raises an alarm on a
+    # silence: the next arrival plans at once, as it does when told one by one. Then a
+    # policy in mid-stream: its runs start at the first arrival told.
+    targets = targets_from_profile(make_profile(overhead_ms=15.0, cold_ms=300.0), "faas")
+    arrivals = stepped_arrivals(8)
+    before, after = arrivals[arrivals < 11.5], arrivals[arrivals >= 14.0]
+    bulk, one = (AdaptivePolicy(targets, 0.25, 0.99, retune_s=10.0) for _ in range(2))  # no check due at 14 s
+    assert limit_runs(bulk, before) == runs_told_one_by_one(one, before.tolist())
+    for policy in (bulk, one):
+        assert policy.estimator.changes == 0
+        policy.estimator.rate(14.0)
+        assert policy.estimator.changes == 1
+    assert after[0] < bulk._next_check
+    for part in (after[:1000], after[1000:]):  # the second starts with arrivals told in bulk
+        assert limit_runs(bulk, part) == runs_told_one_by_one(one, part.tolist())
+        assert policy_state(bulk) == policy_state(one)

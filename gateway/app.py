@@ -26,7 +26,7 @@ from backends.mixed_pool import MixedPool
 from backends.oip import HEADER_LENGTH
 from backends.registered_pool import RegisteredPool
 
-from . import admin, health, model_control
+from . import admin, health, model_control, rollout_loop
 from .codec import check_outputs, decode_v1, encode_v1, error_response, validate_inputs
 from .config import GatewayConfig, ModelConfig
 from .lag import LoopLag
@@ -68,6 +68,7 @@ class Gateway:
         self.metrics.loop_lag.set_function(lambda: self.lag.seconds)
         self.control = ModelControl(self)  # loads and unloads versions: the model repository
         self.shadowing = Shadowing(self)  # copies to shadow versions, and their comparisons
+        self.rollouts = rollout_loop.Rollouts(self)
 
     def _make_cluster(self) -> Cluster:
         state = self.config.state
@@ -165,6 +166,7 @@ class Gateway:
 
     async def cleanup(self, app: web.Application) -> None:
         await self.lag.stop()
+        await self.rollouts.stop()
         await self.cluster.stop()
         await self.cluster.store.close()
         for task in list(self.starting.values()):
@@ -290,6 +292,7 @@ async def _edge(request: web.Request, handler) -> web.StreamResponse:
     served: ServedModel | None = request.get("served")
     if served is not None:
         response.headers[VERSION_HEADER] = served.version
+        served.outcomes.record(time.monotonic(), response.status, elapsed)
         counted = served.runner.metrics
         counted.requests(response.status).inc()
         if response.status == 200:
@@ -378,4 +381,5 @@ def create_app(config: GatewayConfig) -> web.Application:
     health.add_routes(app, gateway, VERSION)
     admin.add_routes(app, gateway)
     model_control.add_routes(app, gateway)
+    rollout_loop.add_routes(app, gateway)
     return app

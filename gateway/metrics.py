@@ -179,6 +179,14 @@ class Metrics:
             "allowed for by deadline-aware closing (adaptive policy).", ["model", "version"], registry=r,
         )  # fmt: skip
         self.retunes = Gauge("sluice_policy_retunes", "Re-tunes applied by the adaptive policy.", ["model", "version"], registry=r)
+        self.rollout_step = Gauge(
+            "sluice_rollout_step", "A running rollout's candidate share of the model's traffic, in percent (0 when "
+            "none runs).", ["model"], registry=r,
+        )  # fmt: skip
+        self.rollout_decisions = Counter(
+            "sluice_rollout_decisions", "Rollout decisions, by model and decision: start, advance, hold, promote, "
+            "rollback, abort.", ["model", "decision"], registry=r,
+        )  # fmt: skip
         # Shadow traffic (gateway.shadow): labelled by the shadow version.
         self.shadow_requests = Counter(
             "sluice_shadow_requests", "Copies of requests for a model's shadow version, by outcome: compared, "

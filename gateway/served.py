@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -27,6 +27,7 @@ from .config import FaasConfig, ModelConfig
 from .keepwarm import KeepWarmLoop
 from .metrics import Metrics, ModelMetrics
 from .retune import RetuneLoop
+from .rollout import Outcomes
 from .scheduling import PlanLoop
 from .runner import ModelRunner
 
@@ -46,6 +47,7 @@ class ServedModel:
     keep_warm: KeepWarmLoop | None = None
     plan: PlanLoop | None = None
     retired: bool = False  # unloaded: out of routing, answering what it holds
+    outcomes: Outcomes = field(default_factory=Outcomes)  # its recent answers, for a rollout's guard
 
     @property
     def name(self) -> str:

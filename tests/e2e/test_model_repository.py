@@ -265,3 +265,108 @@ async def test_canary_sticky_pinned_and_shadow_traffic(tmp_path: Path, repositor
                 assert resp.status == 404
     finally:
         assert gw.stop() == 0
+
+
+def slow_model(path: Path, width: int = 2048, layers: int = 4) -> Path:
+    """The linear model's inputs and outputs, with some 17 M multiply-adds a row in between."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    sizes = (4, *([width] * layers), 3)
+    nodes, inits, current = [], [], "x"
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        inits.append(numpy_helper.from_array((rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)).astype(np.float32), f"w{i}"))
+        out = "y" if i == len(sizes) - 2 else f"h{i}"
+        nodes.append(helper.make_node("MatMul", [current, f"w{i}"], [out]))
+        current = out
+    graph = helper.make_graph(nodes, "slow", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], initializer=inits)  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+async def until_settled(session: aiohttp.ClientSession, url: str, within_s: float) -> dict:
+    give_up = asyncio.get_running_loop().time() + within_s
+    while True:
+        async with session.get(url, headers=AUTH) as resp:
+            doc = await resp.json()
+        if doc["state"] != "running" or asyncio.get_running_loop().time() > give_up:
+            return doc
+        await asyncio.sleep(0.2)
+
+
+async def test_rollouts_roll_back_a_slow_candidate_and_promote_a_good_one(tmp_path: Path, repository: Path) -> None:
+    slow_model(repository / "lin" / "2" / "model.onnx")
+    linear_model(repository / "lin" / "3" / "model.onnx", 1.0)  # as good as version 1
+    os.environ["SLUICE_ADMIN_TOKEN"] = TOKEN
+    try:
+        gw = start_gateway(tmp_path, "--model-repository", str(repository))
+    finally:
+        os.environ.pop("SLUICE_ADMIN_TOKEN")
+    rollout = f"{gw.url}/admin/models/lin/rollout"
+    try:
+        async with aiohttp.ClientSession() as session:
+            statuses: list[int] = []
+
+            async def steady(stop: asyncio.Event, seed: int) -> None:
+                rng = np.random.default_rng(seed)
+                while not stop.is_set():
+                    x = rng.standard_normal((1, 4)).astype(np.float32)
+                    async with session.post(f"{gw.url}/v2/models/lin/infer", json=v2_body(x)) as resp:
+                        statuses.append(resp.status)
+                    await asyncio.sleep(0.01)
+
+            stop = asyncio.Event()
+            senders = [asyncio.create_task(steady(stop, seed)) for seed in range(4)]
+
+            # The slow candidate: rolled back in its first step, by the latency guard.
+            body = {"version": "2", "steps": [10, 50, 100], "min_step_s": 2, "min_requests": 50}
+            async with session.post(rollout, json=body, headers=AUTH) as resp:
+                assert resp.status == 201, await resp.text()
+            doc = await until_settled(session, rollout, 30.0)
+            assert doc["state"] == "rolled_back" and doc["weight"] == 0, doc
+            last = doc["last_decision"]
+            assert last["decision"] == "rollback" and last["step"] == 0 and "latency" in last["reasons"][0], last
+            assert max(entry["weight"] for entry in doc["history"]) == 10  # it never saw more than the first step
+            async with session.get(f"{gw.url}/admin/models/lin/traffic", headers=AUTH) as resp:
+                assert (await resp.json())["weights"] == {"1": 100.0, "2": 0.0}
+
+            # A busy rollout refuses a second one; an aborted one leaves the stable version serving.
+            body = {"version": "3", "steps": [20, 100], "min_step_s": 60, "min_requests": 50}
+            async with session.post(rollout, json=body, headers=AUTH) as resp:
+                assert resp.status == 201
+            async with session.post(rollout, json=body, headers=AUTH) as resp:
+                assert resp.status == 409
+            async with session.delete(rollout, headers=AUTH) as resp:
+                doc = await resp.json()
+                assert doc["state"] == "aborted" and doc["weight"] == 0
+            async with session.get(f"{gw.url}/admin/models/lin/traffic", headers=AUTH) as resp:
+                assert (await resp.json())["weights"]["1"] == 100.0
+
+            # The good candidate: promoted through every step; the old version unloaded.
+            body = {"version": "3", "steps": [20, 60, 100], "min_step_s": 1, "min_requests": 30, "keep_stable": False}
+            async with session.post(rollout, json=body, headers=AUTH) as resp:
+                assert resp.status == 201
+            doc = await until_settled(session, rollout, 60.0)
+            assert doc["state"] == "promoted", doc
+            assert [e["decision"] for e in doc["history"]] == ["advance", "advance", "promote"], doc["history"]
+            await asyncio.sleep(1.0)
+            stop.set()
+            await asyncio.gather(*senders)
+            assert statuses and set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
+            async with session.get(f"{gw.url}/v2/models/lin") as resp:
+                assert (await resp.json())["versions"] == ["2", "3"]  # 1 unloaded after the promotion
+            samples = await scrape(gw.url)
+            decisions = {d: metric(samples, "sluice_rollout_decisions_total", model="lin", decision=d)
+                         for d in ("start", "advance", "promote", "rollback", "abort")}  # fmt: skip
+            assert decisions == {"start": 3, "advance": 2, "promote": 1, "rollback": 1, "abort": 1}
+            # Bad requests: clear 4xx, nothing started.
+            for bad, code in [({"version": "9"}, 400), ({"version": "2", "steps": [50, 20]}, 400),
+                              ({"version": "2", "guard": {"colour": 1}}, 400), ({"version": "3"}, 400)]:  # fmt: skip
+                async with session.post(rollout, json=bad, headers=AUTH) as resp:
+                    assert resp.status == code, (bad, await resp.text())
+    finally:
+        assert gw.stop() == 0

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-unit test-e2e bench demo clean
+.PHONY: install run test test-unit test-e2e bench demo rollout-demo clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ bench: install  ## the latency/throughput sweep of bench/
 
 demo: install  ## the hybrid scheduler live: bursty load, where batches went, what they cost
 	$(BIN)/python bench/demo.py $(ARGS)
+
+rollout-demo: install  ## two rollouts under load: a slow version rolled back, a good one promoted
+	$(BIN)/python bench/rollout_demo.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

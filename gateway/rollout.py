@@ -162,6 +162,7 @@ class Rollout:
     state: str = "running"
     step: int = 0
     step_started: float = 0.0
+    started: float = 0.0
     holding: bool = False
     history: list[dict] = field(default_factory=list)
 
@@ -175,6 +176,11 @@ class Rollout:
         if self.candidate == self.stable:
             raise ValueError("the candidate is the stable version")
         self.guard.check()
+
+    def stable_since(self) -> float:
+        """From when the stable version's answers are the comparison: the step's start, or,
+        at a step that gives the candidate everything, the rollout's."""
+        return self.started if self.weight >= 100 else self.step_started
 
     @property
     def weight(self) -> float:

@@ -75,7 +75,7 @@ class RolloutLoop(BackgroundLoop):
             agreement = None
             if versions.traffic.shadow == r.candidate and versions.shadow_stats.rows:
                 agreement = 1 - versions.shadow_stats.top_differs / versions.shadow_stats.rows
-            entry = r.decide(now, stable.outcomes.since(r.step_started), candidate.outcomes.since(r.step_started), agreement)
+            entry = r.decide(now, stable.outcomes.since(r.stable_since()), candidate.outcomes.since(r.step_started), agreement)
             if entry is None:
                 continue
             self.note(entry)
@@ -125,7 +125,7 @@ class Rollouts:
         model = versions.served[stable]
         rollout = Rollout(name, candidate, stable, [float(s) for s in steps], float(numbers["min_step_s"]),
                           int(numbers["min_requests"]), model.config.percentile / 100.0, guard, keep,
-                          step_started=time.monotonic())  # fmt: skip
+                          step_started=(now := time.monotonic()), started=now)  # fmt: skip
         loop = self.loops[name] = RolloutLoop(gateway, rollout)
         loop.weigh()
         loop.note({"decision": "start", "at": rollout.step_started, "step": 0, "weight": rollout.weight, "reasons": []})

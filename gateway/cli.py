@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "tune": ("sim.tune", "choose batch size, timeout and memory for an SLO at the lowest cost"),
     "faas-emulator": ("backends.faas_emulator.cli", "a local AWS Lambda Invoke API running ONNX functions"),
     "profile": ("gateway.profile_cmd", "measure a backend's batch times; write a service profile"),
+    "status": ("gateway.status_cmd", "a running gateway's models at a glance: versions, traffic, rollouts"),
 }
 
 

@@ -4,6 +4,7 @@
     POST /v2/repository/models/{model}/load    load the versions not serving yet
     POST /v2/repository/models/{model}/unload  {"parameters": {"version": "1"}} for one, else all
     GET, PUT /admin/models/{model}/traffic      weights, sticky_header, shadow (`gateway.traffic`)
+    GET /admin/status                           every model at a glance (`sluice status`)
 
 all behind the admin token, as Triton serves them (its states: READY, LOADING,
 UNLOADING, UNAVAILABLE). Loading starts a version's pool, measures it as at startup,
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -215,9 +217,42 @@ def add_routes(app: web.Application, gateway: Gateway) -> None:
         return web.json_response({"model": versions.name, "versions": versions.versions(), **versions.traffic.to_json(),
                                   "shadow_comparison": versions.shadow_stats.to_json()})  # fmt: skip
 
+    @guarded
+    async def status(request: web.Request, body: dict) -> web.Response:
+        return web.json_response(status_of(gateway, time.monotonic()))
+
+    app.router.add_get("/admin/status", status)
     app.router.add_get("/admin/models/{model}/traffic", traffic)
     app.router.add_put("/admin/models/{model}/traffic", traffic)
     app.router.add_post("/v2/repository/index", index)
     app.router.add_post("/v2/repository/models/{model}/load", load)
     app.router.add_post("/v2/repository/models/{model}/unload", unload)
 
+
+
+def status_of(gateway: Gateway, now: float, window_s: float = 60.0) -> dict[str, Any]:
+    """Per model: its versions (weight, B and T in force, the last minute's answers and latency
+    at the SLO percentile), the traffic policy, the shadow's comparison, the rollout."""
+    models = []
+    for name in sorted(gateway.models):
+        versions = gateway.models[name]
+        rows = []
+        for version in versions.versions():
+            served = versions.served[version]
+            limits = served.runner.core.policy.limits(now)
+            recent = served.outcomes.since(now - window_s)
+            percentile = served.config.percentile / 100.0
+            rows.append({"version": version, "weight": versions.weights.get(version, 0.0), "ready": served.ready,
+                         "batch_size": limits.max_size, "timeout_ms": round(limits.max_wait * 1e3, 3),
+                         "slo_ms": served.config.slo_ms, "percentile": served.config.percentile,
+                         **recent.summary(percentile)})  # fmt: skip
+        loop = gateway.rollouts.loops.get(name)
+        rollout = None
+        if loop is not None:
+            r = loop.rollout
+            rollout = {"version": r.candidate, "stable": r.stable, "state": r.state, "step": r.step, "weight": r.weight,
+                       "last_decision": r.history[-1]["decision"] if r.history else "start"}  # fmt: skip
+        models.append({"name": name, "versions": rows, "failed": {v: f.reason for v, f in versions.failed.items()},
+                       "traffic": versions.traffic.to_json(), "shadow": versions.shadow_stats.to_json()
+                       if versions.traffic.shadow else None, "rollout": rollout})  # fmt: skip
+    return {"window_s": window_s, "models": models}

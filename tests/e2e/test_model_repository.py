@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import aiohttp
@@ -363,6 +365,21 @@ async def test_rollouts_roll_back_a_slow_candidate_and_promote_a_good_one(tmp_pa
             decisions = {d: metric(samples, "sluice_rollout_decisions_total", model="lin", decision=d)
                          for d in ("start", "advance", "promote", "rollback", "abort")}  # fmt: skip
             assert decisions == {"start": 3, "advance": 2, "promote": 1, "rollback": 1, "abort": 1}
+            # sluice status: the versions, their weights and limits, and the rollout
+            env = {**os.environ, "SLUICE_ADMIN_TOKEN": TOKEN}
+            status = subprocess.run([sys.executable, "-m", "gateway", "status", "--url", gw.url, "--json"], env=env,
+                                    capture_output=True, text=True, timeout=30)  # fmt: skip
+            (model,) = json.loads(status.stdout)["models"]
+            assert [(v["version"], v["weight"]) for v in model["versions"]] == [("2", 0.0), ("3", 100.0)]
+            assert model["rollout"] == {"version": "3", "stable": "1", "state": "promoted", "step": 2, "weight": 100.0,
+                                        "last_decision": "promote"}  # fmt: skip
+            assert model["versions"][1]["requests"] > 0 and model["versions"][1]["batch_size"] >= 1
+            text = subprocess.run([sys.executable, "-m", "gateway", "status", "--url", gw.url], env=env,
+                                  capture_output=True, text=True, timeout=30).stdout  # fmt: skip
+            assert "rollout of version 3 over 1: promoted" in text and "version    3  weight 100.0%" in text, text
+            refused = subprocess.run([sys.executable, "-m", "gateway", "status", "--url", gw.url, "--token", "wrong"],
+                                     capture_output=True, text=True, timeout=30)  # fmt: skip
+            assert refused.returncode == 1 and "401" in refused.stderr
             # Bad requests: clear 4xx, nothing started.
             for bad, code in [({"version": "9"}, 400), ({"version": "2", "steps": [50, 20]}, 400),
                               ({"version": "2", "guard": {"colour": 1}}, 400), ({"version": "3"}, 400)]:  # fmt: skip

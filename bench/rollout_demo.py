@@ -7,7 +7,7 @@ version 2 with the same inputs and outputs and some 17 M multiply-adds a row in 
 (several times slower), version 3 as fast as version 1. `sluice serve --model-repository`
 serves it; four clients send requests all along; version 2 is rolled out first (steps 10,
 50, 100 percent, each at least 3 s and 50 requests), then version 3. Every answer's status
-is counted: all are 200.
+is counted: all are 200. `sluice status` closes the show.
 """
 
 from __future__ import annotations
@@ -109,6 +109,9 @@ async def main() -> None:
                 await roll(session, url, {"version": "3", "steps": [10, 50, 100], "min_step_s": 3, "min_requests": 50})
                 stop.set()
                 await asyncio.gather(*clients)
+            status = subprocess.run([sys.executable, "-m", "gateway", "status", "--url", url, "--token", TOKEN],
+                                    capture_output=True, text=True, timeout=30)  # fmt: skip
+            print(f"\nsluice status:\n{status.stdout}{status.stderr}")
         finally:
             process.terminate()
             process.wait(30)

@@ -387,3 +387,64 @@ async def test_rollouts_roll_back_a_slow_candidate_and_promote_a_good_one(tmp_pa
                     assert resp.status == code, (bad, await resp.text())
     finally:
         assert gw.stop() == 0
+
+
+def failing_model(path: Path) -> Path:
+    """Version 1's outputs, except that a row with x[0] > 1 (16% of standard normal rows)
+    looks up row 10 of a 10-row table: onnxruntime fails its batch, and bisection leaves
+    just that request with a 5xx."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = (np.arange(12, dtype=np.float32).reshape(4, 3) / 10).astype(np.float32)
+    nodes = [
+        helper.make_node("Slice", ["x", "start", "end", "axis"], ["first"]),  # x[:, :1]
+        helper.make_node("Greater", ["first", "one"], ["big"]),
+        helper.make_node("Cast", ["big"], ["flag"], to=TensorProto.INT64),
+        helper.make_node("Mul", ["flag", "ten"], ["ids"]),  # 0, or 10: out of the table
+        helper.make_node("Gather", ["table", "ids"], ["rows"], axis=0),  # [N, 1, 3]
+        helper.make_node("Squeeze", ["rows", "axis"], ["picked"]),
+        helper.make_node("MatMul", ["x", "w"], ["xw"]),
+        helper.make_node("Add", ["xw", "picked"], ["y"]),
+    ]
+    inits = [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(np.zeros((10, 3), np.float32), "table"),
+             numpy_helper.from_array(np.array([0], np.int64), "start"), numpy_helper.from_array(np.array([1], np.int64), "end"),
+             numpy_helper.from_array(np.array([1], np.int64), "axis"), numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+             numpy_helper.from_array(np.array(10, np.int64), "ten")]  # fmt: skip
+    graph = helper.make_graph(nodes, "failing", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], initializer=inits)  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+async def test_a_candidate_that_fails_a_share_of_requests_is_rolled_back(tmp_path: Path, repository: Path) -> None:
+    failing_model(repository / "lin" / "2" / "model.onnx")
+    os.environ["SLUICE_ADMIN_TOKEN"] = TOKEN
+    try:
+        gw = start_gateway(tmp_path, "--model-repository", str(repository))
+    finally:
+        os.environ.pop("SLUICE_ADMIN_TOKEN")
+    rollout = f"{gw.url}/admin/models/lin/rollout"
+    try:
+        async with aiohttp.ClientSession() as session:
+            x = np.array([[2.0, 0, 0, 0]], np.float32)
+            async with session.post(f"{gw.url}/v2/models/lin/versions/2/infer", json=v2_body(x)) as resp:
+                assert resp.status >= 500  # the fault is real: this row fails on version 2
+            load = Load(gw.url)
+            senders = [asyncio.create_task(load.run(session, seed)) for seed in range(4)]
+            body = {"version": "2", "steps": [20, 100], "min_step_s": 5, "min_requests": 100}
+            async with session.post(rollout, json=body, headers=AUTH) as resp:
+                assert resp.status == 201
+            doc = await until_settled(session, rollout, 30.0)
+            load.stopping = True
+            await asyncio.gather(*senders)
+            assert doc["state"] == "rolled_back", doc
+            last = doc["last_decision"]
+            assert "error ratio" in last["reasons"][0] and last["candidate"]["errors"] > 0 and last["step"] == 0, last
+            failed = [a for a in load.answers if a[0] != 200]
+            assert failed and {a[1] for a in failed} == {"2"}  # only the candidate's requests failed
+            assert all(a[0] >= 500 for a in failed)
+    finally:
+        assert gw.stop() == 0

@@ -36,6 +36,7 @@ from .runner import RequestFailed
 from .served import ServedModel, make_pool, registry_of, start_model
 from .model_control import ModelControl
 from .shadow import Shadowing
+from .shared_traffic import SharedTraffic
 from .versions import VERSION_HEADER, ModelVersions
 
 log = logging.getLogger("sluice.gateway")
@@ -69,6 +70,7 @@ class Gateway:
         self.control = ModelControl(self)  # loads and unloads versions: the model repository
         self.shadowing = Shadowing(self)  # copies to shadow versions, and their comparisons
         self.rollouts = rollout_loop.Rollouts(self)
+        self.shared = SharedTraffic(self, config.state.sync_s)  # traffic and rollouts across replicas
 
     def _make_cluster(self) -> Cluster:
         state = self.config.state
@@ -85,6 +87,7 @@ class Gateway:
 
     async def startup(self, app: web.Application) -> None:
         self.cluster.start()
+        self.shared.start()
         log.info("cluster state", extra={"store": self.cluster.store.name, "replica": self.cluster.replica})
         try:
             for config in self.config.models.values():
@@ -167,6 +170,7 @@ class Gateway:
     async def cleanup(self, app: web.Application) -> None:
         await self.lag.stop()
         await self.rollouts.stop()
+        await self.shared.stop()
         await self.cluster.stop()
         await self.cluster.store.close()
         for task in list(self.starting.values()):

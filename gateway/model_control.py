@@ -213,6 +213,7 @@ def add_routes(app: web.Application, gateway: Gateway) -> None:
         versions = known(request.match_info["model"])
         if request.method == "PUT":
             policy = versions.set_traffic(body)
+            await gateway.shared.publish(versions.name, policy)  # every replica takes it
             log.info("traffic changed", extra={"model": versions.name, **policy.to_json()})
         return web.json_response({"model": versions.name, "versions": versions.versions(), **versions.traffic.to_json(),
                                   "shadow_comparison": versions.shadow_stats.to_json()})  # fmt: skip

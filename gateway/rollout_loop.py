@@ -45,15 +45,18 @@ class RolloutLoop(BackgroundLoop):
     def __init__(self, gateway: Gateway, rollout: Rollout, tick_s: float = TICK_S) -> None:
         self.gateway, self.rollout, self.tick_s = gateway, rollout, tick_s
 
-    def weigh(self) -> None:
-        """The model's weights as the rollout has them: the candidate's share, the rest to stable."""
+    async def weigh(self) -> None:
+        """The model's weights as the rollout has them (the candidate's share, the rest to
+        stable), here and, through the state store, on every replica."""
         r = self.rollout
         versions = self.gateway.models.get(r.model)
+        self.gateway.metrics.rollout_step.labels(r.model).set(r.weight if r.state == "running" else 0.0)
         if versions is None:
             return
         weights = {r.stable: 100.0 - r.weight, r.candidate: r.weight}
-        versions.set_traffic({"weights": {v: w for v, w in weights.items() if v in versions.served}})
-        self.gateway.metrics.rollout_step.labels(r.model).set(r.weight if r.state == "running" else 0.0)
+        policy = versions.set_traffic({"weights": {v: w for v, w in weights.items() if v in versions.served}})
+        await self.gateway.shared.publish(r.model, policy)
+        await self.gateway.shared.publish_rollout(r.model, r.to_json())
 
     def note(self, entry: dict) -> None:
         r = self.rollout
@@ -61,28 +64,40 @@ class RolloutLoop(BackgroundLoop):
         log.info("rollout decision", extra={"model": r.model, "candidate": r.candidate, "stable": r.stable, **entry})
 
     async def _run(self) -> None:
+        r, shared = self.rollout, self.gateway.shared
+        try:
+            while r.state == "running":
+                await asyncio.sleep(self.tick_s)
+                await shared.lead(r.model, self.gateway.config.state.leader_lease_s)
+                await self._tick()
+        finally:
+            if r.state != "running":
+                await shared.step_down(r.model)
+
+    async def _tick(self) -> None:
+        """Gather the evidence since the step began, and carry out what the rollout decides."""
         r = self.rollout
-        while r.state == "running":
-            await asyncio.sleep(self.tick_s)
-            versions = self.gateway.models.get(r.model)
-            stable = versions.served.get(r.stable) if versions else None
-            candidate = versions.served.get(r.candidate) if versions else None
-            now = time.monotonic()
-            if stable is None or candidate is None:  # a version went away: nothing left to compare
-                self.note(r.abort(now))
-                self.weigh()
-                return
-            agreement = None
-            if versions.traffic.shadow == r.candidate and versions.shadow_stats.rows:
-                agreement = 1 - versions.shadow_stats.top_differs / versions.shadow_stats.rows
-            entry = r.decide(now, stable.outcomes.since(r.stable_since()), candidate.outcomes.since(r.step_started), agreement)
-            if entry is None:
-                continue
-            self.note(entry)
-            if entry["decision"] in ("advance", "promote", "rollback"):
-                self.weigh()
-            if entry["decision"] == "promote" and not r.keep_stable:
-                await self.gateway.control.unload(r.model, r.stable)
+        versions = self.gateway.models.get(r.model)
+        stable = versions.served.get(r.stable) if versions else None
+        candidate = versions.served.get(r.candidate) if versions else None
+        now = time.monotonic()
+        if stable is None or candidate is None:  # a version went away: nothing left to compare
+            self.note(r.abort(now))
+            await self.weigh()
+            return
+        agreement = None
+        if versions.traffic.shadow == r.candidate and versions.shadow_stats.rows:
+            agreement = 1 - versions.shadow_stats.top_differs / versions.shadow_stats.rows
+        entry = r.decide(now, stable.outcomes.since(r.stable_since()), candidate.outcomes.since(r.step_started), agreement)
+        if entry is None:
+            return
+        self.note(entry)
+        if entry["decision"] in ("advance", "promote", "rollback"):
+            await self.weigh()
+        else:
+            await self.gateway.shared.publish_rollout(r.model, r.to_json())
+        if entry["decision"] == "promote" and not r.keep_stable:
+            await self.gateway.control.unload(r.model, r.stable)
 
 
 class Rollouts:
@@ -92,7 +107,7 @@ class Rollouts:
         self.gateway = gateway
         self.loops: dict[str, RolloutLoop] = {}
 
-    def start(self, name: str, body: dict) -> Rollout:
+    async def start(self, name: str, body: dict) -> Rollout:
         gateway = self.gateway
         versions = gateway.models.get(name)
         if versions is None:
@@ -126,8 +141,10 @@ class Rollouts:
         rollout = Rollout(name, candidate, stable, [float(s) for s in steps], float(numbers["min_step_s"]),
                           int(numbers["min_requests"]), model.config.percentile / 100.0, guard, keep,
                           step_started=(now := time.monotonic()), started=now)  # fmt: skip
+        if not await gateway.shared.lead(name, gateway.config.state.leader_lease_s):
+            raise RolloutRunning(f"another replica leads a rollout of model {name!r}; GET shows it")
         loop = self.loops[name] = RolloutLoop(gateway, rollout)
-        loop.weigh()
+        await loop.weigh()
         loop.note({"decision": "start", "at": rollout.step_started, "step": 0, "weight": rollout.weight, "reasons": []})
         loop.start()
         return rollout
@@ -139,7 +156,8 @@ class Rollouts:
         await loop.stop()
         if loop.rollout.state == "running":
             loop.note(loop.rollout.abort(time.monotonic()))
-            loop.weigh()
+            await loop.weigh()
+            await self.gateway.shared.step_down(name)
         return loop.rollout
 
     async def stop(self) -> None:
@@ -156,16 +174,21 @@ def add_routes(app: web.Application, gateway: Gateway) -> None:
         name = request.match_info["model"]
         try:
             if request.method == "POST":
-                rollout = rollouts.start(name, await _json_body(request))
+                rollout = await rollouts.start(name, await _json_body(request))
                 return web.json_response(rollout.to_json(), status=201)
             if request.method == "DELETE":
                 rollout = await rollouts.abort(name)
             else:
                 loop = rollouts.loops.get(name)
                 rollout = loop.rollout if loop else None
-            if rollout is None:
+            if rollout is not None:
+                return web.json_response(rollout.to_json())
+            elsewhere = await gateway.shared.rollout_state(name)  # led by another replica
+            if elsewhere is None:
                 return error_response(404, f"no rollout of model {name!r}")
-            return web.json_response(rollout.to_json())
+            if request.method == "DELETE" and elsewhere["state"] == "running":
+                return error_response(409, f"another replica leads the rollout of model {name!r}: DELETE it there")
+            return web.json_response(elsewhere)
         except UnknownModel as exc:
             return error_response(404, str(exc))
         except RolloutRunning as exc:

@@ -448,3 +448,71 @@ async def test_a_candidate_that_fails_a_share_of_requests_is_rolled_back(tmp_pat
             assert all(a[0] >= 500 for a in failed)
     finally:
         assert gw.stop() == 0
+
+
+async def test_two_replicas_share_traffic_policies_and_one_leads_a_rollout(tmp_path: Path, repository: Path, redis_server) -> None:
+    linear_model(repository / "lin" / "2" / "model.onnx", 2.0)
+    config = tmp_path / "sluice.toml"
+    config.write_text(f'[server]\nmodel_repository = "{repository}"\n[state]\nurl = "{redis_server.url}"\n'
+                      "sync_s = 0.2\nleader_lease_s = 2.0\n")  # fmt: skip
+    os.environ["SLUICE_ADMIN_TOKEN"] = TOKEN
+    try:
+        a = start_gateway(tmp_path, "--config", str(config))
+        b = start_gateway(tmp_path, "--config", str(config))
+    finally:
+        os.environ.pop("SLUICE_ADMIN_TOKEN")
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def weights(gw) -> dict:
+                async with session.get(f"{gw.url}/admin/models/lin/traffic", headers=AUTH) as resp:
+                    return (await resp.json())["weights"]
+
+            async def settle(check, within_s: float = 5.0) -> None:
+                give_up = asyncio.get_running_loop().time() + within_s
+                while not await check():
+                    assert asyncio.get_running_loop().time() < give_up, "replicas did not agree in time"
+                    await asyncio.sleep(0.1)
+
+            # A policy set through one replica is in force on both.
+            async with session.put(f"{a.url}/admin/models/lin/traffic", json={"weights": {"1": 70, "2": 30}}, headers=AUTH) as resp:
+                assert resp.status == 200
+            await settle(lambda: _equal(weights(b), {"1": 70.0, "2": 30.0}))
+
+            # A rollout started on A is led by A: B refuses a second one, shows A's, and follows its weights.
+            stop = asyncio.Event()
+            statuses: list[int] = []
+
+            async def steady(gw, seed: int) -> None:
+                rng = np.random.default_rng(seed)
+                while not stop.is_set():
+                    x = rng.standard_normal((1, 4)).astype(np.float32)
+                    async with session.post(f"{gw.url}/v2/models/lin/infer", json=v2_body(x)) as resp:
+                        statuses.append(resp.status)
+                    await asyncio.sleep(0.01)
+
+            senders = [asyncio.create_task(steady(gw, seed)) for seed, gw in enumerate((a, b, a, b))]
+            body = {"version": "2", "stable": "1", "steps": [50, 100], "min_step_s": 1, "min_requests": 30}
+            async with session.post(f"{a.url}/admin/models/lin/rollout", json=body, headers=AUTH) as resp:
+                assert resp.status == 201, await resp.text()
+            async with session.post(f"{b.url}/admin/models/lin/rollout", json=body, headers=AUTH) as resp:
+                assert resp.status == 409 and "another replica" in (await resp.json())["error"]
+            await settle(lambda: _equal(weights(b), {"1": 50.0, "2": 50.0}))
+            doc = await until_settled(session, f"{a.url}/admin/models/lin/rollout", 30.0)
+            assert doc["state"] == "promoted", doc
+            await settle(lambda: _equal(weights(b), {"1": 0.0, "2": 100.0}))
+
+            async def b_shows_promoted() -> bool:
+                async with session.get(f"{b.url}/admin/models/lin/rollout", headers=AUTH) as resp:
+                    return resp.status == 200 and (await resp.json())["state"] == "promoted"
+
+            await settle(b_shows_promoted)
+            stop.set()
+            await asyncio.gather(*senders)
+            assert statuses and set(statuses) == {200}
+    finally:
+        assert a.stop() == 0 and b.stop() == 0
+
+
+async def _equal(got, wanted: dict) -> bool:
+    return (await got) == wanted

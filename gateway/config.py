@@ -45,6 +45,8 @@ from typing import Any
 
 from scheduler import Prices
 
+from .drift_watch import DriftConfig
+
 POLICIES = ("fixed", "none", "adaptive")
 
 
@@ -120,6 +122,7 @@ class ModelConfig:
     registered: bool = False  # servers join by themselves: POST /admin/models/{name}/instances
     lease_s: float = 30.0  # the longest a registration lasts without renewal
     faas: FaasConfig | None = None  # alone: every batch goes to the function; with a server pool: a hybrid
+    drift: DriftConfig | None = None  # [models.<name>.drift]: watch inputs and outputs against a reference
     # With both a server pool and [faas]: who places batches and sizes the pool.
     scheduler: str = "hybrid"  # hybrid | faas-only | pool-only | mark | module:Class
     max_workers: int = 8
@@ -141,6 +144,11 @@ class ModelConfig:
             raise ConfigError(f"model {self.name!r}: lease_s must be positive")
         if self.faas is not None:
             self.faas.check(self.name)
+        if self.drift is not None:
+            try:
+                self.drift.check(self.name)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
         if self.max_workers < 1 or self.instance_price_per_hour < 0 or self.instance_min_billed_s < 0:
             raise ConfigError(f"model {self.name!r}: max_workers >= 1, prices and minimum billing not negative")
         if self.policy == "adaptive" and self.slo_ms is None:
@@ -257,6 +265,14 @@ def _model(name: str, values: dict[str, Any]) -> ModelConfig:
         if "function" not in faas:
             raise ConfigError(f"model {name!r}: [faas] needs a function name")
         values["faas"] = FaasConfig(**_checked(f"model {name!r} [faas]", faas, FaasConfig))
+    drift = values.get("drift")
+    if drift is not None:
+        if not isinstance(drift, dict):
+            raise ConfigError(f"model {name!r}: drift must be a table")
+        unknown = drift.keys() - {f.name for f in fields(DriftConfig)}
+        if unknown:
+            raise ConfigError(f"model {name!r}: unknown [drift] setting(s) {sorted(unknown)}")
+        values["drift"] = DriftConfig(**_checked(f"model {name!r} [drift]", drift, DriftConfig))
     upstream = values.get("upstream")
     if isinstance(upstream, str):
         values["upstream"] = (upstream,)

@@ -187,6 +187,20 @@ class Metrics:
             "sluice_rollout_decisions", "Rollout decisions, by model and decision: start, advance, hold, promote, "
             "rollback, abort.", ["model", "decision"], registry=r,
         )  # fmt: skip
+        # Data drift (gateway.drift): the last closed window's scores against the reference.
+        self.drift_score = Gauge(
+            "sluice_drift_score", "Input drift of the last window against the reference: the largest over the "
+            "tensor's features, by statistic (psi, ks).", ["model", "version", "tensor", "statistic"], registry=r,
+        )  # fmt: skip
+        self.drift_over = Gauge(
+            "sluice_drift_features_over_threshold", "Features of a tensor (or its classes) whose score passed the "
+            "threshold in the last window.", ["model", "version", "tensor"], registry=r,
+        )  # fmt: skip
+        self.output_drift = Gauge(
+            "sluice_output_drift_score", "Output drift of the last window: the predicted-class distribution's PSI "
+            "for a classifier, else the largest over the output's features.", ["model", "version", "output", "statistic"],
+            registry=r,
+        )  # fmt: skip
         # Shadow traffic (gateway.shadow): labelled by the shadow version.
         self.shadow_requests = Counter(
             "sluice_shadow_requests", "Copies of requests for a model's shadow version, by outcome: compared, "

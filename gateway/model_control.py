@@ -5,6 +5,7 @@
     POST /v2/repository/models/{model}/unload  {"parameters": {"version": "1"}} for one, else all
     GET, PUT /admin/models/{model}/traffic      weights, sticky_header, shadow (`gateway.traffic`)
     GET /admin/status                           every model at a glance (`sluice status`)
+    GET /admin/models/{model}/drift             the last window's drift scores, per version and feature
 
 all behind the admin token, as Triton serves them (its states: READY, LOADING,
 UNLOADING, UNAVAILABLE). Loading starts a version's pool, measures it as at startup,
@@ -222,7 +223,16 @@ def add_routes(app: web.Application, gateway: Gateway) -> None:
     async def status(request: web.Request, body: dict) -> web.Response:
         return web.json_response(status_of(gateway, time.monotonic()))
 
+    @guarded
+    async def drift(request: web.Request, body: dict) -> web.Response:
+        versions = known(request.match_info["model"])
+        watched = [m.drift.to_json() for m in versions if m.drift is not None]
+        if not watched:
+            return error_response(404, f"model {versions.name!r} has no [drift] settings")
+        return web.json_response({"model": versions.name, "versions": watched})
+
     app.router.add_get("/admin/status", status)
+    app.router.add_get("/admin/models/{model}/drift", drift)
     app.router.add_get("/admin/models/{model}/traffic", traffic)
     app.router.add_put("/admin/models/{model}/traffic", traffic)
     app.router.add_post("/v2/repository/index", index)

@@ -27,6 +27,7 @@ from .config import FaasConfig, ModelConfig
 from .keepwarm import KeepWarmLoop
 from .metrics import Metrics, ModelMetrics
 from .retune import RetuneLoop
+from .drift_watch import DriftWatch, load_reference
 from .rollout import Outcomes
 from .scheduling import PlanLoop
 from .runner import ModelRunner
@@ -48,6 +49,7 @@ class ServedModel:
     plan: PlanLoop | None = None
     retired: bool = False  # unloaded: out of routing, answering what it holds
     outcomes: Outcomes = field(default_factory=Outcomes)  # its recent answers, for a rollout's guard
+    drift: DriftWatch | None = None  # its data against a reference ([models.<name>.drift])
 
     @property
     def name(self) -> str:
@@ -277,6 +279,7 @@ async def start_model(config: ModelConfig, metrics: Metrics, pool: Pool | None =
         metadata = (await _fetch_metadata(config.name, pool, None if waiting else _METADATA_WAIT_S)).versioned(config.version)
         while waiting and not any(i.healthy for i in pool.instances):
             await asyncio.sleep(0.1)
+        drift = watch_drift(config, metadata, metrics) if config.drift is not None else None  # a bad reference stops here
         if config.policy == "adaptive" and metadata.batchable:
             policy: BatchPolicy = await make_adaptive_policy(config, metadata, pool)
         else:
@@ -297,6 +300,8 @@ async def start_model(config: ModelConfig, metrics: Metrics, pool: Pool | None =
     else:
         core = make_core(config, policy, fleet)
     runner = ModelRunner(core, pool, model_metrics)
+    if drift is not None:
+        runner.observers.append(lambda inputs, outputs: drift.observe(inputs, outputs, time.monotonic()))
     log.info(
         "model ready",
         extra={
@@ -304,7 +309,7 @@ async def start_model(config: ModelConfig, metrics: Metrics, pool: Pool | None =
             "batchable": metadata.batchable, "startup_s": round(time.monotonic() - started, 3),
         },
     )  # fmt: skip
-    served = ServedModel(config, pool, metadata, runner)
+    served = ServedModel(config, pool, metadata, runner, drift=drift)
     if curves is not None:
         assert isinstance(pool, MixedPool)
         served.plan = PlanLoop(config.name, core, pool, metadata, model_metrics, servers_measured=curves[1] is not None)
@@ -322,3 +327,18 @@ async def start_model(config: ModelConfig, metrics: Metrics, pool: Pool | None =
         metrics.batch_limit.labels(config.name, config.version).set(policy.limits(0.0).max_size)
         metrics.batch_timeout.labels(config.name, config.version).set(policy.limits(0.0).max_wait)
     return served
+
+
+def watch_drift(config: ModelConfig, metadata: ModelMetadata, metrics: Metrics) -> DriftWatch:
+    """The version's drift watch, its reference read and checked against the model's tensors."""
+    drift = config.drift
+    assert drift is not None
+    reference = None
+    if drift.reference is not None:
+        shapes = {t.name: tuple(t.shape[1:]) for t in metadata.inputs}
+        out_shapes = {t.name: tuple(t.shape[1:]) for t in metadata.outputs}
+        try:
+            reference = load_reference(drift.reference, shapes, out_shapes, drift.max_features)
+        except (OSError, ValueError) as exc:
+            raise RuntimeError(f"model {config.name!r}: [drift] reference {drift.reference!r}: {exc}") from exc
+    return DriftWatch(config.name, config.version, drift, metrics, reference, [t.name for t in metadata.outputs])

@@ -14,30 +14,12 @@ import aiohttp
 import numpy as np
 import pytest
 
-from support import metric, scrape, start_gateway, v2_body
+from support import linear_model, metric, scrape, start_gateway, v2_body
 
 pytestmark = pytest.mark.e2e
 
 TOKEN = "repository-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def linear_model(path: Path, scale: float) -> Path:
-    """y = scale * x @ W (x: [N, 4], y: [N, 3]): each version's outputs are known exactly."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    weight = (scale * np.arange(12, dtype=np.float32).reshape(4, 3) / 10).astype(np.float32)
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"])], "linear",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
-        initializer=[numpy_helper.from_array(weight, "w")],
-    )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(model.SerializeToString())
-    return path
 
 
 def expected(x: np.ndarray, version: str) -> np.ndarray:

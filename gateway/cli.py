@@ -20,6 +20,7 @@ SUBCOMMANDS = {
     "faas-emulator": ("backends.faas_emulator.cli", "a local AWS Lambda Invoke API running ONNX functions"),
     "profile": ("gateway.profile_cmd", "measure a backend's batch times; write a service profile"),
     "status": ("gateway.status_cmd", "a running gateway's models at a glance: versions, traffic, rollouts"),
+    "reference": ("gateway.reference_cmd", "write a drift reference (sketches) from a model and its training data"),
 }
 
 

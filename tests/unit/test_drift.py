@@ -124,3 +124,25 @@ def test_a_reference_file_that_does_not_fit_the_model_is_refused(tmp_path: Path)
         load(flags={"models": {"m": {"path": "m.onnx", "drift": {"window_requests": 0}}}})
     with pytest.raises(ConfigError, match="unknown \\[drift\\]"):
         load(flags={"models": {"m": {"path": "m.onnx", "drift": {"colour": 1}}}})
+
+
+def test_sluice_reference_sketches_inputs_and_computes_the_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.cli import main
+    from support import linear_model
+
+    model = linear_model(tmp_path / "lin.onnx", 1.0)
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((3000, 4)).astype(np.float32)
+    np.savez(tmp_path / "train.npz", x=x)
+    with pytest.raises(SystemExit) as done:
+        main(["reference", "--model", str(model), "--data", str(tmp_path / "train.npz"), "--output", str(tmp_path / "ref.npz")])
+    assert done.value.code == 0, capsys.readouterr().err
+    reference = load_reference(tmp_path / "ref.npz", {"x": (4,)}, {"y": (3,)}, 32)
+    assert reference["x"].rows == 3000 and reference["y"].rows == 3000
+    # the outputs were computed by the model: their classes are those of x @ W
+    expected = np.bincount(np.argmax(x @ (np.arange(12, dtype=np.float32).reshape(4, 3) / 10), axis=1), minlength=3)
+    np.testing.assert_array_equal(reference["y"].classes, expected)
+    np.savez(tmp_path / "bad.npz", z=x)
+    with pytest.raises(SystemExit) as done:
+        main(["reference", "--model", str(model), "--data", str(tmp_path / "bad.npz"), "--output", str(tmp_path / "r2.npz")])
+    assert done.value.code == 2 and "'z'" in capsys.readouterr().err

@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from scheduler import HybridScheduler, load_scheduler  # noqa: E402
-from sim.contest import Run, Verdict, baselines, run, verdict  # noqa: E402
+from sim.contest import Oracle, Run, Verdict, baselines, run, verdict  # noqa: E402
 from sim.family import family, member  # noqa: E402
 
 
@@ -36,6 +36,8 @@ def _task(seed: int, kind: str, duration_s: float, index: int, hybrid: str) -> R
     """One run, rebuilt from plain values in a worker process (index -1: hybrid)."""
     m = member(seed, kind, duration_s)
     if index < 0:
+        if hybrid == "oracle":
+            return run(m, "hybrid", hybrid, lambda: Oracle(m.rates()))
         return run(m, "hybrid", hybrid, (lambda: load_scheduler(hybrid)) if hybrid != "hybrid" else HybridScheduler)
     name, setting, make = baselines(m)[index]
     return run(m, name, setting, make)
@@ -76,7 +78,8 @@ def main() -> None:
     parser.add_argument("--holdout", action="store_true", help="seeds 101-124 instead of 1-24")
     parser.add_argument("--seeds", help="first:count (overrides the default seeds)")
     parser.add_argument("--duration", type=float, help="seconds per member (default 1200, 300 with --quick)")
-    parser.add_argument("--hybrid", default="hybrid", help="the scheduler to set against the baselines (module:Class)")
+    parser.add_argument("--hybrid", default="hybrid", help="the scheduler to set against the baselines: hybrid, "
+                        "module:Class (sim.contest:StepHybrid, the planner before issue 15), or oracle (told the future rates)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--json", help="write every run to this file")
     parser.add_argument("--reuse", help="take the baselines' runs from this --json file (same seeds and duration)")

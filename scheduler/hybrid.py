@@ -42,7 +42,10 @@ from collections.abc import Sequence
 
 from batching import Batch
 
+import numpy as np
+
 from .forecast import Ewma, Holt, Trend
+from .lookback import SecondCounts, pooled_utilization, replay_costs
 from .types import Placement, PoolPlan, View, batch_deadline
 
 
@@ -112,6 +115,7 @@ class HybridScheduler:
         recent_steps: int = 30,
         trend_steps: int = 12,
         burst_steps: int = 60,
+        lookback: bool = True,
     ) -> None:
         self.plan_interval_s = plan_interval_s
         self.utilization, self.scale_in_after_s, self.margin = utilization, scale_in_after_s, margin
@@ -130,10 +134,13 @@ class HybridScheduler:
         self._step_end: float | None = None
         self._count = 0
         self._lower_since: float | None = None
+        self.lookback = lookback  # plan on per-second counts replayed (`scheduler.lookback`), not on 10 s rates
+        self.seconds = SecondCounts(keep_s=int(burst_steps * self.forecaster.step_s))
 
     # -- traffic -----------------------------------------------------------------
 
     def observe(self, arrivals: int, now: float) -> None:
+        self.seconds.add(arrivals, now)
         step = self.forecaster.step_s
         if self._step_end is None:
             self._step_end = now + step
@@ -201,6 +208,8 @@ class HybridScheduler:
             rate, spread = self.expected_rate(view)
             return min(view.max_instances, math.ceil((rate + 2 * spread) / capacity)) if rate > 0 else 0
         per_request = view.prices.faas_batch_cost(view.faas_service(b)) / b
+        if self.lookback and len(self.seconds.counts) >= self.forecaster.step_s:
+            return self.replayed(view, service, per_request)
         rate, spread = self.rate_samples(view)
         highest = rate + max(spread, default=0.0)
         best, best_cost = 0, math.inf
@@ -211,6 +220,39 @@ class HybridScheduler:
             if n * capacity > highest:
                 break  # more instances only add their price
         return best
+
+    def second_samples(self, view: View) -> np.ndarray:
+        """The rate each recent second would have had at the level forecast a startup ahead:
+        the better view's forecast plus each second's departure from its local level (the
+        steady view: the window's mean; the moving view: the median of the 10 s steps around
+        it, so that only bursts count)."""
+        step = int(self.forecaster.step_s)
+        if not self.moving():
+            counts = self.seconds.last(self.recent_steps * step)
+            level = self.expected_rate(view)[0]
+            return np.maximum(0.0, counts - counts.mean() + level)
+        counts = self.seconds.last(self.burst_steps * step)
+        whole = len(counts) // step * step
+        counts = counts[len(counts) - whole :]
+        steps = counts.reshape(-1, step).mean(axis=1)
+        local = np.array([statistics.median(steps[max(0, i - 4) : i + 5]) for i in range(len(steps))])
+        residual = counts - np.repeat(local, step)
+        unseen = np.zeros(max(0, self.burst_steps * step - len(residual)))  # burst-free, as in rate_samples
+        return np.maximum(0.0, np.concatenate([residual, unseen]) + self.trend.forecast(view.startup_s))
+
+    def replayed(self, view: View, service: float, per_request: float) -> int:
+        """The count whose pool, replayed over the recent seconds, costs least (`lookback`)."""
+        samples = self.second_samples(view)
+        b = max(1, view.batch_size)
+        slack = max(0.0, (0.6 - self.margin) * view.slo_s - service)  # what a batch may wait at an instance
+        full = b / service
+        highest = float(samples.max(initial=0.0))
+        n = np.arange(view.max_instances + 1)
+        capacity = n * full * pooled_utilization(n, service, slack)
+        enough = int(np.searchsorted(capacity > highest, True))  # more than this only adds price
+        n = n[: enough + 1]
+        costs = replay_costs(samples, capacity[: enough + 1], slack, view.prices.instance_per_s, per_request)
+        return int(np.argmin(costs))
 
     def watched_enough(self) -> bool:
         """Whether to start instances on what was seen. Before any traffic, the view's rate is

@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 from batching import Batch, FixedPolicy
 from scheduler import FaasOnly, FixedPool, HybridScheduler, Mark, Placement, PoolOnly, PoolPlan, Scheduler, View
 
@@ -148,3 +150,39 @@ def contest(member: Member, hybrid: Callable[[], Scheduler] = HybridScheduler) -
     runs = [run(member, "hybrid", "-", hybrid)]
     runs += [run(member, name, setting, make) for name, setting, make in baselines(member)]
     return verdict(runs)
+
+
+class StepHybrid(HybridScheduler):
+    """The hybrid planner before issue 15 (10 s rates, the M/D/1 utilisation): `--hybrid sim.contest:StepHybrid`."""
+
+    def __init__(self) -> None:
+        super().__init__(lookback=False)
+
+
+class Oracle(HybridScheduler):
+    """The hybrid planner told the future: its replay runs over the expected rates of the
+    seconds a pool started now would serve (`Member.rates`), not over the past. Not a
+    scheduler anyone can run; a bound on what forecasting better could buy."""
+
+    def __init__(self, rates: np.ndarray, ahead_s: float = 300.0) -> None:
+        super().__init__()
+        self.rates, self.ahead_s = rates, ahead_s
+        self._now = 0.0
+
+    def plan(self, view: View, now: float) -> PoolPlan:
+        self._now = now
+        return super().plan(view, now)
+
+    def watched_enough(self) -> bool:
+        return True
+
+    def second_samples(self, view: View) -> np.ndarray:
+        first = int(self._now + view.startup_s)
+        return self.rates[first : first + int(self.ahead_s)]
+
+    def wanted(self, view: View) -> int:
+        if view.pool_service is None or view.faas_service is None:
+            return super().wanted(view)
+        b = max(1, view.batch_size)
+        service = view.pool_service(b)
+        return self.replayed(view, service, view.prices.faas_batch_cost(view.faas_service(b)) / b)

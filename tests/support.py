@@ -117,13 +117,14 @@ class GatewayProcess:
             raise AssertionError(f"gateway did not stop within {timeout} s of signal {sig}; its log ends:\n{tail}") from None
 
 
-def start_gateway(tmp_path: Path, *args: str) -> GatewayProcess:
-    """Start `sluice serve --port 0 ARGS` and wait until it serves."""
+def start_gateway(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> GatewayProcess:
+    """Start `sluice serve --port 0 ARGS` and wait until it serves; `env` adds to the environment
+    (an admin token, say)."""
     log_path = tmp_path / f"gateway-{time.monotonic_ns()}.log"
     log_file = open(log_path, "w")
     process = subprocess.Popen(
         [sys.executable, "-m", "gateway", "serve", "--port", "0", *args],
-        stdout=subprocess.DEVNULL, stderr=log_file, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=log_file, start_new_session=True, env={**os.environ, **(env or {})},
     )  # fmt: skip
     log_file.close()
     give_up = time.monotonic() + _START_TIMEOUT_S

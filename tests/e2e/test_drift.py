@@ -5,7 +5,6 @@ feature shifted by half a standard deviation; the scores in /metrics and at /adm
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 import aiohttp
@@ -46,22 +45,20 @@ reference_requests = 400
 window_requests = 400
 window_s = 60
 """)
-    os.environ["SLUICE_ADMIN_TOKEN"] = TOKEN
-    try:
-        gw = start_gateway(tmp_path, "--config", str(config))
-    finally:
-        os.environ.pop("SLUICE_ADMIN_TOKEN")
+    gw = start_gateway(tmp_path, "--config", str(config), env={"SLUICE_ADMIN_TOKEN": TOKEN})
     try:
         async with aiohttp.ClientSession() as session:
             labels = {"model": "lin", "version": "1", "tensor": "x"}
             # The file has inputs only: the first 400 rows teach the output reference; inputs are
-            # watched from the first row, three windows of 400.
+            # watched from the first row: two windows of 400 and some.
             await send_rows(session, gw.url, rng.standard_normal((1200, 4)))
             await asyncio.sleep(0.3)
             samples = await scrape(gw.url)
             assert metric(samples, "sluice_drift_score", statistic="psi", **labels) < 0.1
             assert metric(samples, "sluice_drift_features_over_threshold", **labels) == 0
-            shifted = rng.standard_normal((400, 4))
+            # Windows close at the batch that passes 400 rows, so a little later each time: 600
+            # shifted rows fill the next window whole.
+            shifted = rng.standard_normal((600, 4))
             shifted[:, 2] += 0.5
             await send_rows(session, gw.url, shifted)
             await asyncio.sleep(0.3)
@@ -70,7 +67,7 @@ window_s = 60
             assert metric(samples, "sluice_drift_features_over_threshold", **labels) >= 1
             async with session.get(f"{gw.url}/admin/models/lin/drift", headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
                 (watched,) = (await resp.json())["versions"]
-            assert watched["windows"] == 4 and watched["last"]["tensors"]["x"]["worst_feature"] == "x[2]"
+            assert watched["windows"] == 4 and watched["last"]["tensors"]["x"]["worst_feature"] == "x[2]", watched
             assert "y" in watched["last"]["tensors"]  # the output, a 3-class classifier's, watched too
     finally:
         assert gw.stop() == 0

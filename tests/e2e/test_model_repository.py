@@ -67,12 +67,7 @@ async def post(session: aiohttp.ClientSession, url: str, body: dict | None = Non
 
 
 async def test_versions_load_and_unload_under_load_without_losing_a_request(tmp_path: Path, repository: Path) -> None:
-    env_token = os.environ.get("SLUICE_ADMIN_TOKEN")
-    os.environ["SLUICE_ADMIN_TOKEN"] = TOKEN
-    try:
-        gw = start_gateway(tmp_path, "--model-repository", str(repository))
-    finally:
-        os.environ.pop("SLUICE_ADMIN_TOKEN") if env_token is None else os.environ.__setitem__("SLUICE_ADMIN_TOKEN", env_token)
+    gw = start_gateway(tmp_path, "--model-repository", str(repository), env={"SLUICE_ADMIN_TOKEN": TOKEN})
     try:
         async with aiohttp.ClientSession() as session:
             async with session.get(f"{gw.url}/v2/models/lin") as resp:
@@ -122,11 +117,7 @@ async def test_a_version_that_cannot_load_is_listed_with_its_reason_and_gets_no_
     (repository / "lin" / "3").mkdir()  # no model.onnx
     (repository / "lin" / "4").mkdir()
     (repository / "lin" / "4" / "model.onnx").write_bytes(b"not an onnx file")
-    os.environ["SLUICE_ADMIN_TOKEN"] = TOKEN
-    try:
-        gw = start_gateway(tmp_path, "--model-repository", str(repository))
-    finally:
-        os.environ.pop("SLUICE_ADMIN_TOKEN")
+    gw = start_gateway(tmp_path, "--model-repository", str(repository), env={"SLUICE_ADMIN_TOKEN": TOKEN})
     try:
         async with aiohttp.ClientSession() as session:
             status, rows = await post(session, f"{gw.url}/v2/repository/index")
@@ -177,11 +168,7 @@ async def send_many(session: aiohttp.ClientSession, url: str, xs: list[np.ndarra
 
 async def test_canary_sticky_pinned_and_shadow_traffic(tmp_path: Path, repository: Path) -> None:
     both_versions(repository, '[traffic]\nweights = { "1" = 90, "2" = 10 }\n')
-    os.environ["SLUICE_ADMIN_TOKEN"] = TOKEN
-    try:
-        gw = start_gateway(tmp_path, "--model-repository", str(repository))
-    finally:
-        os.environ.pop("SLUICE_ADMIN_TOKEN")
+    gw = start_gateway(tmp_path, "--model-repository", str(repository), env={"SLUICE_ADMIN_TOKEN": TOKEN})
     rng = np.random.default_rng(7)
     traffic = f"{gw.url}/admin/models/lin/traffic"
     try:
@@ -285,11 +272,7 @@ async def until_settled(session: aiohttp.ClientSession, url: str, within_s: floa
 async def test_rollouts_roll_back_a_slow_candidate_and_promote_a_good_one(tmp_path: Path, repository: Path) -> None:
     slow_model(repository / "lin" / "2" / "model.onnx")
     linear_model(repository / "lin" / "3" / "model.onnx", 1.0)  # as good as version 1
-    os.environ["SLUICE_ADMIN_TOKEN"] = TOKEN
-    try:
-        gw = start_gateway(tmp_path, "--model-repository", str(repository))
-    finally:
-        os.environ.pop("SLUICE_ADMIN_TOKEN")
+    gw = start_gateway(tmp_path, "--model-repository", str(repository), env={"SLUICE_ADMIN_TOKEN": TOKEN})
     rollout = f"{gw.url}/admin/models/lin/rollout"
     try:
         async with aiohttp.ClientSession() as session:
@@ -403,11 +386,7 @@ def failing_model(path: Path) -> Path:
 
 async def test_a_candidate_that_fails_a_share_of_requests_is_rolled_back(tmp_path: Path, repository: Path) -> None:
     failing_model(repository / "lin" / "2" / "model.onnx")
-    os.environ["SLUICE_ADMIN_TOKEN"] = TOKEN
-    try:
-        gw = start_gateway(tmp_path, "--model-repository", str(repository))
-    finally:
-        os.environ.pop("SLUICE_ADMIN_TOKEN")
+    gw = start_gateway(tmp_path, "--model-repository", str(repository), env={"SLUICE_ADMIN_TOKEN": TOKEN})
     rollout = f"{gw.url}/admin/models/lin/rollout"
     try:
         async with aiohttp.ClientSession() as session:
@@ -437,12 +416,8 @@ async def test_two_replicas_share_traffic_policies_and_one_leads_a_rollout(tmp_p
     config = tmp_path / "sluice.toml"
     config.write_text(f'[server]\nmodel_repository = "{repository}"\n[state]\nurl = "{redis_server.url}"\n'
                       "sync_s = 0.2\nleader_lease_s = 2.0\n")  # fmt: skip
-    os.environ["SLUICE_ADMIN_TOKEN"] = TOKEN
-    try:
-        a = start_gateway(tmp_path, "--config", str(config))
-        b = start_gateway(tmp_path, "--config", str(config))
-    finally:
-        os.environ.pop("SLUICE_ADMIN_TOKEN")
+    a = start_gateway(tmp_path, "--config", str(config), env={"SLUICE_ADMIN_TOKEN": TOKEN})
+    b = start_gateway(tmp_path, "--config", str(config), env={"SLUICE_ADMIN_TOKEN": TOKEN})
     try:
         async with aiohttp.ClientSession() as session:
 

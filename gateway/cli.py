@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "profile": ("gateway.profile_cmd", "measure a backend's batch times; write a service profile"),
     "status": ("gateway.status_cmd", "a running gateway's models at a glance: versions, traffic, rollouts"),
     "reference": ("gateway.reference_cmd", "write a drift reference (sketches) from a model and its training data"),
+    "capture": ("gateway.capture_cmd", "read captured requests back: `sluice capture read PATH` writes an .npz"),
 }
 
 

@@ -45,6 +45,7 @@ from typing import Any
 
 from scheduler import Prices
 
+from .capture.settings import CaptureConfig
 from .drift_watch import DriftConfig
 
 POLICIES = ("fixed", "none", "adaptive")
@@ -123,6 +124,7 @@ class ModelConfig:
     lease_s: float = 30.0  # the longest a registration lasts without renewal
     faas: FaasConfig | None = None  # alone: every batch goes to the function; with a server pool: a hybrid
     drift: DriftConfig | None = None  # [models.<name>.drift]: watch inputs and outputs against a reference
+    capture: CaptureConfig | None = None  # [models.<name>.capture]: sampled requests to files or S3
     # With both a server pool and [faas]: who places batches and sizes the pool.
     scheduler: str = "hybrid"  # hybrid | faas-only | pool-only | mark | module:Class
     max_workers: int = 8
@@ -147,6 +149,11 @@ class ModelConfig:
         if self.drift is not None:
             try:
                 self.drift.check(self.name)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        if self.capture is not None:
+            try:
+                self.capture.check(self.name)
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
         if self.max_workers < 1 or self.instance_price_per_hour < 0 or self.instance_min_billed_s < 0:
@@ -273,6 +280,16 @@ def _model(name: str, values: dict[str, Any]) -> ModelConfig:
         if unknown:
             raise ConfigError(f"model {name!r}: unknown [drift] setting(s) {sorted(unknown)}")
         values["drift"] = DriftConfig(**_checked(f"model {name!r} [drift]", drift, DriftConfig))
+    capture = values.get("capture")
+    if capture is not None:
+        if not isinstance(capture, dict):
+            raise ConfigError(f"model {name!r}: capture must be a table")
+        unknown = capture.keys() - {f.name for f in fields(CaptureConfig)}
+        if unknown:
+            raise ConfigError(f"model {name!r}: unknown [capture] setting(s) {sorted(unknown)}")
+        if "destination" not in capture:
+            raise ConfigError(f"model {name!r}: [capture] needs a destination (file://DIR or s3://BUCKET/PREFIX)")
+        values["capture"] = CaptureConfig(**_checked(f"model {name!r} [capture]", capture, CaptureConfig))
     upstream = values.get("upstream")
     if isinstance(upstream, str):
         values["upstream"] = (upstream,)

@@ -201,6 +201,23 @@ class Metrics:
             "for a classifier, else the largest over the output's features.", ["model", "version", "output", "statistic"],
             registry=r,
         )  # fmt: skip
+        # Request capture (gateway.capture): sampled records for retraining and audits.
+        self.capture_dropped = Counter(
+            "sluice_capture_dropped", "Captured records dropped, by reason: full (the queue in front of the "
+            "destination was full: it cannot keep up, or stalls), error (a write or upload failed), stopped (still "
+            "queued when the gateway stopped).", ["model", "version", "reason"], registry=r,
+        )  # fmt: skip
+        self.capture_records = Counter(
+            "sluice_capture_records", "Captured records written to the destination.", ["model", "version"], registry=r
+        )
+        self.capture_bytes = Counter(
+            "sluice_capture_bytes", "Bytes of captured records written to the destination.", ["model", "version"],
+            registry=r,
+        )  # fmt: skip
+        self.capture_queue_bytes = Gauge(
+            "sluice_capture_queue_bytes", "Captured records waiting for the destination (bounded by queue_mb).",
+            ["model", "version"], registry=r,
+        )  # fmt: skip
         # Shadow traffic (gateway.shadow): labelled by the shadow version.
         self.shadow_requests = Counter(
             "sluice_shadow_requests", "Copies of requests for a model's shadow version, by outcome: compared, "

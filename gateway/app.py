@@ -135,6 +135,8 @@ class Gateway:
         await asyncio.gather(*(loop.stop() for loop in (model.retune, model.keep_warm, model.plan) if loop is not None),
                              return_exceptions=True)  # fmt: skip
         await model.pool.stop()
+        if model.capture is not None:  # after the last answers: writes what it holds, closes its file
+            await model.capture.stop()
         self.cluster.forget(model.key)
         self.metrics.forget(model.name, model.version)
 
@@ -178,7 +180,7 @@ class Gateway:
         await asyncio.gather(*(r.stop() for n, r in self.registries.items() if n not in self.models),
                              return_exceptions=True)  # fmt: skip
         served = list(self.served())
-        loops = [loop for m in served for loop in (m.retune, m.keep_warm, m.plan) if loop is not None]
+        loops = [loop for m in served for loop in (m.retune, m.keep_warm, m.plan, m.capture) if loop is not None]
         await asyncio.gather(*(loop.stop() for loop in loops), return_exceptions=True)
         await asyncio.gather(*(m.pool.stop() for m in served), return_exceptions=True)
 
@@ -301,6 +303,9 @@ async def _edge(request: web.Request, handler) -> web.StreamResponse:
         counted.requests(response.status).inc()
         if response.status == 200:
             counted.latency.observe(elapsed)
+        if served.capture is not None:  # here: every request's final status and latency, and the answer as sent
+            served.capture.offer(request_id, response.status, elapsed, request.get("inputs"), request.get("outputs"),
+                                 response.body if response.status >= 400 else None)  # fmt: skip
     if gateway.config.access_log:
         access.info(
             "request",
@@ -332,6 +337,7 @@ async def infer_v2(request: web.Request) -> web.Response:
         raise ProtocolError(f"{HEADER_LENGTH} must be an integer") from None
     parsed = decode_request(body, header_length)
     rows = validate_inputs(model.metadata, parsed.inputs, _MAX_ELEMENTS)
+    request["inputs"] = parsed.inputs  # for capture
     check_outputs(model.metadata, parsed.outputs)
     deadline = gateway.deadline(request, parsed.parameters)
     priority = _priority(parsed.parameters)
@@ -344,6 +350,7 @@ async def infer_v2(request: web.Request) -> web.Response:
         outputs = await answered
     if parsed.outputs is not None:
         outputs = {name: outputs[name] for name in parsed.outputs}
+    request["outputs"] = outputs
     binary = True if parsed.binary_default and parsed.outputs is None else parsed.binary_outputs
     payload, length = encode_response(model.name, model.version, outputs, parsed.id, binary)
     if length is None:
@@ -366,7 +373,9 @@ async def predict_v1(request: web.Request) -> web.Response:
     gateway.screen(model, request)
     inputs = decode_v1(model.metadata, await _body(request, gateway.config.max_body_bytes))
     rows = validate_inputs(model.metadata, inputs, _MAX_ELEMENTS)
+    request["inputs"] = inputs  # for capture
     outputs = await gateway.serve(model, request, inputs, rows, gateway.deadline(request, {}))
+    request["outputs"] = outputs
     return web.Response(body=encode_v1(outputs), content_type="application/json")
 
 

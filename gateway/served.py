@@ -27,6 +27,7 @@ from .config import FaasConfig, ModelConfig
 from .keepwarm import KeepWarmLoop
 from .metrics import Metrics, ModelMetrics
 from .retune import RetuneLoop
+from .capture.writer import Capture
 from .drift_watch import DriftWatch, load_reference
 from .rollout import Outcomes
 from .scheduling import PlanLoop
@@ -50,6 +51,7 @@ class ServedModel:
     retired: bool = False  # unloaded: out of routing, answering what it holds
     outcomes: Outcomes = field(default_factory=Outcomes)  # its recent answers, for a rollout's guard
     drift: DriftWatch | None = None  # its data against a reference ([models.<name>.drift])
+    capture: Capture | None = None  # sampled requests to files or S3 ([models.<name>.capture]), offered by the app
 
     @property
     def name(self) -> str:
@@ -280,6 +282,10 @@ async def start_model(config: ModelConfig, metrics: Metrics, pool: Pool | None =
         while waiting and not any(i.healthy for i in pool.instances):
             await asyncio.sleep(0.1)
         drift = watch_drift(config, metadata, metrics) if config.drift is not None else None  # a bad reference stops here
+        capture = None
+        if config.capture is not None:  # a destination that does not exist stops here
+            capture = Capture(config.capture, config.name, config.version, metadata.batchable, metrics)
+            await capture.open()
         if config.policy == "adaptive" and metadata.batchable:
             policy: BatchPolicy = await make_adaptive_policy(config, metadata, pool)
         else:
@@ -309,7 +315,9 @@ async def start_model(config: ModelConfig, metrics: Metrics, pool: Pool | None =
             "batchable": metadata.batchable, "startup_s": round(time.monotonic() - started, 3),
         },
     )  # fmt: skip
-    served = ServedModel(config, pool, metadata, runner, drift=drift)
+    served = ServedModel(config, pool, metadata, runner, drift=drift, capture=capture)
+    if capture is not None:
+        capture.start()
     if curves is not None:
         assert isinstance(pool, MixedPool)
         served.plan = PlanLoop(config.name, core, pool, metadata, model_metrics, servers_measured=curves[1] is not None)

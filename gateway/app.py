@@ -36,6 +36,7 @@ from .runner import RequestFailed
 from .served import ServedModel, make_pool, registry_of, start_model
 from .model_control import ModelControl
 from .shadow import Shadowing
+from .shared_drift import SharedDrift
 from .shared_traffic import SharedTraffic
 from .versions import VERSION_HEADER, ModelVersions
 
@@ -71,6 +72,7 @@ class Gateway:
         self.shadowing = Shadowing(self)  # copies to shadow versions, and their comparisons
         self.rollouts = rollout_loop.Rollouts(self)
         self.shared = SharedTraffic(self, config.state.sync_s)  # traffic and rollouts across replicas
+        self.shared_drift = SharedDrift(self, config.state.sync_s)  # drift scored on every replica's sketches
 
     def _make_cluster(self) -> Cluster:
         state = self.config.state
@@ -88,6 +90,8 @@ class Gateway:
     async def startup(self, app: web.Application) -> None:
         self.cluster.start()
         self.shared.start()
+        if self.config.state.url:
+            self.shared_drift.start()
         log.info("cluster state", extra={"store": self.cluster.store.name, "replica": self.cluster.replica})
         try:
             for config in self.config.models.values():
@@ -122,6 +126,8 @@ class Gateway:
     def serving(self, model: ServedModel) -> None:
         """A version starts taking traffic (all of it if it is its model's first)."""
         self.models.setdefault(model.name, ModelVersions(model.name)).add(model)
+        if model.drift is not None and self.config.state.url:
+            model.drift.share()  # several replicas: windows by wall-clock slot, scored on the merge
         pool = model.pool
         faas = pool.faas if isinstance(pool, MixedPool) else pool if isinstance(pool, FaasPool) else None
         runner = model.runner
@@ -173,6 +179,7 @@ class Gateway:
         await self.lag.stop()
         await self.rollouts.stop()
         await self.shared.stop()
+        await self.shared_drift.stop()
         await self.cluster.stop()
         await self.cluster.store.close()
         for task in list(self.starting.values()):

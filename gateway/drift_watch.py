@@ -105,9 +105,26 @@ class DriftWatch:
         self.window_started: float | None = None
         self.windows = 0
         self.last: dict | None = None
+        # With replicas (`share`): windows are wall-clock slots of window_s, handed to the
+        # cluster (`gateway.shared_drift`), which scores the merge of every replica's.
+        self.slot: int | None = None
+        self.finished: list[tuple[int, dict[str, TensorSketch]]] = []
+        self.shared = False
 
-    def observe(self, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray], now: float) -> None:
-        """One answered batch."""
+    def share(self) -> None:
+        """Windows by wall-clock slot from now on, scored across replicas."""
+        self.shared = True
+
+    def take_finished(self, wall: float) -> list[tuple[int, dict[str, TensorSketch]]]:
+        """The slots over by `wall` (a slot with no batch after it ends here too)."""
+        if self.slot is not None and self.window and int(wall // self.config.window_s) > self.slot:
+            self.finished.append((self.slot, self.window))
+            self.window = {}
+        finished, self.finished = self.finished, []
+        return finished
+
+    def observe(self, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray], now: float, wall: float = 0.0) -> None:
+        """One answered batch (`wall`: the wall clock, which replicas share)."""
         rows = int(np.shape(next(iter(inputs.values())))[0]) if inputs else 0
         if self.building:
             self._add(self.reference, inputs, outputs)
@@ -120,6 +137,14 @@ class DriftWatch:
             if min(t.rows for t in self.learning.values()) >= self.config.reference_requests:
                 self.reference.update(self.learning)
                 self.learning = {}
+        if self.shared:
+            slot = int(wall // self.config.window_s)
+            if self.slot is not None and slot != self.slot and self.window:
+                self.finished.append((self.slot, self.window))
+                self.window = {}
+            self.slot = slot
+            self._add(self.window, inputs, outputs)
+            return
         if self.window_started is None:
             self.window_started = now
         self._add(self.window, inputs, outputs)
@@ -139,11 +164,13 @@ class DriftWatch:
                     sketch = into[name] = TensorSketch(kind)
                 sketch.update(name, array, self.config.max_features)
 
-    def close(self, now: float) -> None:
-        """Score the window, set the metrics, start the next."""
-        report = score(self.reference, self.window, self.thresholds)
+    def close(self, now: float, window: dict[str, TensorSketch] | None = None, replicas: int = 1) -> None:
+        """Score the window (this replica's, or the cluster's merged one), set the metrics, start the next."""
+        merged = window is not None
+        report = score(self.reference, window if merged else self.window, self.thresholds)
         self.windows += 1
-        self.last = {"window": self.windows, "closed_at": now, "started_at": self.window_started, "tensors": report}
+        self.last = {"window": self.windows, "closed_at": now, "started_at": None if merged else self.window_started,
+                     "replicas": replicas, "tensors": report}  # fmt: skip
         for name, entry in report.items():
             for statistic, value in entry["max"].items():
                 if entry["kind"] == "input":
@@ -154,7 +181,8 @@ class DriftWatch:
             if entry["over_threshold"]:
                 log.warning("drift", extra={"model": self.model, "version": self.version, "tensor": name,
                                             "max": entry["max"], "worst_feature": entry.get("worst_feature")})  # fmt: skip
-        self.window, self.window_started = {}, None
+        if not merged:
+            self.window, self.window_started = {}, None
 
     def to_json(self) -> dict:
         return {"version": self.version, "state": "building reference" if self.building else "watching",

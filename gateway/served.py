@@ -307,7 +307,7 @@ async def start_model(config: ModelConfig, metrics: Metrics, pool: Pool | None =
         core = make_core(config, policy, fleet)
     runner = ModelRunner(core, pool, model_metrics)
     if drift is not None:
-        runner.observers.append(lambda inputs, outputs: drift.observe(inputs, outputs, time.monotonic()))
+        runner.observers.append(lambda inputs, outputs: drift.observe(inputs, outputs, time.monotonic(), time.time()))
     log.info(
         "model ready",
         extra={

@@ -5,11 +5,14 @@ feature shifted by half a standard deviation; the scores in /metrics and at /adm
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import aiohttp
 import numpy as np
 import pytest
+
+from gateway.drift import TensorSketch, Thresholds, score
 
 from support import linear_model, metric, scrape, start_gateway, v2_body
 
@@ -80,3 +83,68 @@ def test_a_reference_that_does_not_fit_the_model_stops_the_start_naming_it(tmp_p
     config.write_text(f'[models.lin]\npath = "{model}"\nworkers = 1\n[models.lin.drift]\nreference = "{tmp_path / "reference.npz"}"\n')
     with pytest.raises(RuntimeError, match=r"\[drift\] reference .*shape \(10, 7\)"):
         start_gateway(tmp_path, "--config", str(config))
+
+
+async def test_two_replicas_score_the_merge_of_their_sketches(tmp_path: Path, redis_server) -> None:
+    """Replica A sees one feature shifted, B sees none, in the same slot: both report the score
+    of all rows together (half of them shifted), not their own."""
+    rng = np.random.default_rng(9)
+    model = linear_model(tmp_path / "lin.onnx", 1.0)
+    reference = rng.standard_normal((20_000, 4)).astype(np.float32)
+    np.savez(tmp_path / "reference.npz", x=reference)
+    window_s = 4.0
+    config = tmp_path / "sluice.toml"
+    config.write_text(f"""
+[state]
+url = "{redis_server.url}"
+sync_s = 0.2
+[models.lin]
+path = "{model}"
+workers = 1
+[models.lin.drift]
+reference = "{tmp_path / 'reference.npz'}"
+window_s = {window_s}
+""")
+    env = {"SLUICE_ADMIN_TOKEN": TOKEN}
+    a, b = start_gateway(tmp_path, "--config", str(config), env=env), start_gateway(tmp_path, "--config", str(config), env=env)
+    try:
+        shifted, plain = rng.standard_normal((400, 4)), rng.standard_normal((400, 4))
+        shifted[:, 2] += 0.8
+        async with aiohttp.ClientSession() as session:
+            # teach both replicas the output reference (1000 rows each) before the measured slot
+            await asyncio.gather(send_rows(session, a.url, rng.standard_normal((1000, 4))),
+                                 send_rows(session, b.url, rng.standard_normal((1000, 4))))  # fmt: skip
+            loop = asyncio.get_running_loop()
+            await asyncio.sleep(window_s - time.time() % window_s + 0.05)  # the start of a slot
+            began = time.time()
+            await asyncio.gather(send_rows(session, a.url, shifted), send_rows(session, b.url, plain))
+            assert time.time() - began < window_s - 0.1, "the rows did not fit in one slot"
+
+            async def last(gw) -> dict | None:
+                async with session.get(f"{gw.url}/admin/models/lin/drift", headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+                    return (await resp.json())["versions"][0]["last"]
+
+            give_up = loop.time() + 4 * window_s
+            while loop.time() < give_up:
+                reports = [await last(gw) for gw in (a, b)]
+                if all(r is not None and r["replicas"] == 2 and r["tensors"]["x"]["rows"] == 800 for r in reports):
+                    break
+                await asyncio.sleep(0.3)
+            assert all(r is not None and r["replicas"] == 2 and r["tensors"]["x"]["rows"] == 800 for r in reports), reports
+        both = np.concatenate([shifted, plain])
+        expected = score({"x": sketch(reference)}, {"x": sketch(both)}, Thresholds())["x"]["features"]
+        alone = score({"x": sketch(reference)}, {"x": sketch(shifted)}, Thresholds())["x"]["features"]
+        for report in reports:
+            got = report["tensors"]["x"]["features"]
+            for feature in expected:
+                assert got[feature]["psi"] == pytest.approx(expected[feature]["psi"], abs=0.03), (feature, got, expected)
+                assert got[feature]["ks"] == pytest.approx(expected[feature]["ks"], abs=0.03)
+            assert got["x[2]"]["psi"] < alone["x[2]"]["psi"] - 0.1  # not A's own score
+    finally:
+        assert a.stop() == 0 and b.stop() == 0
+
+
+def sketch(rows: np.ndarray) -> TensorSketch:
+    tensor = TensorSketch("input")
+    tensor.update("x", rows, 32)
+    return tensor

@@ -148,3 +148,50 @@ def sketch(rows: np.ndarray) -> TensorSketch:
     tensor = TensorSketch("input")
     tensor.update("x", rows, 32)
     return tensor
+
+
+def image_model(path: Path) -> Path:
+    """img [N, 3, 8, 8] -> y [N, 3], the mean of each channel: an image-like input."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("ReduceMean", ["img"], ["y"], axes=[2, 3], keepdims=0)], "image",
+                              [helper.make_tensor_value_info("img", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+async def test_an_image_channel_made_brighter_is_named(tmp_path: Path) -> None:
+    rng = np.random.default_rng(12)
+    model = image_model(tmp_path / "image.onnx")
+    config = tmp_path / "sluice.toml"
+    config.write_text(f'[models.img]\npath = "{model}"\nworkers = 1\n[models.img.drift]\nreference_requests = 500\nwindow_requests = 500\n')
+    gw = start_gateway(tmp_path, "--config", str(config), env={"SLUICE_ADMIN_TOKEN": TOKEN})
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def send(images: np.ndarray) -> None:
+                queue = list(images)
+
+                async def worker() -> None:
+                    while queue:
+                        image = queue.pop()[None].astype(np.float32)
+                        async with session.post(f"{gw.url}/v2/models/img/infer", json=v2_body(image, name="img")) as resp:
+                            assert resp.status == 200, await resp.text()
+
+                await asyncio.gather(*(worker() for _ in range(16)))
+
+            await send(rng.normal(0.5, 0.2, (500, 3, 8, 8)))  # the reference: the first 500 images
+            brighter = rng.normal(0.5, 0.2, (700, 3, 8, 8))
+            brighter[:, 1] += 0.02  # the green channel, a tenth of its spread brighter
+            await send(brighter)
+            await asyncio.sleep(0.3)
+            async with session.get(f"{gw.url}/admin/models/img/drift", headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+                last = (await resp.json())["versions"][0]["last"]
+        report = last["tensors"]["img"]
+        assert report["worst_feature"] == "img[1].mean" and report["over_threshold"] >= 1, report
+        assert report["features"]["img[0].mean"]["psi"] < 0.1 and report["features"]["img[2].mean"]["psi"] < 0.1
+    finally:
+        assert gw.stop() == 0

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-unit test-e2e bench demo rollout-demo clean
+.PHONY: install run test test-unit test-e2e bench demo rollout-demo drift-demo clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ demo: install  ## the hybrid scheduler live: bursty load, where batches went, wh
 
 rollout-demo: install  ## two rollouts under load: a slow version rolled back, a good one promoted
 	$(BIN)/python bench/rollout_demo.py
+
+drift-demo: install  ## the demo model watched for drift: one input feature moved by half a standard deviation
+	$(BIN)/python bench/drift_demo.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -412,6 +412,65 @@ class RedisServer:
 
 
 # ---------------------------------------------------------------------------
+# S3: moto's standalone server, a process of its own on a free port of 127.0.0.1 (capture tests)
+
+class S3Server:
+    """An S3-compatible endpoint; `env` points boto3's usual chain (in the gateway, in
+    `sluice capture read`) at it. `pause` stops the process (SIGSTOP): an endpoint that
+    takes connections and never answers."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {"AWS_ENDPOINT_URL_S3": self.url, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                    "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> S3Server:
+        try:
+            import moto.server  # noqa: F401
+        except ImportError:
+            pytest.skip("no moto server: pip install -e '.[test]'")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        give_up = time.monotonic() + 30
+        while time.monotonic() < give_up:
+            try:
+                urllib.request.urlopen(f"{self.url}/moto-api/", timeout=1).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"moto server did not start on port {self.port}")
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.url, aws_access_key_id="test", aws_secret_access_key="test",
+                            region_name="us-east-1")  # fmt: skip
+
+    def pause(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.resume()
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+# ---------------------------------------------------------------------------
 # Models
 
 def heavy_model(path: Path) -> Path:

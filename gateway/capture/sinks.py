@@ -95,6 +95,7 @@ class FileSink:
                 f.seek(-1, os.SEEK_END)
                 if f.read(1) != b"\n":
                     self._file.write(b"\n")
+                    self._size += 1
 
     def _drop_file(self) -> None:
         try:

@@ -173,3 +173,17 @@ async def test_a_stalled_destination_never_holds_up_the_caller_and_drops_are_cou
         assert not capture._thread.is_alive()
     finally:
         os.close(reader)
+
+
+async def test_writes_that_fail_are_counted_as_errors(tmp_path: Path) -> None:
+    (tmp_path / "lin-1-broken.jsonl").mkdir()  # the active file's name is taken: every open fails
+    metrics = Metrics()
+    capture = Capture(CaptureConfig(destination=f"file://{tmp_path}", fraction=1.0), "lin", "1", True, metrics, replica="broken")
+    await capture.open()
+    capture.start()
+    for i in range(50):
+        capture.offer(f"r{i}", 200, 0.001, *_records(i))
+    await capture.stop()
+    samples = _samples(metrics)
+    assert metric(samples, "sluice_capture_dropped_total", model="lin", reason="error") == 50
+    assert metric(samples, "sluice_capture_records_total", model="lin") == 0

@@ -1,0 +1,177 @@
+"""The cost of watching the data: the demo model served with request capture off and on
+(1% of requests to a directory), and with `--drift` also with a drift watch, in one run.
+
+Each setting gets a real `sluice serve --config` (the demo model, its default workers and
+batching). Per setting: throughput, closed loop (`--clients` always in flight for
+`--seconds`); then latency open loop at one high rate for all settings (`--rate`, or
+`--load` times the first capture-off throughput), Poisson arrivals from
+`bench/loadgen.py`, latency from each request's scheduled send. Settings are run in turn,
+`--rounds` times over, and each figure is the median over the rounds: the machine's own
+drift (other work on a shared host) falls on every setting alike.
+
+    python bench/capture_cost.py                 # off and capture 1%, 3 rounds, ~3 min
+    python bench/capture_cost.py --drift --json  # also drift, and drift + capture
+
+Target (issue 17): at most 5% less throughput and at most 0.2 ms added at p50.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+from loadgen import run_load  # noqa: E402
+
+from backends.worker.demo import demo_model_path  # noqa: E402
+
+
+def config_text(model: Path, out: Path, capture: bool, drift: bool, fraction: float) -> str:
+    text = f'[models.demo]\npath = "{model}"\n'
+    if drift:
+        text += "[models.demo.drift]\nreference_requests = 1000\n"
+    if capture:
+        text += f'[models.demo.capture]\ndestination = "file://{out}"\nfraction = {fraction}\n'
+    return text
+
+
+def start(config: Path, log: Path) -> tuple[subprocess.Popen, str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--port", "0", "--config", str(config), "--no-access-log"],
+        stdout=subprocess.DEVNULL, stderr=open(log, "w"), start_new_session=True, cwd=ROOT,
+    )  # fmt: skip
+    give_up = time.monotonic() + 120
+    while time.monotonic() < give_up:
+        for line in log.read_text().splitlines():
+            if '"serving"' in line:
+                return process, f"http://127.0.0.1:{json.loads(line)['port']}"
+        if process.poll() is not None:
+            break
+        time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"gateway did not start:\n{log.read_text()[-2000:]}")
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+async def throughput(url: str, body: bytes, seconds: float, clients: int) -> float:
+    """Answers per second with `clients` requests always in flight."""
+    loop = asyncio.get_running_loop()
+    served = 0
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        end = loop.time() + seconds
+
+        async def client() -> None:
+            nonlocal served
+            while loop.time() < end:
+                async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as resp:
+                    await resp.read()
+                    served += resp.status == 200
+
+        await asyncio.gather(*(client() for _ in range(clients)))
+    return served / seconds
+
+
+async def scrape_capture(base: str) -> dict[str, float]:
+    async with aiohttp.ClientSession() as session, session.get(f"{base}/metrics") as resp:
+        text = await resp.text()
+    found = {"records": 0.0, "dropped": 0.0}
+    for line in text.splitlines():
+        if line.startswith("sluice_capture_records_total{"):
+            found["records"] += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("sluice_capture_dropped_total{"):
+            found["dropped"] += float(line.rsplit(" ", 1)[1])
+    return found
+
+
+def measure(name: str, text: str, work: Path, body: bytes, args: argparse.Namespace, rate: float | None) -> dict:
+    config = work / f"{name}.toml"
+    config.write_text(text)
+    process, base = start(config, work / f"{name}.log")
+    url = f"{base}/v2/models/demo/infer"
+    try:
+        asyncio.run(throughput(url, body, 1.0, args.clients))  # warm: workers, connections, a drift reference
+        rps = asyncio.run(throughput(url, body, args.seconds, args.clients))
+        rate = rate or args.load * rps
+        load = run_load(url, rate, args.seconds, body, procs=1, seed=7, timeout_s=5.0, drain_s=1.0, max_connections=2000)
+        captured = asyncio.run(scrape_capture(base))
+    finally:
+        stop(process)
+    return {"setting": name, "throughput_rps": round(rps, 1), "rate": round(rate, 1), "ok": load["ok"],
+            "sent": load["sent"], "p50_ms": load["latency_ms"]["p50"], "p99_ms": load["latency_ms"]["p99"], **captured}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=8.0, help="of each throughput and each latency measurement")
+    parser.add_argument("--clients", type=int, default=64, help="in flight for the throughput measurement")
+    parser.add_argument("--rate", type=float, help="open-loop rate (default: --load x the first capture-off throughput)")
+    parser.add_argument("--load", type=float, default=0.7, help="the latency point, a fraction of throughput")
+    parser.add_argument("--fraction", type=float, default=0.01, help="capture's sample fraction")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--drift", action="store_true", help="also a drift watch, alone and with capture")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    model = demo_model_path()
+    body = json.dumps({"inputs": [{"name": "x", "shape": [1, 256], "datatype": "FP32",
+                                   "data": np.random.default_rng(1).standard_normal(256).round(4).tolist()}]}).encode()  # fmt: skip
+    settings = [("off", False, False), ("capture", True, False)]
+    if args.drift:
+        settings += [("drift", False, True), ("drift+capture", True, True)]
+    runs: dict[str, list[dict]] = {name: [] for name, _, _ in settings}
+    rate = args.rate
+    with tempfile.TemporaryDirectory(prefix="sluice-capture-cost-") as tmp:
+        work = Path(tmp)
+        for round_ in range(args.rounds):
+            for name, capture, drift in settings:
+                out = work / f"captured-{name}-{round_}"
+                out.mkdir()
+                result = measure(name, config_text(model, out, capture, drift, args.fraction), work, body, args, rate)
+                rate = rate or result["rate"]
+                runs[name].append(result)
+                if not args.json:
+                    print(f"round {round_ + 1} {name:>14}: {result['throughput_rps']:8.1f} req/s, at {result['rate']:.0f}"
+                          f" req/s p50 {result['p50_ms']} ms p99 {result['p99_ms']} ms, captured {result['records']:.0f}"
+                          f" dropped {result['dropped']:.0f}", flush=True)  # fmt: skip
+    summary = {name: {key: statistics.median(r[key] for r in results)
+                      for key in ("throughput_rps", "p50_ms", "p99_ms", "records", "dropped")}
+               for name, results in runs.items()}  # fmt: skip
+    base = summary["off"]
+    for name, figures in summary.items():
+        figures["throughput_change_pct"] = round(100 * (figures["throughput_rps"] / base["throughput_rps"] - 1), 2)
+        figures["p50_added_ms"] = round(figures["p50_ms"] - base["p50_ms"], 3)
+        figures["p99_added_ms"] = round(figures["p99_ms"] - base["p99_ms"], 3)
+    report = {"rate": rate, "seconds": args.seconds, "rounds": args.rounds, "fraction": args.fraction,
+              "settings": summary, "runs": runs}  # fmt: skip
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(f"\nmedians over {args.rounds} rounds; latency at {rate:.0f} req/s open loop; capture {args.fraction:.0%}")
+    print(f"{'setting':>14} {'req/s':>9} {'change':>8} {'p50 ms':>8} {'+p50':>7} {'p99 ms':>8} {'+p99':>7}")
+    for name, f in summary.items():
+        print(f"{name:>14} {f['throughput_rps']:9.1f} {f['throughput_change_pct']:7.2f}% {f['p50_ms']:8.3f} "
+              f"{f['p50_added_ms']:7.3f} {f['p99_ms']:8.3f} {f['p99_added_ms']:7.3f}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -45,6 +45,7 @@ from batching import Batch
 import numpy as np
 
 from .forecast import Ewma, Holt, Trend
+from .hindsight import PlanHistory, moving_cost
 from .lookback import SecondCounts, pooled_utilization, replay_costs
 from .types import Placement, PoolPlan, View, batch_deadline
 
@@ -116,6 +117,7 @@ class HybridScheduler:
         trend_steps: int = 12,
         burst_steps: int = 60,
         lookback: bool = True,
+        hindsight_s: float = 900.0,
     ) -> None:
         self.plan_interval_s = plan_interval_s
         self.utilization, self.scale_in_after_s, self.margin = utilization, scale_in_after_s, margin
@@ -135,7 +137,10 @@ class HybridScheduler:
         self._count = 0
         self._lower_since: float | None = None
         self.lookback = lookback  # plan on per-second counts replayed (`scheduler.lookback`), not on 10 s rates
-        self.seconds = SecondCounts(keep_s=int(burst_steps * self.forecaster.step_s))
+        self.seconds = SecondCounts(keep_s=max(int(burst_steps * self.forecaster.step_s), int(hindsight_s)))
+        self.hindsight_s = hindsight_s  # how far back the moving plan and the fixed counts are priced (`scheduler.hindsight`)
+        self.history = PlanHistory(keep_s=hindsight_s + 600.0)
+        self.chosen = "moving"  # which plan the last plan followed: "moving" or "fixed"
 
     # -- traffic -----------------------------------------------------------------
 
@@ -240,19 +245,52 @@ class HybridScheduler:
         unseen = np.zeros(max(0, self.burst_steps * step - len(residual)))  # burst-free, as in rate_samples
         return np.maximum(0.0, np.concatenate([residual, unseen]) + self.trend.forecast(view.startup_s))
 
-    def replayed(self, view: View, service: float, per_request: float) -> int:
-        """The count whose pool, replayed over the recent seconds, costs least (`lookback`)."""
-        samples = self.second_samples(view)
+    def capacities(self, view: View, service: float) -> tuple[np.ndarray, float]:
+        """(requests/s n instances take in all, for n = 0..max_instances; the wait a batch may
+        have at an instance)."""
         b = max(1, view.batch_size)
-        slack = max(0.0, (0.6 - self.margin) * view.slo_s - service)  # what a batch may wait at an instance
-        full = b / service
-        highest = float(samples.max(initial=0.0))
+        slack = max(0.0, (0.6 - self.margin) * view.slo_s - service)
         n = np.arange(view.max_instances + 1)
-        capacity = n * full * pooled_utilization(n, service, slack)
-        enough = int(np.searchsorted(capacity > highest, True))  # more than this only adds price
-        n = n[: enough + 1]
+        return n * (b / service) * pooled_utilization(n, service, slack), slack
+
+    def replayed(self, view: View, service: float, per_request: float, samples: np.ndarray | None = None) -> int:
+        """The count whose pool, replayed over `samples` (default: the recent seconds shifted
+        to the forecast), costs least (`lookback`)."""
+        samples = self.second_samples(view) if samples is None else samples
+        capacity, slack = self.capacities(view, service)
+        enough = int(np.searchsorted(capacity > float(samples.max(initial=0.0)), True))  # more only adds price
         costs = replay_costs(samples, capacity[: enough + 1], slack, view.prices.instance_per_s, per_request)
         return int(np.argmin(costs))
+
+    def in_hindsight(self, view: View, moving: int) -> int:
+        """The moving plan's count, or the best fixed count if that would have cost less over
+        the last `hindsight_s` (`scheduler.hindsight`). Before a few minutes are seen, or
+        without FaaS, the moving plan."""
+        self.chosen = "moving"
+        if not self.lookback or view.pool_service is None or view.faas is None or view.faas_service is None:
+            return moving
+        times, counts = self.seconds.window(int(self.hindsight_s))
+        if len(counts) < max(300.0, 2 * view.startup_s):
+            return moving
+        b = max(1, view.batch_size)
+        service = view.pool_service(b)
+        per_request = view.prices.faas_batch_cost(view.faas_service(b)) / b
+        capacity, slack = self.capacities(view, service)
+        enough = int(np.searchsorted(capacity > float(counts.max(initial=0.0)), True))
+        fixed = replay_costs(counts, capacity[: enough + 1], slack, view.prices.instance_per_s, per_request)
+        # Going from the live count to a larger one pays each new instance's start-up (billed,
+        # serving nothing) and its minimum bill: spread over the window, it weighs against churn.
+        live = sum(1 for i in view.instances if i.state in ("starting", "ready"))
+        started = np.maximum(0, np.arange(len(fixed)) - live)
+        switching = started * view.prices.instance_per_s * (view.startup_s + view.prices.instance_min_billed_s) / len(counts)
+        best = int(np.argmin(fixed + switching))
+        kept = self.scale_in_after_s + self.plan_interval_s
+        following = moving_cost(counts, times, self.history, capacity, startup_s=view.startup_s, hold_s=kept,
+                                slack_s=slack, instance_per_s=view.prices.instance_per_s, per_request=per_request)  # fmt: skip
+        if fixed[best] + switching[best] < following:
+            self.chosen = "fixed"
+            return best
+        return moving
 
     def watched_enough(self) -> bool:
         """Whether to start instances on what was seen. Before any traffic, the view's rate is
@@ -271,7 +309,9 @@ class HybridScheduler:
     def plan(self, view: View, now: float) -> PoolPlan:
         self._ahead_steps = max(1, round(view.startup_s / self.forecaster.step_s))
         live = [i for i in view.instances if i.state in ("starting", "ready")]
-        target = self.wanted(view)
+        moving = self.wanted(view)
+        self.history.add(now, moving)
+        target = self.in_hindsight(view, moving)
         if target >= len(live):
             self._lower_since = None
             if target == len(live) or not self.watched_enough():

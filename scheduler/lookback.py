@@ -22,6 +22,8 @@ from collections import deque
 
 import numpy as np
 
+TAIL = 1.0  # the mean wait within the slack
+
 
 class SecondCounts:
     """Arrivals per whole second, for the last `keep_s` seconds (the current second still open)."""
@@ -43,6 +45,12 @@ class SecondCounts:
             self._second, self._open = second, 0
         self._open += arrivals
 
+    def window(self, seconds: int) -> tuple[np.ndarray, np.ndarray]:
+        """(start of each second, its count) for the last `seconds` closed seconds."""
+        counts = self.last(seconds)
+        end = self._second if self._second is not None else 0
+        return np.arange(end - len(counts), end, dtype=float), counts
+
     def last(self, seconds: int) -> np.ndarray:
         """The last `seconds` closed seconds' counts (fewer if not seen yet), oldest first."""
         n = min(seconds, len(self.counts))
@@ -56,35 +64,45 @@ def pooled_utilization(n: np.ndarray, service_s: float, slack_s: float, ceiling:
     k = slack / s; n servers behind one queue wait about n times less at the same rho
     (Erlang's heavy-traffic scaling), so k counts n times over. What the instances still
     cannot take goes to FaaS: a busier pool costs only the function's bill, never the SLO."""
-    k = np.maximum(slack_s, 0.0) / max(service_s, 1e-9) * np.maximum(n, 1)
+    k = np.maximum(slack_s, 0.0) / max(service_s, 1e-9) * np.maximum(n, 1) / TAIL
     return np.minimum(ceiling, 2 * k / (1 + 2 * k))
+
+
+def replay_overflow(counts: np.ndarray, capacity: np.ndarray, hold_s: float) -> np.ndarray:
+    """Requests each candidate pool leaves to FaaS over the replayed seconds.
+
+    `counts`: arrivals per second; `capacity[j]` (or `capacity[j, k]`, second by second):
+    requests/s candidate j's instances take in all. A second's arrivals beyond the capacity
+    may wait `hold_s` (what the SLO leaves after a batch's own wait and service), at most
+    `hold_s` x capacity of them; the rest goes to FaaS. The queue is carried from second to
+    second: a burst of 20 s fills it once, not 20 times."""
+    cap = np.asarray(capacity, float)
+    cap = cap[:, None] if cap.ndim == 1 else cap
+    excess = counts[None, :] - cap  # per second, beyond what the pool serves at once
+    if hold_s <= 0 or len(counts) == 0:
+        return np.maximum(excess, 0.0).sum(axis=1)
+    overflow = np.zeros(cap.shape[0])
+    room = np.broadcast_to(cap * min(hold_s, 1.0), excess.shape)  # what may wait into the next second
+    for j in np.flatnonzero((excess > 0).any(axis=1)):  # a pool never exceeded leaves nothing over
+        queue, over = 0.0, 0.0
+        for e, r in zip(excess[j].tolist(), room[j].tolist()):  # a carried queue: sequential over the seconds
+            e += queue
+            queue = min(max(e, 0.0), r)
+            if e > r:
+                over += e - r
+        overflow[j] = over
+    return overflow
 
 
 def replay_costs(counts: np.ndarray, capacity: np.ndarray, hold_s: float, instance_per_s: float,
                  per_request: float) -> np.ndarray:  # fmt: skip
-    """Cost per second of each candidate pool over the replayed seconds.
-
-    Candidate j is a pool of j instances. `counts`: arrivals per second (already shifted to the level forecast for when a pool
-    started now would serve); `capacity[j]`: requests/s candidate j's instances take in all.
-    A second's arrivals beyond the capacity may wait `hold_s` (what the SLO leaves after a
-    batch's own wait and service), at most `hold_s` x capacity of them; beyond that, and
-    what a full queue would keep past its slack, goes to FaaS. The queue is carried from
-    second to second: a burst of 20 s fills it once, not 20 times."""
+    """Cost per second of each candidate pool over the replayed seconds: candidate j is a
+    pool of j instances (`capacity[j]` requests/s in all), plus the FaaS bill of what it
+    leaves over (`replay_overflow`)."""
     if len(counts) == 0:
         return instance_per_s * _counts_of(len(capacity))
-    cap = np.asarray(capacity, float)[:, None]
-    room = cap * min(hold_s, 1.0)  # what may wait into the next second
-    queue = np.zeros((cap.shape[0], 1))
-    overflow = np.zeros(cap.shape[0])
-    excess = counts[None, :] - cap  # per second, beyond what the pool serves at once
-    if hold_s <= 0:
-        overflow = np.maximum(excess, 0.0).sum(axis=1)
-    elif np.any(excess > 0):
-        for k in range(len(counts)):  # a carried queue: sequential, but only over the seconds that overflow
-            e = excess[:, k : k + 1] + queue
-            queue = np.clip(e, 0.0, room)
-            overflow += np.maximum(e - room, 0.0)[:, 0]
-    return instance_per_s * _counts_of(cap.shape[0]) + overflow / len(counts) * per_request
+    overflow = replay_overflow(counts, capacity, hold_s)
+    return instance_per_s * _counts_of(len(capacity)) + overflow / len(counts) * per_request
 
 
 def _counts_of(candidates: int) -> np.ndarray:

@@ -168,17 +168,17 @@ def s3_client(check_bucket: str | None = None):
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ClientError
 
-    client = boto3.client("s3", config=Config(connect_timeout=5, read_timeout=15, retries={"max_attempts": 2}))
-    if check_bucket is not None:
-        try:
+    try:
+        client = boto3.client("s3", config=Config(connect_timeout=5, read_timeout=15, retries={"max_attempts": 2}))
+        if check_bucket is not None:
             client.head_bucket(Bucket=check_bucket)
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code in ("404", "NoSuchBucket", "NotFound"):
-                raise ValueError(f"bucket {check_bucket!r} does not exist") from None
-            raise ValueError(f"bucket {check_bucket!r}: {exc}") from None
-        except BotoCoreError as exc:
-            raise ValueError(f"cannot reach S3 for bucket {check_bucket!r}: {exc}") from None
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in ("404", "NoSuchBucket", "NotFound"):
+            raise ValueError(f"bucket {check_bucket!r} does not exist") from None
+        raise ValueError(f"bucket {check_bucket!r}: {exc}") from None
+    except BotoCoreError as exc:  # no credentials, no endpoint, a bad profile
+        raise ValueError(f"cannot reach S3 for bucket {check_bucket!r}: {exc}") from None
     return client
 
 

@@ -6,7 +6,6 @@ uncounted; destinations that do not exist stop the start, naming the setting."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import subprocess
 import sys

@@ -289,7 +289,9 @@ class HybridScheduler:
                                 slack_s=slack, instance_per_s=view.prices.instance_per_s, per_request=per_request)  # fmt: skip
         if fixed[best] + switching[best] < following:
             self.chosen = "fixed"
-            return best
+            # The past says nothing of a ramp: while the traffic climbs (the moving view
+            # forecasts better, its line rising), hold no fewer than the forecast wants.
+            return max(best, moving) if self.moving() and self.trend.fit()[1] > 0 else best
         return moving
 
     def watched_enough(self) -> bool:

@@ -47,20 +47,22 @@ class PlanHistory:
         index = np.searchsorted(when, times, side="right") - 1
         return np.where(index >= 0, count[np.maximum(index, 0)], 0.0)
 
-    def pool(self, times: np.ndarray, startup_s: float, hold_s: float) -> tuple[np.ndarray, np.ndarray]:
+    def pool(self, times: np.ndarray, startup_s: float, hold_s: float, step_s: float = 10.0) -> tuple[np.ndarray, np.ndarray]:
         """(paid, ready) instances at each of `times` had the plan been carried out: an
         instance is paid from when it is wanted until `hold_s` after it no longer is, and
         serves from a startup after it was wanted."""
-        paid = np.max([self.at(times - d) for d in np.arange(0.0, hold_s + 1e-9, 10.0)], axis=0)
-        ready = np.max([self.at(times - startup_s - d) for d in np.arange(0.0, hold_s + 1e-9, 10.0)], axis=0)
+        lags = np.arange(0.0, hold_s + 1e-9, max(step_s, 1.0))  # the plans within the hold (one per `step_s`)
+        paid = np.max([self.at(times - d) for d in lags], axis=0)
+        ready = np.max([self.at(times - startup_s - d) for d in lags], axis=0)
         return paid, np.minimum(paid, ready)
 
 
 def moving_cost(counts: np.ndarray, times: np.ndarray, history: PlanHistory, per_instance: np.ndarray, *,
-                startup_s: float, hold_s: float, slack_s: float, instance_per_s: float, per_request: float) -> float:  # fmt: skip
+                startup_s: float, hold_s: float, slack_s: float, instance_per_s: float, per_request: float,
+                step_s: float = 10.0) -> float:  # fmt: skip
     """What the moving plan would have cost per second over `counts` (arrivals in the seconds
     starting at `times`); `per_instance[n]`: requests/s n instances take in all."""
-    paid, ready = history.pool(times, startup_s, hold_s)
+    paid, ready = history.pool(times, startup_s, hold_s, step_s)
     capacity = per_instance[np.minimum(ready.astype(int), len(per_instance) - 1)]
     overflow = replay_overflow(counts, capacity[None, :], slack_s)[0]
     return float(paid.mean() * instance_per_s + overflow / len(counts) * per_request)

@@ -11,11 +11,16 @@ Planning, every `plan_interval_s`: forecast the rate an instance started now wou
 meet (`startup_s` ahead), and choose the instance count n that minimises the
 expected cost per second: n instances, plus the FaaS bill of the expected overflow
 E[(rate - n x capacity)+], taken over samples of the rate: the forecast plus how the
-recent steps spread around their level (so bursts weigh as they came). Capacity is
-what an instance serves at batch size B and a utilisation that keeps its queue within
-a quarter of the SLO. Scale-out is at once, once the traffic has been watched for a
-while; scale-in waits until fewer instances have been enough for `scale_in_after_s`,
-and only stops idle instances past their minimum billing.
+recent seconds depart from their level (so bursts weigh as they came), each candidate
+pool replayed over them second by second with a queue carried within the SLO's slack
+(`scheduler.lookback`; `lookback=False`: 10 s steps and one M/D/1 queue per instance,
+the planner before issue 15). Then, by hindsight (`scheduler.hindsight`), that moving
+plan or the best fixed count, whichever would have cost less over the last 15 minutes
+(a fixed count holds through traffic that switches faster than an instance starts;
+while the traffic climbs, no fewer than the moving plan wants). Scale-out is at once,
+once the traffic has been watched for a while; scale-in waits until fewer instances
+have been enough for `scale_in_after_s`, and only stops idle instances past their
+minimum billing.
 
 Two views of the traffic supply the forecast and the spread, and the planner takes
 the one whose forecasts a startup ahead have lately been nearer the rates that came:
@@ -231,7 +236,7 @@ class HybridScheduler:
         the better view's forecast plus each second's departure from its local level (the
         steady view: the window's mean; the moving view: the median of the 10 s steps around
         it, so that only bursts count)."""
-        step = int(self.forecaster.step_s)
+        step = max(1, round(self.forecaster.step_s))
         if not self.moving():
             counts = self.seconds.last(self.recent_steps * step)
             level = self.expected_rate(view)[0]
@@ -285,7 +290,7 @@ class HybridScheduler:
         switching = started * view.prices.instance_per_s * (view.startup_s + view.prices.instance_min_billed_s) / len(counts)
         best = int(np.argmin(fixed + switching))
         kept = self.scale_in_after_s + self.plan_interval_s
-        following = moving_cost(counts, times, self.history, capacity, startup_s=view.startup_s, hold_s=kept,
+        following = moving_cost(counts, times, self.history, capacity, startup_s=view.startup_s, hold_s=kept, step_s=self.plan_interval_s,
                                 slack_s=slack, instance_per_s=view.prices.instance_per_s, per_request=per_request)  # fmt: skip
         if fixed[best] + switching[best] < following:
             self.chosen = "fixed"

@@ -83,7 +83,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--slo-ms", type=float, help="latency SLO: batch size and timeout are re-tuned to meet it at --percentile")
     p.add_argument("--percentile", type=float, help="the SLO's percentile (default 99)")
     p.add_argument("--scheduler", metavar="NAME|MODULE:CLASS",
-                   help="for models with servers and [faas]: hybrid (default), faas-only, pool-only, mark, or your own")
+                   help="for models with servers and [faas]: hybrid (default), faas-only, pool-only, mark, fixed, or your own")
     p.add_argument("--state", metavar="redis://HOST:PORT/DB",
                    help="share arrivals, servers, the plan and FaaS concurrency with other replicas in Redis")
     p.add_argument("--replica-id", help="this replica's name in the shared state (default host:port:pid:random)")

@@ -255,6 +255,18 @@ def model_config(name: str, values: dict[str, Any], version: str = "1") -> Model
     return replace(_model(name, values), version=version)
 
 
+def _table(model: str, key: str, table: Any, cls: type, needs: tuple[str, str] | None) -> Any:
+    """A model's sub-table (`[models.<name>.faas]`, `.drift`, `.capture`) as its dataclass."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"model {model!r}: {key} must be a table")
+    unknown = table.keys() - {f.name for f in fields(cls)}
+    if unknown:
+        raise ConfigError(f"model {model!r}: unknown [{key}] setting(s) {sorted(unknown)}")
+    if needs is not None and needs[0] not in table:
+        raise ConfigError(f"model {model!r}: [{key}] needs {needs[1]}")
+    return cls(**_checked(f"model {model!r} [{key}]", table, cls))
+
+
 def _model(name: str, values: dict[str, Any]) -> ModelConfig:
     unknown = values.keys() - _MODEL_KEYS
     if unknown:
@@ -262,34 +274,11 @@ def _model(name: str, values: dict[str, Any]) -> ModelConfig:
     values = dict(values)
     if "policy" not in values and values.get("slo_ms") is not None:
         values["policy"] = "adaptive"  # an SLO without a policy asks for the adaptive one
-    faas = values.get("faas")
-    if faas is not None:
-        if not isinstance(faas, dict):
-            raise ConfigError(f"model {name!r}: faas must be a table")
-        unknown = faas.keys() - {f.name for f in fields(FaasConfig)}
-        if unknown:
-            raise ConfigError(f"model {name!r}: unknown [faas] setting(s) {sorted(unknown)}")
-        if "function" not in faas:
-            raise ConfigError(f"model {name!r}: [faas] needs a function name")
-        values["faas"] = FaasConfig(**_checked(f"model {name!r} [faas]", faas, FaasConfig))
-    drift = values.get("drift")
-    if drift is not None:
-        if not isinstance(drift, dict):
-            raise ConfigError(f"model {name!r}: drift must be a table")
-        unknown = drift.keys() - {f.name for f in fields(DriftConfig)}
-        if unknown:
-            raise ConfigError(f"model {name!r}: unknown [drift] setting(s) {sorted(unknown)}")
-        values["drift"] = DriftConfig(**_checked(f"model {name!r} [drift]", drift, DriftConfig))
-    capture = values.get("capture")
-    if capture is not None:
-        if not isinstance(capture, dict):
-            raise ConfigError(f"model {name!r}: capture must be a table")
-        unknown = capture.keys() - {f.name for f in fields(CaptureConfig)}
-        if unknown:
-            raise ConfigError(f"model {name!r}: unknown [capture] setting(s) {sorted(unknown)}")
-        if "destination" not in capture:
-            raise ConfigError(f"model {name!r}: [capture] needs a destination (file://DIR or s3://BUCKET/PREFIX)")
-        values["capture"] = CaptureConfig(**_checked(f"model {name!r} [capture]", capture, CaptureConfig))
+    for key, cls, needs in (("faas", FaasConfig, ("function", "a function name")),
+                            ("drift", DriftConfig, None),
+                            ("capture", CaptureConfig, ("destination", "a destination (file://DIR or s3://BUCKET/PREFIX)"))):  # fmt: skip
+        if values.get(key) is not None:
+            values[key] = _table(name, key, values[key], cls, needs)
     upstream = values.get("upstream")
     if isinstance(upstream, str):
         values["upstream"] = (upstream,)

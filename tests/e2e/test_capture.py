@@ -140,7 +140,7 @@ def _s3_records(s3: S3Server) -> tuple[list[str], list[dict]]:
 
 async def test_s3_capture_and_an_endpoint_that_stops_answering(tmp_path: Path, s3: S3Server) -> None:
     rng = np.random.default_rng(23)
-    config = _config(tmp_path, 'destination = "s3://capture-test/sluice"\nfraction = 1.0\nmax_file_age_s = 0.3\nqueue_mb = 0.05')
+    config = _config(tmp_path, 'destination = "s3://capture-test/sluice"\nfraction = 1.0\nmax_file_age_s = 0.3\nmax_file_mb = 0.005\nqueue_mb = 0.05')
     gw = start_gateway(tmp_path, "--config", str(config), env=s3.env)
     try:
         async with aiohttp.ClientSession() as session:
@@ -165,8 +165,10 @@ async def test_s3_capture_and_an_endpoint_that_stops_answering(tmp_path: Path, s
     p50_before, p50_during = np.percentile(latency_before, 50), np.percentile(latency_during, 50)
     assert p50_during < 1.5 * p50_before + 0.002, (p50_before, p50_during)
     full = metric(samples, "sluice_capture_dropped_total", model="lin", reason="full")
-    # A 50 KB queue holds about 90 of these records; the object being gathered took what came
-    # before its upload hung (0.3 s of records), the rest were dropped and counted.
+    # A 50 KB queue holds about 90 of these records; objects close at 5 KB (a few records), so
+    # an upload hangs within the stall's first records however fast they come, and the rest
+    # were dropped and counted. (Closed by age alone, 400 quick requests could all fit in one
+    # object gathered in memory before any upload hung: no drop, on a quiet machine.)
     assert full > 0
     keys, records = _s3_records(s3)  # the rest went up when the endpoint came back, or at stop
     assert len(records) + full == 600

@@ -498,22 +498,27 @@ def heavy_model(path: Path) -> Path:
 
 
 
-def linear_model(path: Path, scale: float) -> Path:
-    """y = scale * x @ W (x: [N, 4], y: [N, 3]): each version's outputs are known exactly."""
-    from onnx import TensorProto, helper, numpy_helper
+def xy_model(path: Path, name: str, nodes: list, initializers: list) -> Path:
+    """An ONNX model from x FP32 [N, 4] to y FP32 [N, 3] with these nodes, written to `path`:
+    the shape every version of the repository tests' model shares."""
+    from onnx import TensorProto, helper
 
-    weight = (scale * np.arange(12, dtype=np.float32).reshape(4, 3) / 10).astype(np.float32)
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"])], "linear",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
-        initializer=[numpy_helper.from_array(weight, "w")],
-    )  # fmt: skip
+    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], initializer=initializers)  # fmt: skip
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(model.SerializeToString())
     return path
+
+
+def linear_model(path: Path, scale: float) -> Path:
+    """y = scale * x @ W (x: [N, 4], y: [N, 3]): each version's outputs are known exactly."""
+    from onnx import helper, numpy_helper
+
+    weight = (scale * np.arange(12, dtype=np.float32).reshape(4, 3) / 10).astype(np.float32)
+    return xy_model(path, "linear", [helper.make_node("MatMul", ["x", "w"], ["y"])], [numpy_helper.from_array(weight, "w")])
+
 
 # ---------------------------------------------------------------------------
 # Arrivals, targets, policies and profiles

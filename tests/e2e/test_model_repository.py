@@ -14,7 +14,7 @@ import aiohttp
 import numpy as np
 import pytest
 
-from support import linear_model, metric, scrape, start_gateway, v2_body
+from support import linear_model, metric, scrape, start_gateway, v2_body, xy_model
 
 pytestmark = pytest.mark.e2e
 
@@ -38,8 +38,8 @@ class Load:
     """Requests one after another, a few at a time, until stopped; every answer is checked
     against the outputs of the version that says it served it."""
 
-    def __init__(self, url: str) -> None:
-        self.url, self.answers, self.stopping = url, [], False
+    def __init__(self, url: str, pause_s: float = 0.005) -> None:
+        self.url, self.pause_s, self.answers, self.stopping = url, pause_s, [], False
 
     async def run(self, session: aiohttp.ClientSession, seed: int) -> None:
         rng = np.random.default_rng(seed)
@@ -48,7 +48,10 @@ class Load:
             async with session.post(f"{self.url}/v2/models/lin/infer", json=v2_body(x)) as resp:
                 doc = await resp.json()
                 self.answers.append((resp.status, resp.headers.get("X-Sluice-Version"), x, doc))
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(self.pause_s)
+
+    def statuses(self) -> list[int]:
+        return [status for status, _, _, _ in self.answers]
 
     def check(self) -> dict[str, int]:
         served: dict[str, int] = {}
@@ -240,7 +243,7 @@ async def test_canary_sticky_pinned_and_shadow_traffic(tmp_path: Path, repositor
 
 def slow_model(path: Path, width: int = 2048, layers: int = 4) -> Path:
     """The linear model's inputs and outputs, with some 17 M multiply-adds a row in between."""
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     rng = np.random.default_rng(3)
     sizes = (4, *([width] * layers), 3)
@@ -250,13 +253,7 @@ def slow_model(path: Path, width: int = 2048, layers: int = 4) -> Path:
         out = "y" if i == len(sizes) - 2 else f"h{i}"
         nodes.append(helper.make_node("MatMul", [current, f"w{i}"], [out]))
         current = out
-    graph = helper.make_graph(nodes, "slow", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], initializer=inits)  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(model.SerializeToString())
-    return path
+    return xy_model(path, "slow", nodes, inits)
 
 
 async def until_settled(session: aiohttp.ClientSession, url: str, within_s: float) -> dict:
@@ -276,18 +273,8 @@ async def test_rollouts_roll_back_a_slow_candidate_and_promote_a_good_one(tmp_pa
     rollout = f"{gw.url}/admin/models/lin/rollout"
     try:
         async with aiohttp.ClientSession() as session:
-            statuses: list[int] = []
-
-            async def steady(stop: asyncio.Event, seed: int) -> None:
-                rng = np.random.default_rng(seed)
-                while not stop.is_set():
-                    x = rng.standard_normal((1, 4)).astype(np.float32)
-                    async with session.post(f"{gw.url}/v2/models/lin/infer", json=v2_body(x)) as resp:
-                        statuses.append(resp.status)
-                    await asyncio.sleep(0.01)
-
-            stop = asyncio.Event()
-            senders = [asyncio.create_task(steady(stop, seed)) for seed in range(4)]
+            load = Load(gw.url, pause_s=0.01)
+            senders = [asyncio.create_task(load.run(session, seed)) for seed in range(4)]
 
             # The slow candidate: rolled back in its first step, by the latency guard.
             body = {"version": "2", "steps": [10, 50, 100], "min_step_s": 2, "min_requests": 50}
@@ -321,8 +308,9 @@ async def test_rollouts_roll_back_a_slow_candidate_and_promote_a_good_one(tmp_pa
             assert doc["state"] == "promoted", doc
             assert [e["decision"] for e in doc["history"]] == ["advance", "advance", "promote"], doc["history"]
             await asyncio.sleep(1.0)
-            stop.set()
+            load.stopping = True
             await asyncio.gather(*senders)
+            statuses = load.statuses()
             assert statuses and set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
             async with session.get(f"{gw.url}/v2/models/lin") as resp:
                 assert (await resp.json())["versions"] == ["2", "3"]  # 1 unloaded after the promotion
@@ -375,13 +363,7 @@ def failing_model(path: Path) -> Path:
              numpy_helper.from_array(np.array([0], np.int64), "start"), numpy_helper.from_array(np.array([1], np.int64), "end"),
              numpy_helper.from_array(np.array([1], np.int64), "axis"), numpy_helper.from_array(np.array(1.0, np.float32), "one"),
              numpy_helper.from_array(np.array(10, np.int64), "ten")]  # fmt: skip
-    graph = helper.make_graph(nodes, "failing", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], initializer=inits)  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(model.SerializeToString())
-    return path
+    return xy_model(path, "failing", nodes, inits)
 
 
 async def test_a_candidate_that_fails_a_share_of_requests_is_rolled_back(tmp_path: Path, repository: Path) -> None:
@@ -437,18 +419,8 @@ async def test_two_replicas_share_traffic_policies_and_one_leads_a_rollout(tmp_p
             await settle(lambda: _equal(weights(b), {"1": 70.0, "2": 30.0}))
 
             # A rollout started on A is led by A: B refuses a second one, shows A's, and follows its weights.
-            stop = asyncio.Event()
-            statuses: list[int] = []
-
-            async def steady(gw, seed: int) -> None:
-                rng = np.random.default_rng(seed)
-                while not stop.is_set():
-                    x = rng.standard_normal((1, 4)).astype(np.float32)
-                    async with session.post(f"{gw.url}/v2/models/lin/infer", json=v2_body(x)) as resp:
-                        statuses.append(resp.status)
-                    await asyncio.sleep(0.01)
-
-            senders = [asyncio.create_task(steady(gw, seed)) for seed, gw in enumerate((a, b, a, b))]
+            loads = [Load(gw.url, pause_s=0.01) for gw in (a, b)]
+            senders = [asyncio.create_task(loads[seed % 2].run(session, seed)) for seed in range(4)]  # two to each
             body = {"version": "2", "stable": "1", "steps": [50, 100], "min_step_s": 1, "min_requests": 30}
             async with session.post(f"{a.url}/admin/models/lin/rollout", json=body, headers=AUTH) as resp:
                 assert resp.status == 201, await resp.text()
@@ -464,8 +436,10 @@ async def test_two_replicas_share_traffic_policies_and_one_leads_a_rollout(tmp_p
                     return resp.status == 200 and (await resp.json())["state"] == "promoted"
 
             await settle(b_shows_promoted)
-            stop.set()
+            for load in loads:
+                load.stopping = True
             await asyncio.gather(*senders)
+            statuses = [s for load in loads for s in load.statuses()]
             assert statuses and set(statuses) == {200}
     finally:
         assert a.stop() == 0 and b.stop() == 0

@@ -38,12 +38,22 @@ class ServiceMeter:
         self.batches += 1
 
     def fit(self) -> tuple[float, float]:
-        """(a, b), both at least 0; b = 0 while every batch had the same size."""
+        """(a, b), both at least 0.
+
+        While every batch had one size n, the split between the two terms is unknown.
+        Of single rows (n = 1) it is all per batch. Of larger batches it is all per row,
+        through the origin: charged per batch, a backlog of single-row batches behind one
+        measured batch of 12,000 rows was predicted at 12,000 times its length, and
+        refused for minutes of work it would have done in milliseconds. Per row errs the
+        other way for a smaller batch (too short, which the corrections learn from the
+        answers) until a batch of another size is measured."""
         if self._w == 0:
             return 0.0, 0.0
         mx, my = self._x / self._w, self._y / self._w
         var = self._xx / self._w - mx * mx
-        b = max(0.0, (self._xy / self._w - mx * my) / var) if var > 1e-9 * max(1.0, mx * mx) else 0.0
+        if var <= 1e-9 * max(1.0, mx * mx):  # one size so far
+            return (my, 0.0) if mx <= 1.0 else (0.0, my / mx)
+        b = max(0.0, (self._xy / self._w - mx * my) / var)
         a = my - b * mx
         if a < 0:  # the line would start below zero: all per-row, through the origin
             a, b = 0.0, my / mx if mx > 0 else 0.0

@@ -36,6 +36,19 @@ def test_the_meter_forgets_old_batches() -> None:
     assert meter.seconds(8) == pytest.approx(0.010, rel=1e-3)
 
 
+def test_one_measured_size_does_not_charge_single_rows_a_big_batchs_length() -> None:
+    # One batch of 12,000 rows measured at 1.5 s, then twenty one-row batches wait behind
+    # two of them: the work ahead is about 3 s, not twenty-two big batches' 33 s.
+    meter = ServiceMeter()
+    meter.record(12000, 1.5)
+    ahead = admit(ahead_rows=24020, ahead_batches=22, rows=1, pending=22, max_pending=100, slots=1,
+                  meter=meter, max_wait_s=0.0, budget_s=30.0)  # fmt: skip
+    assert ahead.admitted and ahead.predicted_s == pytest.approx(3.0, rel=0.01)
+    ones = ServiceMeter()
+    ones.record(1, 0.004)
+    assert ones.fit() == (pytest.approx(0.004), 0.0)  # single rows: the time is per batch
+
+
 def make_meter(a: float = 0.002, b: float = 0.0005) -> ServiceMeter:
     meter = ServiceMeter()
     for rows in (1, 4, 8, 16):

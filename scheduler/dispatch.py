@@ -236,9 +236,10 @@ class Dispatcher:
 
     def view(self, now: float, held: dict[str, tuple[float, int]] | None = None) -> View:
         """What the scheduler sees now (`Fleet.view`); `held`: instances held by waiting batches."""
+        limits = self.policy.limits(now)
         return self.fleet.view(
-            now, pool_service=self.pool_service, faas_service=self.faas_service,
-            batch_size=int(self.policy.limits(now).max_size), slo_s=self.slo_s or 1.0, held=held,
+            now, pool_service=self.pool_service, faas_service=self.faas_service, batch_size=int(limits.max_size),
+            slo_s=self.slo_s or 1.0, batch_wait_s=limits.max_wait, held=held,
         )  # fmt: skip
 
     def plan(self, now: float) -> PoolPlan:

@@ -173,15 +173,18 @@ class Fleet:
         self.ledger.opened(f"starting-{self._tokens}", now)
         return self._tokens
 
-    def start_ended(self, token: int, seat: Seat | None, now: float) -> None:
-        """The server asked for with `token` serves (`seat`), or failed to start (None)."""
+    def start_ended(self, token: int, seat: Seat | None, now: float, *, timed: bool = True) -> None:
+        """The server asked for with `token` serves (`seat`), or failed to start (None).
+        `timed=False`: a server there from the beginning (the simulator's first plan, ready
+        at once), whose start says nothing of how long one takes."""
         asked = self.starting.pop(token, now)
         self.ledger.open.pop(f"starting-{token}", None)
         if seat is None:
             self.ledger.closed_s += now - asked  # it billed while it tried
             return
         self.ledger.open[seat.name] = min(asked, self.ledger.open.get(seat.name, asked))
-        self.startup_s = now - asked
+        if timed:
+            self.startup_s = now - asked
         self.started += 1
 
     def sync(self, now: float) -> None:
@@ -232,7 +235,7 @@ class Fleet:
 
     def view(
         self, now: float, *, pool_service: ServiceTime | None, faas_service: ServiceTime | None,
-        batch_size: int, slo_s: float, held: dict[str, tuple[float, int]] | None = None,
+        batch_size: int, slo_s: float, batch_wait_s: float = 0.0, held: dict[str, tuple[float, int]] | None = None,
     ) -> View:  # fmt: skip
         """`held`: per instance, until when and by how many batches it is held by batches
         waiting for it (placed there by the scheduler while it was busy)."""
@@ -257,6 +260,6 @@ class Fleet:
         rate = self.rate(now)
         return View(
             instances, faas, ArrivalView(rate, lambda _h: rate), self.prices, pool_service, faas_service,
-            max(1, batch_size), slo_s, self.startup_s, self.max_instances,
+            max(1, batch_size), slo_s, self.startup_s, self.max_instances, batch_wait_s,
         )  # fmt: skip
 

@@ -8,7 +8,7 @@ diurnal curve of an hour wants a pool that follows it, a 10-minute cycle with in
 take 90 s to start wants one that does not.
 
 So the planner keeps both and looks back: every plan, the recent seconds' arrivals are
-replayed (`lookback.replay_overflow`) under
+replayed (`lookback.PoolModel`: what each pool turns away to the function) under
 - the moving plan as it was decided (`PlanHistory`: its targets, each ready a startup after
   it was asked for, paid from the ask, kept for the scale-in delay after it was no longer
   wanted), and
@@ -23,7 +23,7 @@ from collections import deque
 
 import numpy as np
 
-from .lookback import replay_overflow
+from .lookback import PoolModel
 
 
 class PlanHistory:
@@ -57,12 +57,12 @@ class PlanHistory:
         return paid, np.minimum(paid, ready)
 
 
-def moving_cost(counts: np.ndarray, times: np.ndarray, history: PlanHistory, per_instance: np.ndarray, *,
-                startup_s: float, hold_s: float, slack_s: float, instance_per_s: float, per_request: float,
+def moving_cost(counts: np.ndarray, times: np.ndarray, history: PlanHistory, model: PoolModel, *,
+                startup_s: float, hold_s: float, instance_per_s: float, per_request: float,
                 step_s: float = 10.0) -> float:  # fmt: skip
     """What the moving plan would have cost per second over `counts` (arrivals in the seconds
-    starting at `times`); `per_instance[n]`: requests/s n instances take in all."""
+    starting at `times`)."""
     paid, ready = history.pool(times, startup_s, hold_s, step_s)
-    capacity = per_instance[np.minimum(ready.astype(int), len(per_instance) - 1)]
-    overflow = replay_overflow(counts, capacity[None, :], slack_s)[0]
-    return float(paid.mean() * instance_per_s + overflow / len(counts) * per_request)
+    ready = ready.astype(int)
+    turned_away = model.turned_away(int(ready.max(initial=0)) + 1, counts)[ready, np.arange(len(counts))]
+    return float(paid.mean() * instance_per_s + turned_away @ counts / len(counts) * per_request)

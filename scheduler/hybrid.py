@@ -12,15 +12,17 @@ meet (`startup_s` ahead), and choose the instance count n that minimises the
 expected cost per second: n instances, plus the FaaS bill of the expected overflow
 E[(rate - n x capacity)+], taken over samples of the rate: the forecast plus how the
 recent seconds depart from their level (so bursts weigh as they came), each candidate
-pool replayed over them second by second with a queue carried within the SLO's slack
-(`scheduler.lookback`; `lookback=False`: 10 s steps and one M/D/1 queue per instance,
-the planner before issue 15). Then, by hindsight (`scheduler.hindsight`), that moving
-plan or the best fixed count, whichever would have cost less over the last 15 minutes
-(a fixed count holds through traffic that switches faster than an instance starts;
-while the traffic climbs, no fewer than the moving plan wants). Scale-out is at once,
-once the traffic has been watched for a while; scale-in waits until fewer instances
-have been enough for `scale_in_after_s`, and only stops idle instances past their
-minimum billing.
+pool replayed over them second by second, charged the function's bill for what it would
+turn away at each second's rate (`scheduler.lookback`; `lookback=False`: 10 s steps and
+one M/D/1 queue per instance, the planner before issue 15). Then, by hindsight
+(`scheduler.hindsight`), that moving plan or the best fixed count, whichever would have
+cost less over the last minutes (up to 15; a fixed count holds through traffic that
+switches faster than an instance starts; while the traffic drifts, no fewer than the
+moving plan wants on a climb and no more on a fall). Scale-out is at once, once the
+traffic has been watched for a while (the moving plan) or a minute has been priced (the
+fixed count); scale-in waits until fewer instances have been enough for a startup (at
+least `scale_in_after_s`), and only stops idle ready instances past their minimum
+billing, never one while another is still starting.
 
 Two views of the traffic supply the forecast and the spread, and the planner takes
 the one whose forecasts a startup ahead have lately been nearer the rates that came:
@@ -51,7 +53,7 @@ import numpy as np
 
 from .forecast import Ewma, Holt, Trend
 from .hindsight import PlanHistory, moving_cost
-from .lookback import SecondCounts, pooled_utilization, replay_costs
+from .lookback import PoolModel, SecondCounts, enough_instances, replay_costs
 from .types import Placement, PoolPlan, View, batch_deadline
 
 
@@ -107,6 +109,7 @@ def cheapest_in_time(candidates: list[Placement], deadline: float) -> Placement 
 
 class HybridScheduler:
     name = "hybrid"
+    FIRST_HINDSIGHT_S = 60  # the shortest look-back the fixed counts are priced over
 
     def __init__(
         self,
@@ -250,22 +253,21 @@ class HybridScheduler:
         unseen = np.zeros(max(0, self.burst_steps * step - len(residual)))  # burst-free, as in rate_samples
         return np.maximum(0.0, np.concatenate([residual, unseen]) + self.trend.forecast(view.startup_s))
 
-    def capacities(self, view: View, service: float) -> tuple[np.ndarray, float]:
-        """(requests/s n instances take in all, for n = 0..max_instances; the wait a batch may
-        have at an instance)."""
-        b = max(1, view.batch_size)
-        slack = max(0.0, (0.6 - self.margin) * view.slo_s - service)
-        n = np.arange(view.max_instances + 1)
-        return n * (b / service) * pooled_utilization(n, service, slack), slack
+    def pool_model(self, view: View, service: float) -> PoolModel:
+        """What n instances turn away (`lookback.PoolModel`). A batch may wait at an instance
+        what placement leaves it (`place`: the SLO less the margin) after its oldest request
+        waited for it to close (at most the batch timeout, where it has more than one row)
+        and before its service."""
+        closing = view.batch_wait_s if view.batch_size > 1 else 0.0
+        return PoolModel(service, view.batch_size, (1.0 - self.margin) * view.slo_s - closing - service)
 
     def replayed(self, view: View, service: float, per_request: float, samples: np.ndarray | None = None) -> int:
         """The count whose pool, replayed over `samples` (default: the recent seconds shifted
         to the forecast), costs least (`lookback`)."""
         samples = self.second_samples(view) if samples is None else samples
-        capacity, slack = self.capacities(view, service)
-        enough = int(np.searchsorted(capacity > float(samples.max(initial=0.0)), True))  # more only adds price
-        costs = replay_costs(samples, capacity[: enough + 1], slack, view.prices.instance_per_s, per_request)
-        return int(np.argmin(costs))
+        model = self.pool_model(view, service)
+        candidates = enough_instances(model, samples, view.max_instances) + 1
+        return int(np.argmin(replay_costs(samples, model, candidates, view.prices.instance_per_s, per_request)))
 
     def in_hindsight(self, view: View, moving: int) -> int:
         """The moving plan's count, or the best fixed count if that would have cost less over
@@ -275,28 +277,32 @@ class HybridScheduler:
         if not self.lookback or view.pool_service is None or view.faas is None or view.faas_service is None:
             return moving
         times, counts = self.seconds.window(int(self.hindsight_s))
-        if len(counts) < max(300.0, 2 * view.startup_s):
+        if len(counts) < self.FIRST_HINDSIGHT_S:
             return moving
         b = max(1, view.batch_size)
         service = view.pool_service(b)
         per_request = view.prices.faas_batch_cost(view.faas_service(b)) / b
-        capacity, slack = self.capacities(view, service)
-        enough = int(np.searchsorted(capacity > float(counts.max(initial=0.0)), True))
-        fixed = replay_costs(counts, capacity[: enough + 1], slack, view.prices.instance_per_s, per_request)
+        model = self.pool_model(view, service)
+        candidates = enough_instances(model, counts, view.max_instances) + 1
+        fixed = replay_costs(counts, model, candidates, view.prices.instance_per_s, per_request)
         # Going from the live count to a larger one pays each new instance's start-up (billed,
         # serving nothing) and its minimum bill: spread over the window, it weighs against churn.
         live = sum(1 for i in view.instances if i.state in ("starting", "ready"))
         started = np.maximum(0, np.arange(len(fixed)) - live)
         switching = started * view.prices.instance_per_s * (view.startup_s + view.prices.instance_min_billed_s) / len(counts)
         best = int(np.argmin(fixed + switching))
-        kept = self.scale_in_after_s + self.plan_interval_s
-        following = moving_cost(counts, times, self.history, capacity, startup_s=view.startup_s, hold_s=kept, step_s=self.plan_interval_s,
-                                slack_s=slack, instance_per_s=view.prices.instance_per_s, per_request=per_request)  # fmt: skip
+        kept = self.scale_in_delay(view) + self.plan_interval_s
+        following = moving_cost(counts, times, self.history, model, startup_s=view.startup_s, hold_s=kept, step_s=self.plan_interval_s,
+                                instance_per_s=view.prices.instance_per_s, per_request=per_request)  # fmt: skip
         if fixed[best] + switching[best] < following:
             self.chosen = "fixed"
-            # The past says nothing of a ramp: while the traffic climbs (the moving view
-            # forecasts better, its line rising), hold no fewer than the forecast wants.
-            return max(best, moving) if self.moving() and self.trend.fit()[1] > 0 else best
+            # The past says nothing of a ramp: while the traffic drifts (the moving view
+            # forecasts better), the best fixed count of the past is stale in the drift's
+            # direction. Climbing, hold no fewer than the forecast wants; falling, no more.
+            if self.moving():
+                slope = self.trend.fit()[1]
+                return max(best, moving) if slope > 0 else min(best, moving) if slope < 0 else best
+            return best
         return moving
 
     def watched_enough(self) -> bool:
@@ -313,6 +319,14 @@ class HybridScheduler:
             return self.utilization_cap
         return max(0.3, min(self.utilization, slo_s / (slo_s + 2 * service_s)))
 
+    def scale_in_delay(self, view: View) -> float:
+        """How long fewer instances must have been enough before one is stopped: at least a
+        startup. Stopping one and starting it again when the traffic comes back costs a
+        startup billed for nothing; keeping it idle that long costs as much, so waiting
+        that long before stopping never pays more than twice the best choice made
+        knowing the future (the ski-rental rule)."""
+        return max(self.scale_in_after_s, view.startup_s)
+
     def plan(self, view: View, now: float) -> PoolPlan:
         self._ahead_steps = max(1, round(view.startup_s / self.forecaster.step_s))
         live = [i for i in view.instances if i.state in ("starting", "ready")]
@@ -321,17 +335,20 @@ class HybridScheduler:
         target = self.in_hindsight(view, moving)
         if target >= len(live):
             self._lower_since = None
-            if target == len(live) or not self.watched_enough():
+            if target == len(live) or (self.chosen == "moving" and not self.watched_enough()):
                 return PoolPlan(len(live))
             return PoolPlan(target, start=target - len(live))
         if self._lower_since is None:
             self._lower_since = now
-        if now - self._lower_since < self.scale_in_after_s:
+        if now - self._lower_since < self.scale_in_delay(view):
             return PoolPlan(len(live))
         stoppable = [
             i for i in live
             if i.ready and i.busy_until <= now and now - i.billed_since >= view.prices.instance_min_billed_s
         ]  # fmt: skip
         stoppable.sort(key=lambda i: i.billed_since)
-        stop = tuple(i.id for i in stoppable[: len(live) - target])
+        # A start cannot be called back: stop only ready instances the target leaves over,
+        # never one that serves while another is still starting.
+        ready = sum(1 for i in live if i.ready)
+        stop = tuple(i.id for i in stoppable[: max(0, min(len(live), ready) - target)])
         return PoolPlan(len(live) - len(stop), stop=stop)

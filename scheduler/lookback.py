@@ -7,12 +7,11 @@ wait within a quarter of the SLO (0.64 at worst in the family), while n instance
 share a queue, with FaaS taking what would be late, run busier (issue 15).
 
 Here the last minutes' arrivals are kept per second (`SecondCounts`), and each candidate
-count n is replayed over them (`replay_costs`): every second, n instances take up to n x
-their capacity, queueing what they cannot take at once for as long as the SLO leaves room;
-the rest goes to the function at its price per request. The plan's cost is the pool's price
-plus the function's bill of that overflow, per second; the cheapest count is the plan. The
-replay is a few numpy operations over (candidates x seconds): well inside the planning
-period (the benchmark measures it).
+count n is replayed over them (`replay_costs`): every second, what n instances would turn
+away at that second's rate (`PoolModel`) goes to the function at its price per request.
+The plan's cost is the pool's price plus the function's bill, per second; the cheapest
+count is the plan. The replay is a few numpy operations over (candidates x seconds): well
+inside the planning period (the benchmark measures it).
 """
 
 from __future__ import annotations
@@ -21,8 +20,6 @@ import math
 from collections import deque
 
 import numpy as np
-
-TAIL = 1.0  # the mean wait within the slack
 
 
 class SecondCounts:
@@ -57,53 +54,84 @@ class SecondCounts:
         return np.fromiter((self.counts[i] for i in range(len(self.counts) - n, len(self.counts))), float, n)
 
 
-def pooled_utilization(n: np.ndarray, service_s: float, slack_s: float, ceiling: float = 0.97) -> np.ndarray:
-    """How busy n instances sharing one queue may run with their wait inside `slack_s`.
+class PoolModel:
+    """Which share of a second's arrivals n instances leave to the function, at that second's rate.
 
-    M/D/1's mean wait rho s / (2 (1 - rho)) within the slack gives rho = 2k / (1 + 2k),
-    k = slack / s; n servers behind one queue wait about n times less at the same rho
-    (Erlang's heavy-traffic scaling), so k counts n times over. What the instances still
-    cannot take goes to FaaS: a busier pool costs only the function's bill, never the SLO."""
-    k = np.maximum(slack_s, 0.0) / max(service_s, 1e-9) * np.maximum(n, 1) / TAIL
-    return np.minimum(ceiling, 2 * k / (1 + 2 * k))
+    The dispatcher puts a batch on an instance when it would finish there in time, and on
+    the function otherwise: n servers behind one queue, with a batch turned away when the
+    wait ahead of it passes the slack. That is the Erlang loss system with a waiting room,
+    M/M/n/(n+K), whose turned-away share has a closed form (Erlang's B times the room's
+    geometric tail). Service here is nearly constant, and a constant service time's wait
+    tail falls twice as fast as an exponential one's (Kingman: the exponent is
+    2 n (1 - rho) / (s (ca^2 + cs^2)), cs^2 = 0 against 1), so the room holds K = 2 n x
+    slack / s batches. Units are batches: B requests each, s seconds each.
+
+    A fluid model (n instances take n x capacity a second, the rest overflows) missed
+    what queueing turns away below full load: one instance at 91% of its capacity, batches
+    of one and a slack of nine service times, leaves several percent of the traffic to
+    the function, and a pool one instance short looked cheaper than it was (issue 15).
+    A burst over the pool's capacity overflows 1 - 1/rho of its arrivals, the fluid
+    limit."""
+
+    def __init__(self, service_s: float, batch_size: int, slack_s: float) -> None:
+        self.service_s = max(service_s, 1e-9)
+        self.batch_size = max(1, batch_size)
+        self.slack_s = max(0.0, slack_s)
+
+    def capacity(self, n: int) -> float:
+        """Requests/s n instances serve at full use."""
+        return n * self.batch_size / self.service_s
+
+    def turned_away(self, candidates: int, rates: np.ndarray) -> np.ndarray:
+        """(candidates x len(rates)): the share of arrivals at each rate that a pool of 0, 1,
+        ..., candidates - 1 instances leaves to the function."""
+        rates = np.asarray(rates, float)
+        a = rates / self.batch_size * self.service_s  # offered load, in busy instances
+        share = np.ones((candidates, len(rates)))
+        erlang_b = np.ones_like(a)  # B(0, a)
+        for n in range(1, candidates):
+            erlang_b = a * erlang_b / (n + a * erlang_b)
+            room = math.floor(2.0 * n * self.slack_s / self.service_s)
+            share[n] = _lost(a / n, erlang_b, room)
+        share[:, rates <= 0] = 0.0
+        return share
 
 
-def replay_overflow(counts: np.ndarray, capacity: np.ndarray, hold_s: float) -> np.ndarray:
-    """Requests each candidate pool leaves to FaaS over the replayed seconds.
-
-    `counts`: arrivals per second; `capacity[j]` (or `capacity[j, k]`, second by second):
-    requests/s candidate j's instances take in all. A second's arrivals beyond the capacity
-    may wait `hold_s` (what the SLO leaves after a batch's own wait and service), at most
-    `hold_s` x capacity of them; the rest goes to FaaS. The queue is carried from second to
-    second: a burst of 20 s fills it once, not 20 times."""
-    cap = np.asarray(capacity, float)
-    cap = cap[:, None] if cap.ndim == 1 else cap
-    excess = counts[None, :] - cap  # per second, beyond what the pool serves at once
-    if hold_s <= 0 or len(counts) == 0:
-        return np.maximum(excess, 0.0).sum(axis=1)
-    overflow = np.zeros(cap.shape[0])
-    room = np.broadcast_to(cap * min(hold_s, 1.0), excess.shape)  # what may wait into the next second
-    for j in np.flatnonzero((excess > 0).any(axis=1)):  # a pool never exceeded leaves nothing over
-        queue, over = 0.0, 0.0
-        for e, r in zip(excess[j].tolist(), room[j].tolist()):  # a carried queue: sequential over the seconds
-            e += queue
-            queue = min(max(e, 0.0), r)
-            if e > r:
-                over += e - r
-        overflow[j] = over
-    return overflow
+def _lost(rho: np.ndarray, erlang_b: np.ndarray, room: int) -> np.ndarray:
+    """M/M/n/(n + room) blocking from B(n, a) and rho = a / n:
+    rho^K / (1 / B + rho + ... + rho^K), written so that no power overflows."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        inverse_b = 1.0 / erlang_b
+        if room == 0:
+            return np.where(rho > 0, 1.0 / inverse_b, 0.0)
+        near = np.abs(rho - 1.0) < 1e-9
+        below = rho < 1.0
+        r = np.where(near | (rho <= 0), 0.5, rho)  # placeholders where the other branches answer
+        # rho < 1: rho^K (1 - rho) / ((1 - rho) / B + rho (1 - rho^K))
+        low_k = np.where(below, r, 0.5) ** room
+        low = low_k * (1 - r) / ((1 - r) * inverse_b + r * (1 - low_k))
+        # rho > 1: divide through by rho^K; x = rho^-K vanishes, leaving 1 - 1/rho
+        x = np.where(below, 0.5, r) ** -room
+        high = (r - 1) / (r - r * x + (r - 1) * x * inverse_b)
+        lost = np.where(below, low, high)
+        lost = np.where(near, 1.0 / (inverse_b + room), lost)
+        return np.where(rho > 0, np.clip(lost, 0.0, 1.0), 0.0)
 
 
-def replay_costs(counts: np.ndarray, capacity: np.ndarray, hold_s: float, instance_per_s: float,
+def replay_costs(counts: np.ndarray, model: PoolModel, candidates: int, instance_per_s: float,
                  per_request: float) -> np.ndarray:  # fmt: skip
-    """Cost per second of each candidate pool over the replayed seconds: candidate j is a
-    pool of j instances (`capacity[j]` requests/s in all), plus the FaaS bill of what it
-    leaves over (`replay_overflow`)."""
+    """Cost per second of pools of 0 .. candidates - 1 instances over the replayed seconds
+    (`counts`: arrivals in each): the instances' price, plus the function's bill for what
+    each pool turns away (`PoolModel`)."""
+    pool = instance_per_s * np.arange(candidates, dtype=float)
     if len(counts) == 0:
-        return instance_per_s * _counts_of(len(capacity))
-    overflow = replay_overflow(counts, capacity, hold_s)
-    return instance_per_s * _counts_of(len(capacity)) + overflow / len(counts) * per_request
+        return pool
+    turned_away = model.turned_away(candidates, counts) @ counts
+    return pool + turned_away / len(counts) * per_request
 
 
-def _counts_of(candidates: int) -> np.ndarray:
-    return np.arange(candidates, dtype=float)
+def enough_instances(model: PoolModel, counts: np.ndarray, most: int) -> int:
+    """A count past which more instances only add their price: half again the busiest
+    second's full-use need (what they turn away there is negligible), at most `most`."""
+    busiest = float(np.max(counts, initial=0.0))
+    return min(most, math.ceil(1.5 * busiest / model.capacity(1)) + 1)

@@ -110,6 +110,7 @@ class View:
     slo_s: float
     startup_s: float  # how long an instance takes to become ready
     max_instances: int = 64
+    batch_wait_s: float = 0.0  # the batching policy's timeout now: how long a batch's oldest request may wait to close
 
 
 @dataclass(frozen=True)

@@ -204,7 +204,7 @@ class ServedRun:
         self.fleet.arrivals.clear()
         start, _ = self.fleet.apply(plan, first)
         for _ in range(start):
-            self.fleet.start_ended(self.fleet.start_requested(first), self._new_server(), first)
+            self.fleet.start_ended(self.fleet.start_requested(first), self._new_server(), first, timed=False)
 
     def _new_server(self) -> SimInstance:
         server = SimInstance(f"i{self._names}", self.serving.server_slots)

@@ -34,6 +34,18 @@ def test_the_ledger_bills_from_the_start_request_with_the_minimum() -> None:
     assert fleet.ledger.instance_seconds(500.0) == pytest.approx(62.0)
 
 
+def test_a_server_there_from_the_beginning_says_nothing_of_how_long_a_start_takes() -> None:
+    # The simulator's first plan is ready at once; a startup of 0 s learnt from it made the
+    # planner look 0 s ahead and price starts as free until a real start ended.
+    servers: list[SimInstance] = []
+    fleet = fleet_of(servers, startup_s=120.0)
+    server = SimInstance("i0")
+    servers.append(server)
+    fleet.start_ended(fleet.start_requested(0.0), server, 0.0, timed=False)
+    view = fleet.view(1.0, pool_service=None, faas_service=None, batch_size=8, slo_s=1.0, batch_wait_s=0.02)
+    assert view.startup_s == 120.0 and view.batch_wait_s == 0.02 and fleet.started == 1
+
+
 def test_a_plan_is_applied_within_the_bound_counting_starting_and_stopping_servers() -> None:
     servers = [SimInstance("a"), SimInstance("b")]
     fleet = fleet_of(servers, max_instances=4)

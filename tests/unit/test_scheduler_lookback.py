@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from scheduler import ArrivalView, FaasView, HybridScheduler, InstanceView, Prices, View
-from scheduler.lookback import SecondCounts, pooled_utilization, replay_costs
+import math
+
+from scheduler.lookback import PoolModel, SecondCounts, replay_costs
 
 
 def test_second_counts_close_each_second_and_count_the_empty_ones() -> None:
@@ -24,24 +26,46 @@ def test_second_counts_close_each_second_and_count_the_empty_ones() -> None:
     assert len(counts.last(100)) == 10 and counts.last(100).sum() == 0
 
 
-def test_pooled_instances_run_busier_and_never_past_the_ceiling() -> None:
-    n = np.arange(1, 9)
-    rho = pooled_utilization(n, service_s=0.1, slack_s=0.1)
-    assert rho[0] == pytest.approx(2 / 3)  # one instance: M/D/1, wait within the slack
-    assert (np.diff(rho) > 0).all() and rho.max() <= 0.97
-    assert pooled_utilization(np.array([4]), 0.1, 0.0)[0] == 0.0  # no slack, no queue
+def blocking_by_states(rate: float, service_s: float, n: int, room: int) -> float:
+    """M/M/n/(n + room) blocking summed over its states one by one (the slow, obvious way)."""
+    a = rate * service_s
+    weights = [a**j / math.factorial(j) for j in range(n + 1)]
+    weights += [weights[n] * (a / n) ** k for k in range(1, room + 1)]
+    return weights[-1] / sum(weights)
 
 
-def test_replay_charges_the_overflow_and_a_queue_absorbs_a_short_excess() -> None:
+@pytest.mark.parametrize("rate", [5.0, 40.0, 74.0, 81.0, 100.0, 168.0, 400.0])
+def test_the_pool_model_is_erlangs_loss_system_with_a_waiting_room(rate: float) -> None:
+    model = PoolModel(service_s=0.0123, batch_size=1, slack_s=0.1)
+    shares = model.turned_away(5, np.array([rate]))[:, 0]
+    assert shares[0] == 1.0  # no pool: everything to the function
+    for n in range(1, 5):
+        room = math.floor(2 * n * 0.1 / 0.0123)  # constant service: twice the exponential's room
+        assert shares[n] == pytest.approx(blocking_by_states(rate, 0.0123, n, room), rel=1e-6, abs=1e-12)
+    assert (np.diff(shares) <= 1e-15).all()  # another instance never turns more away
+
+
+def test_the_pool_model_in_batches_at_the_fluid_limit_and_without_a_room() -> None:
+    # Batches of 8 in 40 ms: an instance serves 200 requests/s.
+    model = PoolModel(service_s=0.04, batch_size=8, slack_s=0.5)
+    assert model.capacity(3) == pytest.approx(600.0)
+    far_over = model.turned_away(2, np.array([2000.0]))[1, 0]
+    assert far_over == pytest.approx(1 - 200 / 2000, rel=1e-6)  # a long overload: all beyond capacity
+    assert model.turned_away(3, np.array([0.0, 100.0]))[1:, 0].tolist() == [0.0, 0.0]  # no arrivals, none lost
+    no_room = PoolModel(service_s=0.04, batch_size=8, slack_s=0.0).turned_away(2, np.array([100.0]))[1, 0]
+    erlang_b = 0.5 / (1 + 0.5)  # one server, offered load 100 / 8 x 0.04 = 0.5
+    assert no_room == pytest.approx(erlang_b)
+
+
+def test_replay_charges_what_each_pool_turns_away() -> None:
     counts = np.array([100.0] * 50 + [300.0] * 10)  # 10 s at 3x
-    capacity = np.array([0.0, 150.0, 300.0])
-    costs = replay_costs(counts, capacity, hold_s=0.0, instance_per_s=1.0, per_request=0.01)
-    # no pool: every request to FaaS; one instance: 150/s over in 10 of 60 s; two: none over.
-    assert costs == pytest.approx([0.01 * counts.mean(), 1.0 + 0.01 * 150 * 10 / 60, 2.0])
-    one_second = np.array([100.0] * 59 + [200.0])
-    held = replay_costs(one_second, np.array([150.0]), hold_s=0.5, instance_per_s=0.0, per_request=1.0)
-    # 50 over in the last second: up to 0.5 s x 150/s = 75 may wait, so nothing goes to FaaS.
-    assert held[0] == pytest.approx(0.0)
+    model = PoolModel(service_s=0.01, batch_size=1, slack_s=0.05)  # 100 requests/s an instance
+    costs = replay_costs(counts, model, 5, instance_per_s=1.0, per_request=0.01)
+    assert costs[0] == pytest.approx(0.01 * counts.mean())  # no pool: every request to the function
+    share = model.turned_away(5, counts)
+    assert costs == pytest.approx(np.arange(5) + 0.01 * (share @ counts) / len(counts))
+    # One instance at full load and three times over it turns away a good part; four, nearly none.
+    assert share[1, -1] > 0.6 and share[4, 0] < 1e-9 and share[4, -1] < 1e-3
 
 
 def view(counts_ready: int = 1, slo_s: float = 0.5, max_instances: int = 64, price_per_hour: float = 0.02) -> View:
@@ -83,3 +107,37 @@ def test_the_planners_decision_time_is_bounded() -> None:
         scheduler.plan(v, 900.0 + k)
         took.append(time.perf_counter() - began)
     assert statistics.median(took) < 0.1 and max(took) < 1.0
+
+
+class Holding(HybridScheduler):
+    """The hybrid planner with its count decided by the test: its scale-in rules alone."""
+
+    def __init__(self, target: int) -> None:
+        super().__init__()
+        self.target = target
+
+    def wanted(self, view: View) -> int:
+        return self.target
+
+    def in_hindsight(self, view: View, moving: int) -> int:
+        return moving
+
+
+def pool_view(instances: list[InstanceView], startup_s: float) -> View:
+    base = view()
+    return View(instances, base.faas, base.arrivals, base.prices, base.pool_service, base.faas_service,
+                base.batch_size, base.slo_s, startup_s, base.max_instances)  # fmt: skip
+
+
+def test_scale_in_waits_a_startup_and_never_stops_the_one_serving_while_another_starts() -> None:
+    ready = [InstanceView(f"i{k}", "ready", 0.0, 0, 0.0, -600.0) for k in range(2)]
+    planner = Holding(target=1)
+    # Fewer are enough from t = 1000; a start takes 150 s: keep both until 1150 (not 1060).
+    for now in (1000.0, 1060.0, 1140.0):
+        assert planner.plan(pool_view(ready, 150.0), now).stop == ()
+    assert planner.plan(pool_view(ready, 150.0), 1160.0).stop == ("i0",)
+    # One serves, one is starting: the target of one stops neither (a start cannot be called back).
+    starting = [ready[0], InstanceView("starting-1", "starting", 0.0, 0, 2100.0, 1950.0)]
+    planner = Holding(target=1)
+    for now in (2000.0, 2200.0, 2400.0):
+        assert planner.plan(pool_view(starting, 150.0), now).stop == ()

@@ -46,7 +46,8 @@ _UNBOUNDED = Admission(True, 0.0)
 # What a call that decided nothing returns (most arrivals): one shared value, with tuples
 # for lists so that no driver can add to it.
 _NOTHING = Actions((), (), (), ())  # type: ignore[arg-type]
-_OFFERED = 16  # waiting batches offered to the scheduler per round: the rest wait their turn
+_OFFERED = 16  # waiting batches the scheduler may leave without a place per round: the rest wait their turn
+_HELD = 256  # and batches it may hold for busy instances (as many as their queues take within the SLO)
 
 
 class Dispatcher:
@@ -324,27 +325,36 @@ class Dispatcher:
         """Offer each waiting batch, in order, to the scheduler (see the module's docstring)."""
         fleet = self.fleet
         held: dict[str, tuple[float, int]] = {}
-        for batch in self.backlog.ordered()[:_OFFERED]:
+        # A round stops after `_OFFERED` batches left without a place (or `_HELD` held), not
+        # after `_OFFERED` offered: when a burst closed dozens of batches at once, the first
+        # sixteen, held for busy instances, kept every later one (the function's, in time)
+        # waiting for a server to finish, past the SLO (issue 15, azure-code#17).
+        left = holding = 0
+        for batch in self.backlog.ordered():
+            if left >= _OFFERED or holding >= _HELD:
+                break
             if not any(fleet.accepts(s, now) for s in fleet.seats()):
                 break  # nothing can go anywhere now: the rest wait
             live = self._live(batch)
             if not live:
                 continue
             placement = self.scheduler.place(batch, self.view(now, held), now)  # type: ignore[union-attr]
+            seat = None
             if placement.kind == "faas":
                 seat = fleet.function()
             elif placement.kind == "instance":
                 seat = next((s for s in fleet.servers() if s.name == placement.instance), None)
-            else:
-                continue  # rejected: it waits for a place
-            if seat is None:
+            if seat is None:  # rejected, or its place is gone: it waits for a place
+                left += 1
                 continue
             if placement.kind == "instance" and not fleet.accepts(seat, now):
                 if self.pool_service is not None:  # it waits for this instance, and holds it
                     until, count = held.get(seat.name, (fleet.busy_until(seat, now), 0))
                     held[seat.name] = (max(now, until) + self.pool_service(batch.size), count + 1)
+                holding += 1
                 continue
             if not fleet.accepts(seat, now):
+                left += 1
                 continue
             self._send(batch, live, seat, now)
 

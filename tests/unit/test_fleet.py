@@ -126,3 +126,34 @@ def test_a_batch_waits_for_its_busy_server_and_holds_it_while_later_ones_go_else
     actions = core.succeeded(sends[0], 0.010)
     assert [s.seat.name for s in actions.sends] == ["a"] and not core.backlog
     assert seen[:1] == [(0, 0)] and math.isfinite(seen[-1][1])
+
+
+def test_batches_held_for_busy_servers_do_not_keep_later_ones_from_the_function() -> None:
+    # A burst closes 40 batches at once. The first two fill the servers, sixteen are held for
+    # them (predicted in time), and every later one belongs on the function: it goes in the
+    # same round, not after a server finishes and another round offers it.
+    servers = [SimInstance("a"), SimInstance("b")]
+    function = SimInstance("f", max_inflight=1000)
+    fleet = fleet_of(servers, function)
+
+    class HoldsSixteen:
+        name, plan_interval_s = "test", 10.0
+
+        def place(self, batch: Batch, view: View, now: float) -> Placement:
+            free = min(view.instances, key=lambda i: (i.queued, i.busy_until))
+            return Placement("instance", free.id) if free.queued <= 8 else Placement("faas")
+
+        def plan(self, view: View, now: float) -> PoolPlan:
+            return PoolPlan(2)
+
+        def observe(self, arrivals: int, now: float) -> None: ...
+
+    core = Dispatcher(FixedPolicy(1, 0.0), fleet, scheduler=HoldsSixteen(), slo_s=1.0,
+                      pool_service=lambda b: 0.010, faas_service=lambda b: 0.020, max_pending=1000)  # fmt: skip
+    sends = []
+    for i in range(40):
+        _, actions = core.submit(Request(str(i), 0.0), 0.0, None)
+        sends += actions.sends
+    placed = [s.seat.name for s in sends]
+    assert placed.count("a") == 1 and placed.count("b") == 1
+    assert placed.count("f") == 40 - 2 - 16 and len(core.backlog) == 16

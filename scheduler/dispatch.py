@@ -47,7 +47,7 @@ _UNBOUNDED = Admission(True, 0.0)
 # for lists so that no driver can add to it.
 _NOTHING = Actions((), (), (), ())  # type: ignore[arg-type]
 _OFFERED = 16  # waiting batches the scheduler may leave without a place per round: the rest wait their turn
-_HELD = 256  # and batches it may hold for busy instances (as many as their queues take within the SLO)
+_HELD = 64  # and batches it may hold for busy instances (as many as their queues take within the SLO)
 
 
 class Dispatcher:

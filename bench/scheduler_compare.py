@@ -1,6 +1,6 @@
 """Hybrid against every baseline at its best, on a seeded family of workloads it was not tuned on.
 
-    python bench/scheduler_compare.py --json family.json   # seeds 1-24, 20 min each (~12 min on 2 cores)
+    python bench/scheduler_compare.py --json family.json   # seeds 1-24, 20 min each (~17 min on 2 cores)
     python bench/scheduler_compare.py --reuse family.json  # hybrid again, the baselines' runs from that file
     python bench/scheduler_compare.py --holdout  # seeds 101-124: held out, never looked at while tuning
     python bench/scheduler_compare.py --quick    # 4 members of 5 min (about a minute)

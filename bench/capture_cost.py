@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from loadgen import run_load  # noqa: E402
+from overload import capacity  # noqa: E402
 
 from backends.worker.demo import demo_model_path  # noqa: E402
 
@@ -71,24 +72,6 @@ def stop(process: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
-
-
-async def throughput(url: str, body: bytes, seconds: float, clients: int) -> float:
-    """Answers per second with `clients` requests always in flight."""
-    loop = asyncio.get_running_loop()
-    served = 0
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-        end = loop.time() + seconds
-
-        async def client() -> None:
-            nonlocal served
-            while loop.time() < end:
-                async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as resp:
-                    await resp.read()
-                    served += resp.status == 200
-
-        await asyncio.gather(*(client() for _ in range(clients)))
-    return served / seconds
 
 
 async def scrape_capture(base: str) -> dict[str, float]:
@@ -145,8 +128,8 @@ def measure(name: str, text: str, work: Path, body: bytes, args: argparse.Namesp
     process, base = start(config, work / f"{name}.log")
     url = f"{base}/v2/models/demo/infer"
     try:
-        asyncio.run(throughput(url, body, 1.0, args.clients))  # warm: workers, connections, a drift reference
-        rps = asyncio.run(throughput(url, body, args.seconds, args.clients))
+        asyncio.run(capacity(url, body, 1.0, args.clients))  # warm: workers, connections, a drift reference
+        rps = asyncio.run(capacity(url, body, args.seconds, args.clients))
         rate = rate or args.load * rps
         load = run_load(url, rate, args.seconds, body, procs=1, seed=7, timeout_s=5.0, drain_s=1.0, max_connections=2000)
         captured = asyncio.run(scrape_capture(base))

@@ -13,32 +13,17 @@ deploy/prometheus/sluice-alerts.yml sees (it fires once features stay over for 1
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import aiohttp
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gateway_process import start_gateway  # noqa: E402
+
 TOKEN = "drift-demo"
-
-
-def start(config: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    env = {**os.environ, "SLUICE_ADMIN_TOKEN": TOKEN}
-    process = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--port", "0", "--config", str(config),
-                                "--no-access-log"], stdout=subprocess.DEVNULL, stderr=open(log, "w"), env=env)  # fmt: skip
-    give_up = time.monotonic() + 60
-    while time.monotonic() < give_up:
-        for line in log.read_text().splitlines():
-            if '"serving"' in line:
-                return process, f"http://127.0.0.1:{json.loads(line)['port']}"
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(log.read_text()[-2000:])
 
 
 async def send(session: aiohttp.ClientSession, url: str, xs: np.ndarray) -> None:
@@ -70,7 +55,7 @@ async def main() -> None:
         config = Path(tmp) / "sluice.toml"
         config.write_text(f'[models.demo]\npath = "{demo_model_path()}"\nworkers = 1\n'
                           "[models.demo.drift]\nreference_requests = 2000\nwindow_requests = 1000\n")  # fmt: skip
-        process, url = start(config, Path(tmp) / "gateway.log")
+        process, url = start_gateway(["--config", str(config)], Path(tmp) / "gateway.log", TOKEN)
         try:
             async with aiohttp.ClientSession() as session:
                 await send(session, url, rng.standard_normal((2000, 256)))

@@ -57,7 +57,7 @@ def start(model_path: Path, workers: int, slo_ms: float, log: Path) -> tuple[sub
     raise RuntimeError(f"gateway did not start:\n{log.read_text()[-2000:]}")
 
 
-async def capacity(url: str, body: bytes, rows: int, seconds: float = 5.0, clients: int = 64) -> float:
+async def capacity(url: str, body: bytes, seconds: float = 5.0, clients: int = 64) -> float:
     """Requests per second served with `clients` always in flight (no SLO asked of them)."""
     loop = asyncio.get_running_loop()
     served = 0
@@ -98,7 +98,7 @@ def run_case(case: str, multiples: list[float], seconds: float, recovery: bool, 
     process, base = start(path, workers, slo, workdir / f"{case.replace(':', '_')}.log")
     url = f"{base}/v2/models/m/infer"
     try:
-        cap = asyncio.run(capacity(url, body, rows))
+        cap = asyncio.run(capacity(url, body))
         points = []
         for k, m in enumerate(multiples):
             time.sleep(2.0)

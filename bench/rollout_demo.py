@@ -13,16 +13,16 @@ is counted: all are 200. `sluice status` closes the show.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import aiohttp
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gateway_process import start_gateway  # noqa: E402
 
 TOKEN = "rollout-demo"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -44,20 +44,6 @@ def write_model(path: Path, sizes: tuple[int, ...], seed: int) -> None:
     model.ir_version = 8
     path.parent.mkdir(parents=True)
     path.write_bytes(model.SerializeToString())
-
-
-def start(root: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    env = {**os.environ, "SLUICE_ADMIN_TOKEN": TOKEN}
-    process = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--port", "0", "--model-repository", str(root),
-                                "--no-access-log"], stdout=subprocess.DEVNULL, stderr=open(log, "w"), env=env)  # fmt: skip
-    give_up = time.monotonic() + 60
-    while time.monotonic() < give_up:
-        for line in log.read_text().splitlines():
-            if '"serving"' in line:
-                return process, f"http://127.0.0.1:{json.loads(line)['port']}"
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(log.read_text()[-2000:])
 
 
 async def roll(session: aiohttp.ClientSession, url: str, body: dict) -> None:
@@ -88,7 +74,7 @@ async def main() -> None:
         write_model(root / "lin" / "2" / "model.onnx", (4, 2048, 2048, 2048, 2048, 3), 2)
         write_model(root / "lin" / "3" / "model.onnx", (4, 3), 3)
         (root / "lin" / "sluice.toml").write_text("workers = 1\nbatch_size = 8\ntimeout_ms = 2.0\nslo_ms = 50\n")
-        process, url = start(root, Path(tmp) / "gateway.log")
+        process, url = start_gateway(["--model-repository", str(root)], Path(tmp) / "gateway.log", TOKEN)
         statuses: list[int] = []
         stop = asyncio.Event()
         try:

@@ -367,6 +367,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def terminate(process: subprocess.Popen, timeout: float = 5.0) -> None:
+    """Stop a server process politely, then at once if it has not gone within `timeout`."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class RedisServer:
     def __init__(self, workdir: Path, port: int | None = None) -> None:
         binary = redis_binary()
@@ -402,13 +414,8 @@ class RedisServer:
             self.process.wait()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            terminate(self.process)
 
 
 # ---------------------------------------------------------------------------
@@ -462,12 +469,7 @@ class S3Server:
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.resume()
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            terminate(self.process)
 
 
 # ---------------------------------------------------------------------------

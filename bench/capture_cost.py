@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from loadgen import run_load  # noqa: E402
+from gateway_process import start_gateway  # noqa: E402
 from overload import capacity  # noqa: E402
 
 from backends.worker.demo import demo_model_path  # noqa: E402
@@ -46,23 +47,6 @@ def config_text(model: Path, out: Path, capture: bool, drift: bool, fraction: fl
     if capture:
         text += f'[models.demo.capture]\ndestination = "file://{out}"\nfraction = {fraction}\n'
     return text
-
-
-def start(config: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "--port", "0", "--config", str(config), "--no-access-log"],
-        stdout=subprocess.DEVNULL, stderr=open(log, "w"), start_new_session=True, cwd=ROOT,
-    )  # fmt: skip
-    give_up = time.monotonic() + 120
-    while time.monotonic() < give_up:
-        for line in log.read_text().splitlines():
-            if '"serving"' in line:
-                return process, f"http://127.0.0.1:{json.loads(line)['port']}"
-        if process.poll() is not None:
-            break
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(f"gateway did not start:\n{log.read_text()[-2000:]}")
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -125,7 +109,7 @@ def path_cost(body: bytes) -> dict[str, float]:
 def measure(name: str, text: str, work: Path, body: bytes, args: argparse.Namespace, rate: float | None) -> dict:
     config = work / f"{name}.toml"
     config.write_text(text)
-    process, base = start(config, work / f"{name}.log")
+    process, base = start_gateway(["--config", str(config)], work / f"{name}.log")
     url = f"{base}/v2/models/demo/infer"
     try:
         asyncio.run(capacity(url, body, 1.0, args.clients))  # warm: workers, connections, a drift reference

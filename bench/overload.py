@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+from gateway_process import start_gateway  # noqa: E402
 from loadgen import run_load  # noqa: E402
 
 from backends.worker.demo import demo_model_path  # noqa: E402
@@ -37,24 +37,6 @@ from tests.support import heavy_model  # noqa: E402
 
 # model:workers:rows:slo_ms
 FAMILY = ["demo:1:1:50", "demo:2:8:50", "heavy:1:1:100", "heavy:1:4:250", "heavy:2:1:1000"]
-
-
-def start(model_path: Path, workers: int, slo_ms: float, log: Path) -> tuple[subprocess.Popen, str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "--port", "0", "--model", f"m={model_path}",
-         "--workers", str(workers), "--slo-ms", str(slo_ms), "--percentile", "99", "--no-access-log"],
-        stdout=subprocess.DEVNULL, stderr=open(log, "w"), start_new_session=True, cwd=ROOT,
-    )  # fmt: skip
-    give_up = time.monotonic() + 120
-    while time.monotonic() < give_up:
-        for line in log.read_text().splitlines():
-            if '"serving"' in line:
-                return process, f"http://127.0.0.1:{json.loads(line)['port']}"
-        if process.poll() is not None:
-            break
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(f"gateway did not start:\n{log.read_text()[-2000:]}")
 
 
 async def capacity(url: str, body: bytes, seconds: float = 5.0, clients: int = 64) -> float:
@@ -95,7 +77,8 @@ def run_case(case: str, multiples: list[float], seconds: float, recovery: bool, 
     x = np.random.default_rng(0).standard_normal((rows, 256)).astype(np.float32)
     body = json.dumps({"inputs": [{"name": "x", "shape": [rows, 256], "datatype": "FP32",
                                    "data": x.reshape(-1).tolist()}]}).encode()  # fmt: skip
-    process, base = start(path, workers, slo, workdir / f"{case.replace(':', '_')}.log")
+    serve_args = ["--model", f"m={path}", "--workers", str(workers), "--slo-ms", str(slo), "--percentile", "99"]
+    process, base = start_gateway(serve_args, workdir / f"{case.replace(':', '_')}.log")
     url = f"{base}/v2/models/m/infer"
     try:
         cap = asyncio.run(capacity(url, body))

@@ -28,6 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from scheduler import HybridScheduler, load_scheduler  # noqa: E402
+from sim.clairvoyant import Clairvoyant, member_plan  # noqa: E402
 from sim.contest import Oracle, Run, Verdict, baselines, run, verdict  # noqa: E402
 from sim.family import family, member  # noqa: E402
 
@@ -38,6 +39,8 @@ def _task(seed: int, kind: str, duration_s: float, index: int, hybrid: str) -> R
     if index < 0:
         if hybrid == "oracle":
             return run(m, "hybrid", hybrid, lambda: Oracle(m.rates()))
+        if hybrid == "clairvoyant":
+            return run(m, "hybrid", hybrid, lambda: Clairvoyant(member_plan(m), m.startup_s))
         return run(m, "hybrid", hybrid, (lambda: load_scheduler(hybrid)) if hybrid != "hybrid" else HybridScheduler)
     name, setting, make = baselines(m)[index]
     return run(m, name, setting, make)
@@ -48,13 +51,13 @@ def _fmt_ratio(v: Verdict) -> str:
     return "misses SLO" if r == float("inf") else "-" if v.best is None else f"{r:.2f}x"
 
 
-def _row(v: Verdict) -> str:
+def _row(v: Verdict, bound: float) -> str:
     h, b = v.hybrid, v.best
     best = f"{b.scheduler} ({b.setting}) ${b.cost_usd:.4f}" if b else "none meets"
     return (f"| {v.member} | {best} | ${h.cost_usd:.4f} | {_fmt_ratio(v)} | {h.attainment * 100:.2f}% | "
             f"{h.instance_hours:.2f} / {b.instance_hours if b else 0:.2f} | ${h.faas_usd:.4f} / ${b.faas_usd if b else 0:.4f} | "
             f"{h.faas_batch_share * 100:.0f}% / {b.faas_batch_share * 100 if b else 0:.0f}% | {h.cold_starts} | "
-            f"{h.instances_started} / {b.instances_started if b else 0} | {'yes' if v.mixed else 'no'} |")  # fmt: skip
+            f"{h.instances_started} / {b.instances_started if b else 0} | {'yes' if v.mixed else 'no'} | {bound:.2f} |")  # fmt: skip
 
 
 def summarize(verdicts: list[Verdict]) -> dict:
@@ -101,15 +104,19 @@ def main() -> None:
     print(f"Seeds {first}-{first + count - 1}, {duration:.0f} s each, hybrid = `{args.hybrid}`.\n")
     print("| member | cheapest baseline meeting the SLO | hybrid | hybrid / best | hybrid attainment | "
           "instance-h (hybrid / best) | FaaS $ (hybrid / best) | FaaS batches (hybrid / best) | hybrid cold starts | "
-          "instances started (hybrid / best) | mixed |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for v in verdicts:
-        print(_row(v))
+          "instances started (hybrid / best) | mixed | bound |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    bounds = [member_plan(m).ratio for m in members]
+    for v, bound in zip(verdicts, bounds):
+        print(_row(v, bound))
     s = summarize(verdicts)
     fmt = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
     print(f"\nWorst {fmt(s['worst'])}x, median {fmt(s['median'])}x, at most 0.8x on {s['share_at_most_0.8'] * 100:.0f}% "
           f"of {s['compared']} members; above 1.0x on {s['above_1']}; hybrid misses the SLO on {s['hybrid_misses_slo']}. "
           f"Where pool and function both carry traffic ({s['mixed']} members): median {fmt(s['median_mixed'])}x.")  # fmt: skip
+    print(f"Bound (`sim.clairvoyant`: the cheapest count per 10 s knowing every arrival, over the best fixed count, "
+          f"both in the planner's model): median {statistics.median(bounds):.2f}, at most 0.8 on {sum(b <= 0.8 for b in bounds)} "
+          f"of {len(bounds)} members.")  # fmt: skip
     print(f"Planner decision time: median {s['plan_ms_median']:.2f} ms, worst {s['plan_ms_max']:.1f} ms per plan. "
           f"Wall time {wall:.0f} s ({len(tasks)} runs, {args.jobs} processes).")  # fmt: skip
     if args.json:

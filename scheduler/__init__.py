@@ -18,6 +18,7 @@ from .baselines import BUILT_IN, FaasOnly, FixedPool, Mark, PoolOnly, load_sched
 from .forecast import Ewma, Holt, Seasonal
 from .hybrid import HybridScheduler
 from .keepwarm import IdleTimes, KeepWarmPolicy
+from .lookback import PoolModel, enough_instances, replay_costs
 from .placement import InstanceState, pick_instance
 from .types import ArrivalView, FaasView, InstanceView, Placement, PoolPlan, Prices, Scheduler, View, batch_deadline
 
@@ -52,6 +53,7 @@ __all__ = [
     "KeepWarmPolicy",
     "Mark",
     "Placement",
+    "PoolModel",
     "PoolOnly",
     "PoolPlan",
     "Prices",
@@ -60,5 +62,7 @@ __all__ = [
     "View",
     "batch_deadline",
     "load_scheduler",
+    "enough_instances",
     "pick_instance",
+    "replay_costs",
 ]

@@ -254,12 +254,8 @@ class HybridScheduler:
         return np.maximum(0.0, np.concatenate([residual, unseen]) + self.trend.forecast(view.startup_s))
 
     def pool_model(self, view: View, service: float) -> PoolModel:
-        """What n instances turn away (`lookback.PoolModel`). A batch may wait at an instance
-        what placement leaves it (`place`: the SLO less the margin) after its oldest request
-        waited for it to close (at most the batch timeout, where it has more than one row)
-        and before its service."""
-        closing = view.batch_wait_s if view.batch_size > 1 else 0.0
-        return PoolModel(service, view.batch_size, (1.0 - self.margin) * view.slo_s - closing - service)
+        """What n instances turn away (`lookback.PoolModel`) inside what `place` allows."""
+        return PoolModel.for_slo(service, view.batch_size, view.slo_s, view.batch_wait_s, self.margin)
 
     def replayed(self, view: View, service: float, per_request: float, samples: np.ndarray | None = None) -> int:
         """The count whose pool, replayed over `samples` (default: the recent seconds shifted

@@ -78,6 +78,15 @@ class PoolModel:
         self.batch_size = max(1, batch_size)
         self.slack_s = max(0.0, slack_s)
 
+    @classmethod
+    def for_slo(cls, service_s: float, batch_size: int, slo_s: float, batch_wait_s: float, margin: float) -> PoolModel:
+        """The pool placement keeps inside an SLO: a batch may wait at an instance what
+        placement leaves it (the SLO less the margin) after its oldest request waited for
+        it to close (at most the batch timeout, where it has more than one row) and before
+        its service."""
+        closing = batch_wait_s if batch_size > 1 else 0.0
+        return cls(service_s, batch_size, (1.0 - margin) * slo_s - closing - service_s)
+
     def capacity(self, n: int) -> float:
         """Requests/s n instances serve at full use."""
         return n * self.batch_size / self.service_s

@@ -1,0 +1,120 @@
+"""The cheapest pool plan knowing every arrival in advance: a bound on what planning can buy (issue 15).
+
+The family's best baseline is most often a fixed pool whose size was chosen knowing the
+whole run. Whether a planner that moves its count could beat it by much is a question
+about the traffic, not about any one planner, and this answers it: with every second's
+arrivals known, the count for each planning step is chosen by dynamic programming to
+minimise the run's cost under the planner's own model of a pool (`scheduler.PoolModel`:
+the instances' price, the function's bill for what they turn away, each start billed for
+its start-up):
+
+    V_k(n) = c_k(n) + min_m [V_(k-1)(m) + a (n - m)+],  a = the price of one start-up
+
+A fixed count is one of the plans it searches, so its cost is at most the best fixed
+count's under the same model; their ratio is the most that moving the count could have
+saved on this traffic, whatever the forecast. It leaves out the minimum bill (an instance
+kept less than a minute), which only makes it lower: a bound.
+
+`Clairvoyant` carries that plan out in the simulator, placing as hybrid does, so that its
+simulated bill sits in the same table as the baselines' runs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from scheduler import HybridScheduler, PoolModel, PoolPlan, View, enough_instances
+
+from .family import Member
+
+
+@dataclass(frozen=True)
+class CheapestPlan:
+    counts: np.ndarray  # instances ready in each step
+    cost: float  # the plan's cost over the run, in the model ($)
+    fixed: np.ndarray  # each fixed count's cost over the run, in the model ($), 0 .. most
+    step_s: float
+
+    @property
+    def best_fixed(self) -> int:
+        return int(np.argmin(self.fixed))
+
+    @property
+    def ratio(self) -> float:
+        """The plan's cost over the best fixed count's: at most 1."""
+        best = float(self.fixed.min())
+        return self.cost / best if best > 0 else 1.0
+
+
+def cheapest_plan(counts: np.ndarray, model: PoolModel, *, step_s: float, instance_per_s: float, per_request: float,
+                  startup_s: float, most: int) -> CheapestPlan:  # fmt: skip
+    """The count per `step_s` that minimises the cost of serving `counts` (arrivals in each
+    second), under `model`; instances at the start are there already (no start-up paid)."""
+    counts = np.asarray(counts, float)
+    step = max(1, round(step_s))
+    steps = math.ceil(len(counts) / step)
+    padded = np.zeros(steps * step)
+    padded[: len(counts)] = counts
+    turned_away = model.turned_away(most + 1, padded) * padded  # requests each pool leaves, per second
+    faas = turned_away.reshape(most + 1, steps, step).sum(axis=2) * per_request  # (n, step)
+    seconds = np.minimum(step, len(counts) - step * np.arange(steps))  # the last step may be short
+    sizes = np.arange(most + 1, dtype=float)
+    step_cost = faas + np.outer(sizes, seconds) * instance_per_s
+    start = instance_per_s * startup_s * np.maximum(0.0, sizes[:, None] - sizes[None, :])  # [to, from]
+    value = step_cost[:, 0].copy()
+    came_from = np.zeros((steps, most + 1), dtype=int)
+    for k in range(1, steps):
+        total = value[None, :] + start
+        came_from[k] = np.argmin(total, axis=1)
+        value = total[np.arange(most + 1), came_from[k]] + step_cost[:, k]
+    plan = np.empty(steps, dtype=int)
+    plan[-1] = int(np.argmin(value))
+    for k in range(steps - 1, 0, -1):
+        plan[k - 1] = came_from[k][plan[k]]
+    return CheapestPlan(plan, float(value.min()), step_cost.sum(axis=1), float(step))
+
+
+def member_plan(member: Member, step_s: float = 10.0) -> CheapestPlan:
+    """`cheapest_plan` for one member of the family, priced as its simulation bills and
+    modelled as hybrid's planner models a pool (the same margin inside the SLO)."""
+    profile, b = member.profile(), member.batch_size
+    service = profile.iaas_service_s(b)
+    prices = profile.prices(member.memory_mb, member.min_billed_s)
+    per_request = prices.faas_batch_cost(profile.faas_service_s(b, member.memory_mb)) / b
+    model = PoolModel.for_slo(service, b, member.slo_s, member.timeout_s, HybridScheduler().margin)
+    counts = np.bincount(member.arrivals().astype(int), minlength=int(member.duration_s)).astype(float)
+    return cheapest_plan(counts, model, step_s=step_s, instance_per_s=prices.instance_per_s, per_request=per_request,
+                         startup_s=member.startup_s, most=enough_instances(model, counts, 64))  # fmt: skip
+
+
+class Clairvoyant(HybridScheduler):
+    """Carries out a `CheapestPlan` in the simulator: instances are started a start-up before
+    the step that wants them, and stopped (idle, past their minimum bill) when no step within
+    a start-up wants them. Placement is hybrid's. Not a scheduler anyone can run."""
+
+    name = "clairvoyant"
+
+    def __init__(self, cheapest: CheapestPlan, startup_s: float) -> None:
+        super().__init__(plan_interval_s=cheapest.step_s)
+        self.cheapest, self.startup_s = cheapest, startup_s
+
+    def observe(self, arrivals: int, now: float) -> None:
+        pass  # it knows
+
+    def plan(self, view: View, now: float) -> PoolPlan:
+        steps = self.cheapest.counts
+        first = min(int(now // self.cheapest.step_s), len(steps) - 1)
+        last = int((now + self.startup_s + self.plan_interval_s) // self.cheapest.step_s)
+        target = int(steps[first : last + 1].max())
+        live = [i for i in view.instances if i.state in ("starting", "ready")]
+        if target >= len(live):
+            return PoolPlan(target, start=target - len(live))
+        stoppable = sorted(
+            (i for i in live if i.ready and i.busy_until <= now and now - i.billed_since >= view.prices.instance_min_billed_s),
+            key=lambda i: i.billed_since,
+        )  # fmt: skip
+        stop = tuple(i.id for i in stoppable[: len(live) - target])
+        return PoolPlan(len(live) - len(stop), stop=stop)

@@ -17,8 +17,9 @@ turn away at each second's rate (`scheduler.lookback`; `lookback=False`: 10 s st
 one M/D/1 queue per instance, the planner before issue 15). Then, by hindsight
 (`scheduler.hindsight`), that moving plan or the best fixed count, whichever would have
 cost less over the last minutes (up to 15; a fixed count holds through traffic that
-switches faster than an instance starts; while the traffic drifts, no fewer than the
-moving plan wants on a climb and no more on a fall). Scale-out is at once, once the
+switches faster than an instance starts), or that count held on the moving plan's side
+of it while the traffic drifts (no fewer than the moving plan wants on a climb, no more on
+a fall), whichever would have cost least. Scale-out is at once, once the
 traffic has been watched for a while (the moving plan) or a minute has been priced (the
 fixed count); scale-in waits until fewer instances have been enough for a startup (at
 least `scale_in_after_s`), and only stops idle ready instances past their minimum
@@ -126,6 +127,7 @@ class HybridScheduler:
         burst_steps: int = 60,
         lookback: bool = True,
         hindsight_s: float = 900.0,
+        recency_s: float = 300.0,
     ) -> None:
         self.plan_interval_s = plan_interval_s
         self.utilization, self.scale_in_after_s, self.margin = utilization, scale_in_after_s, margin
@@ -147,8 +149,11 @@ class HybridScheduler:
         self.lookback = lookback  # plan on per-second counts replayed (`scheduler.lookback`), not on 10 s rates
         self.seconds = SecondCounts(keep_s=max(int(burst_steps * self.forecaster.step_s), int(hindsight_s)))
         self.hindsight_s = hindsight_s  # how far back the moving plan and the fixed counts are priced (`scheduler.hindsight`)
-        self.history = PlanHistory(keep_s=hindsight_s + 600.0)
-        self.chosen = "moving"  # which plan the last plan followed: "moving" or "fixed"
+        self.history = PlanHistory(keep_s=hindsight_s + 600.0)  # the moving plan's counts
+        self.drifting = PlanHistory(keep_s=hindsight_s + 600.0)  # the drifting plan's (`drifted`)
+        self.recency_s = recency_s  # the plans' costs in hindsight: a second `recency_s` older weighs 1/e as much
+        self.chosen = "moving"  # which plan the last plan followed: "moving", "fixed" or "drifting"
+        self.priced: list[tuple[str, float, int]] = []  # (plan, its cost per second in hindsight, its count) at the last plan
 
     # -- traffic -----------------------------------------------------------------
 
@@ -265,15 +270,19 @@ class HybridScheduler:
         candidates = enough_instances(model, samples, view.max_instances) + 1
         return int(np.argmin(replay_costs(samples, model, candidates, view.prices.instance_per_s, per_request)))
 
-    def in_hindsight(self, view: View, moving: int) -> int:
-        """The moving plan's count, or the best fixed count if that would have cost less over
-        the last `hindsight_s` (`scheduler.hindsight`). Before a few minutes are seen, or
-        without FaaS, the moving plan."""
+    def in_hindsight(self, view: View, moving: int, now: float) -> int:
+        """Of three plans, the one that would have cost least over the last `hindsight_s`,
+        the recent minutes weighing more (`scheduler.hindsight`): the moving plan, the best
+        fixed count, and the drifting plan (the best fixed count, held on the moving plan's
+        side of it while the traffic drifts). Before a minute is seen, or without FaaS, the
+        moving plan."""
         self.chosen = "moving"
         if not self.lookback or view.pool_service is None or view.faas is None or view.faas_service is None:
+            self.drifting.add(now, moving)
             return moving
         times, counts = self.seconds.window(int(self.hindsight_s))
         if len(counts) < self.FIRST_HINDSIGHT_S:
+            self.drifting.add(now, moving)
             return moving
         b = max(1, view.batch_size)
         service = view.pool_service(b)
@@ -287,19 +296,40 @@ class HybridScheduler:
         started = np.maximum(0, np.arange(len(fixed)) - live)
         switching = started * view.prices.instance_per_s * (view.startup_s + view.prices.instance_min_billed_s) / len(counts)
         best = int(np.argmin(fixed + switching))
+        # The fixed count is chosen over the whole window (it is to hold through bursts that
+        # come every few minutes); which plan is right now is judged with the recent minutes
+        # weighing more, so that a change of regime is followed within minutes, not a window.
+        weights = np.exp((times - times[-1]) / self.recency_s)
+        fixed = replay_costs(counts, model, candidates, view.prices.instance_per_s, per_request, weights)
+        drifting = self.drifted(best, moving)
+        self.drifting.add(now, drifting)
         kept = self.scale_in_delay(view) + self.plan_interval_s
-        following = moving_cost(counts, times, self.history, model, startup_s=view.startup_s, hold_s=kept, step_s=self.plan_interval_s,
-                                instance_per_s=view.prices.instance_per_s, per_request=per_request)  # fmt: skip
-        if fixed[best] + switching[best] < following:
-            self.chosen = "fixed"
-            # The past says nothing of a ramp: while the traffic drifts (the moving view
-            # forecasts better), the best fixed count of the past is stale in the drift's
-            # direction. Climbing, hold no fewer than the forecast wants; falling, no more.
-            if self.moving():
-                slope = self.trend.fit()[1]
-                return max(best, moving) if slope > 0 else min(best, moving) if slope < 0 else best
+
+        def carried_out(history: PlanHistory) -> float:
+            return moving_cost(counts, times, history, model, startup_s=view.startup_s, hold_s=kept, step_s=self.plan_interval_s,
+                               instance_per_s=view.prices.instance_per_s, per_request=per_request, weights=weights)  # fmt: skip
+
+        plans = [("moving", carried_out(self.history), moving), ("fixed", fixed[best] + switching[best], best),
+                 ("drifting", carried_out(self.drifting), drifting)]  # fmt: skip
+        self.priced = plans
+        # Plans that priced alike (the same counts over the window) differ only in what they
+        # want now. While the traffic drifts, the forecast's (the moving plan's, in order);
+        # else the one nearest the live count, which starts and stops least for noise.
+        cheapest = min(cost for _, cost, _ in plans)
+        alike = [plan for plan in plans if plan[1] <= cheapest * (1 + 1e-9)]
+        self.chosen, _, target = alike[0] if self.moving() else min(alike, key=lambda plan: abs(plan[2] - live))
+        return target
+
+    def drifted(self, best: int, moving: int) -> int:
+        """The past says nothing of a ramp: while the traffic drifts (the moving view forecasts
+        better), the best fixed count of the past is stale in the drift's direction. Climbing,
+        no fewer than the moving plan wants; falling, no more. Right on a long daily curve;
+        on a cycle of a few start-ups it chases the curve as the moving plan does, and then
+        the fixed count costs less in hindsight."""
+        if not self.moving():
             return best
-        return moving
+        slope = self.trend.fit()[1]
+        return max(best, moving) if slope > 0 else min(best, moving) if slope < 0 else best
 
     def watched_enough(self) -> bool:
         """Whether to start instances on what was seen. Before any traffic, the view's rate is
@@ -328,7 +358,7 @@ class HybridScheduler:
         live = [i for i in view.instances if i.state in ("starting", "ready")]
         moving = self.wanted(view)
         self.history.add(now, moving)
-        target = self.in_hindsight(view, moving)
+        target = self.in_hindsight(view, moving, now)
         if target >= len(live):
             self._lower_since = None
             if target == len(live) or (self.chosen == "moving" and not self.watched_enough()):

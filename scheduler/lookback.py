@@ -128,15 +128,16 @@ def _lost(rho: np.ndarray, erlang_b: np.ndarray, room: int) -> np.ndarray:
 
 
 def replay_costs(counts: np.ndarray, model: PoolModel, candidates: int, instance_per_s: float,
-                 per_request: float) -> np.ndarray:  # fmt: skip
+                 per_request: float, weights: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
     """Cost per second of pools of 0 .. candidates - 1 instances over the replayed seconds
-    (`counts`: arrivals in each): the instances' price, plus the function's bill for what
-    each pool turns away (`PoolModel`)."""
+    (`counts`: arrivals in each, each second weighing `weights`, default alike): the
+    instances' price, plus the function's bill for what each pool turns away (`PoolModel`)."""
     pool = instance_per_s * np.arange(candidates, dtype=float)
     if len(counts) == 0:
         return pool
-    turned_away = model.turned_away(candidates, counts) @ counts
-    return pool + turned_away / len(counts) * per_request
+    weights = np.ones(len(counts)) if weights is None else weights
+    turned_away = model.turned_away(candidates, counts) @ (counts * weights)
+    return pool + turned_away / weights.sum() * per_request
 
 
 def enough_instances(model: PoolModel, counts: np.ndarray, most: int) -> int:

@@ -176,7 +176,7 @@ class Oracle(HybridScheduler):
     def watched_enough(self) -> bool:
         return True
 
-    def in_hindsight(self, view: View, moving: int) -> int:
+    def in_hindsight(self, view: View, moving: int, now: float) -> int:
         return moving  # it knows what comes: no need to look back
 
     def second_samples(self, view: View) -> np.ndarray:

@@ -154,6 +154,17 @@ def test_hybrid_starts_an_instance_a_startup_ahead_of_a_ramp_and_stops_it_after(
     assert 530.0 <= stops[0] <= 620.0, "stopped within the scale-in delay of the ramp leaving"
 
 
+def test_hybrid_holds_its_pool_through_a_cycle_of_a_few_startups_and_follows_an_hour_long_one() -> None:
+    # 1000 req/s +- 80% every 10 minutes, instances that take 90 s to start: a pool that
+    # follows the curve is always late and pays a start-up per swing (the planner before the
+    # drifting plan was priced as a plan of its own started 11 instances in 30 minutes here;
+    # issue 15, diurnal#7). Over an hour-long curve, following it pays.
+    fast = drive(HybridScheduler(), lambda t: 1000.0 + 800.0 * np.sin(2 * np.pi * t / 600.0), 1800, startup_s=90.0)
+    assert [kind for t, kind in fast if t > 0] == []
+    slow = drive(HybridScheduler(), lambda t: 1000.0 + 800.0 * np.sin(2 * np.pi * t / 3600.0), 1800, startup_s=60.0)
+    assert [kind for t, kind in slow if t > 0] == ["start", "stop"]
+
+
 def test_hybrid_plans_with_the_view_that_has_forecast_better() -> None:
     # Phases of 90 s switch faster than a pool can follow: the moving line, a startup
     # ahead, is wrong at every switch, and the steady view (the mixture) forecasts better.

@@ -119,7 +119,7 @@ class Holding(HybridScheduler):
     def wanted(self, view: View) -> int:
         return self.target
 
-    def in_hindsight(self, view: View, moving: int) -> int:
+    def in_hindsight(self, view: View, moving: int, now: float) -> int:
         return moving
 
 

@@ -40,6 +40,7 @@ from .actions import Actions, Failure, Send
 from .backlog import Backlog
 from .fleet import Fleet, Seat
 from .placement import pick_instance
+from .rounds import Round
 from .types import PoolPlan, Scheduler, ServiceTime, View
 
 _UNBOUNDED = Admission(True, 0.0)
@@ -323,40 +324,42 @@ class Dispatcher:
 
     def _dispatch_scheduled(self, now: float) -> None:
         """Offer each waiting batch, in order, to the scheduler (see the module's docstring)."""
-        fleet = self.fleet
-        held: dict[str, tuple[float, int]] = {}
         # A round stops after `_OFFERED` batches left without a place (or `_HELD` held), not
         # after `_OFFERED` offered: when a burst closed dozens of batches at once, the first
         # sixteen, held for busy instances, kept every later one (the function's, in time)
         # waiting for a server to finish, past the SLO (issue 15, azure-code#17).
+        if not self.backlog:
+            return
+        here = Round(self.fleet, now, lambda: self.view(now))
         left = holding = 0
-        for batch in self.backlog.ordered():
+        for batch in self.backlog.ordered() if here.open else ():
             if left >= _OFFERED or holding >= _HELD:
                 break
-            if not any(fleet.accepts(s, now) for s in fleet.seats()):
-                break  # nothing can go anywhere now: the rest wait
-            live = self._live(batch)
-            if not live:
+            if not self._alive(batch):
                 continue
-            placement = self.scheduler.place(batch, self.view(now, held), now)  # type: ignore[union-attr]
-            seat = None
-            if placement.kind == "faas":
-                seat = fleet.function()
-            elif placement.kind == "instance":
-                seat = next((s for s in fleet.servers() if s.name == placement.instance), None)
+            placement = self.scheduler.place(batch, here.view(), now)  # type: ignore[union-attr]
+            seat = here.seat(placement)
             if seat is None:  # rejected, or its place is gone: it waits for a place
                 left += 1
-                continue
-            if placement.kind == "instance" and not fleet.accepts(seat, now):
+            elif placement.kind == "instance" and not here.accepts(seat):
                 if self.pool_service is not None:  # it waits for this instance, and holds it
-                    until, count = held.get(seat.name, (fleet.busy_until(seat, now), 0))
-                    held[seat.name] = (max(now, until) + self.pool_service(batch.size), count + 1)
+                    here.hold(seat, self.pool_service(batch.size))
                 holding += 1
-                continue
-            if not fleet.accepts(seat, now):
+            elif not here.accepts(seat):
                 left += 1
-                continue
-            self._send(batch, live, seat, now)
+            else:
+                self._send(batch, self._live(batch), seat, now)
+                here.sent()
+                if not here.open:
+                    break  # nothing can go anywhere now: the rest wait
+
+    def _alive(self, batch: Batch) -> bool:
+        """Has the batch a request not yet answered? One with none (all 504s) leaves the backlog."""
+        for r in batch.requests:
+            if not self.answered(r):
+                return True
+        self.backlog.pop(batch)
+        return False
 
     def _live(self, batch: Batch) -> list[Request]:
         """The batch's requests not yet answered; a batch with none (all 504s) leaves the backlog."""

@@ -244,11 +244,8 @@ class Fleet:
             up = seat.healthy and self.breaker(seat).allows(now, seat.inflight)
             state = "stopping" if seat.name in self.stopping else "ready" if up else "starting"
             since = self.ledger.open.get(seat.name, now)
-            busy, queued = self.busy_until(seat, now), seat.inflight
-            if held and seat.name in held:
-                busy, waiting = max(busy, held[seat.name][0]), held[seat.name][1]
-                queued += waiting
-            instances.append(InstanceView(seat.name, state, busy, queued, now, since))
+            entry = InstanceView(seat.name, state, self.busy_until(seat, now), seat.inflight, now, since)
+            instances.append(holding(entry, *held[seat.name]) if held and seat.name in held else entry)
         for token, asked in self.starting.items():
             instances.append(InstanceView(f"starting-{token}", "starting", now, 0, asked + self.startup_s, asked))
         faas = None
@@ -263,3 +260,8 @@ class Fleet:
             max(1, batch_size), slo_s, self.startup_s, self.max_instances, batch_wait_s,
         )  # fmt: skip
 
+
+def holding(entry: InstanceView, until: float, count: int) -> InstanceView:
+    """An instance's entry in a view, held by `count` batches waiting for it until `until`."""
+    busy, queued = max(entry.busy_until, until), entry.queued + count
+    return InstanceView(entry.id, entry.state, busy, queued, entry.ready_at, entry.billed_since)

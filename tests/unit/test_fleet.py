@@ -4,11 +4,13 @@ and placement under one rule (a batch waits for the busy server it was given, an
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
 from batching import Batch, FixedPolicy, Request
 from scheduler import Dispatcher, Fleet, FunctionSettings, Placement, PoolPlan, Prices, View
+from scheduler.rounds import Round
 from sim.served import SimInstance
 
 
@@ -157,3 +159,37 @@ def test_batches_held_for_busy_servers_do_not_keep_later_ones_from_the_function(
     placed = [s.seat.name for s in sends]
     assert placed.count("a") == 1 and placed.count("b") == 1
     assert placed.count("f") == 40 - 2 - 16 and len(core.backlog) == 16
+
+
+def test_a_round_of_placement_shows_the_views_the_fleet_builds_with_its_holds() -> None:
+    # A round builds the fleet's view once per send, and a hold changes the held instance's
+    # entry only (scheduler.rounds): every view must still be the fleet's own, field for field.
+    servers = [SimInstance("a"), SimInstance("b")]
+    function = SimInstance("f", max_inflight=2)
+    fleet = fleet_of(servers, function, startup_s=30.0)
+    fleet.began(servers[0], 9.9, 0.3)
+    fleet.start_requested(9.0)
+    pool_s, faas_s = (lambda b: 0.1), (lambda b: 0.2)
+
+    def built(held: dict | None = None) -> View:
+        return fleet.view(10.0, pool_service=pool_s, faas_service=faas_s, batch_size=4, slo_s=1.0, held=held)
+
+    def same(a: View, b: View) -> bool:  # the arrivals' forecast is a new function in each view
+        return replace(a, arrivals=a.arrivals.rate) == replace(b, arrivals=b.arrivals.rate)
+
+    here = Round(fleet, 10.0, built)
+    assert here.open and here.accepts(servers[1]) and not here.accepts(servers[0])
+    assert here.seat(Placement("instance", "b")) is servers[1] and here.seat(Placement("faas")) is function
+    assert here.seat(Placement("instance", "gone")) is None and here.seat(Placement.reject("no")) is None
+    assert same(here.view(), built())
+    here.hold(servers[0], 0.1)
+    here.hold(servers[0], 0.1)
+    assert here.held == {"a": (pytest.approx(10.4), 2)} and same(here.view(), built(here.held))
+    fleet.began(function, 10.0, 0.2)
+    fleet.function_began(10.0)
+    here.sent()
+    assert same(here.view(), built(here.held)) and here.view().faas.in_flight == 1
+    fleet.began(servers[1], 10.0, 0.1)
+    fleet.began(function, 10.0, 0.2)
+    here.sent()
+    assert not here.open and same(here.view(), built(here.held))

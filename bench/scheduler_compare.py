@@ -2,7 +2,8 @@
 
     python bench/scheduler_compare.py --json family.json   # seeds 1-24, 20 min each (~17 min on 2 cores)
     python bench/scheduler_compare.py --reuse family.json  # hybrid again, the baselines' runs from that file
-    python bench/scheduler_compare.py --holdout  # seeds 101-124: held out, never looked at while tuning
+    python bench/scheduler_compare.py --holdout  # seeds 101-124: held out from tuning
+    python bench/scheduler_compare.py --reuse family.json --hybrid clairvoyant  # the cheapest plan knowing every arrival
     python bench/scheduler_compare.py --quick    # 4 members of 5 min (about a minute)
 
 Each member (`sim.family`): diurnal traffic (periods 10-60 min, amplitudes up to 0.9), bursts
@@ -82,7 +83,8 @@ def main() -> None:
     parser.add_argument("--seeds", help="first:count (overrides the default seeds)")
     parser.add_argument("--duration", type=float, help="seconds per member (default 1200, 300 with --quick)")
     parser.add_argument("--hybrid", default="hybrid", help="the scheduler to set against the baselines: hybrid, "
-                        "module:Class (sim.contest:StepHybrid, the planner before issue 15), or oracle (told the future rates)")
+                        "module:Class (sim.contest:StepHybrid, the planner before issue 15), oracle (told the future rates), or "
+                        "clairvoyant (the cheapest plan knowing every arrival, sim/clairvoyant.py)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--json", help="write every run to this file")
     parser.add_argument("--reuse", help="take the baselines' runs from this --json file (same seeds and duration)")

@@ -57,6 +57,26 @@ def test_the_pool_model_in_batches_at_the_fluid_limit_and_without_a_room() -> No
     assert no_room == pytest.approx(erlang_b)
 
 
+def test_a_seconds_poisson_noise_is_not_priced_as_a_change_of_rate_but_a_burst_is() -> None:
+    # Three instances at 90% of their capacity, a slack of 1.6 s, about 17 arrivals a second.
+    # Read one second at a time, as if each count were the rate, the Poisson noise alone
+    # prices 5% of the traffic as turned away; the rates behind the counts, a third of a
+    # percent, as the steady rate does (issue 15, bursts#208).
+    model = PoolModel(service_s=0.212, batch_size=2, slack_s=1.6)
+    steady = np.full(1200, 0.9 * model.capacity(3))
+    noisy = np.random.default_rng(5).poisson(steady).astype(float)
+    lost = float(model.turned_away(4, noisy)[3] @ noisy) / noisy.sum()
+    one_at_a_time = sum(float(model.turned_away(4, noisy[k : k + 1])[3, 0]) * noisy[k] for k in range(len(noisy))) / noisy.sum()
+    steady_lost = float(model.turned_away(4, steady)[3] @ steady) / steady.sum()
+    assert one_at_a_time > 0.04 and steady_lost < 0.001
+    assert lost < steady_lost + 0.003
+    # A burst is seen whole: 20 s at 3x lose the fluid share.
+    burst = steady.copy()
+    burst[600:620] *= 3
+    shares = model.turned_away(4, burst)[3]
+    assert shares[605:615] == pytest.approx(1 - model.capacity(3) / burst[605:615], abs=0.02)
+
+
 def test_replay_charges_what_each_pool_turns_away() -> None:
     counts = np.array([100.0] * 50 + [300.0] * 10)  # 10 s at 3x
     model = PoolModel(service_s=0.01, batch_size=1, slack_s=0.05)  # 100 requests/s an instance

@@ -15,11 +15,11 @@ recent seconds depart from their level (so bursts weigh as they came), each cand
 pool replayed over them second by second, charged the function's bill for what it would
 turn away at each second's rate (`scheduler.lookback`; `lookback=False`: 10 s steps and
 one M/D/1 queue per instance, the planner before issue 15). Then, by hindsight
-(`scheduler.hindsight`), that moving plan or the best fixed count, whichever would have
-cost less over the last minutes (up to 15; a fixed count holds through traffic that
-switches faster than an instance starts), or that count held on the moving plan's side
-of it while the traffic drifts (no fewer than the moving plan wants on a climb, no more on
-a fall), whichever would have cost least. Scale-out is at once, once the
+(`scheduler.hindsight`), of three plans the one that would have cost least over the last
+minutes (up to 15, the recent ones weighing more): that moving plan, the best fixed count
+(it holds through traffic that switches faster than an instance starts), or that count
+held on the moving plan's side while the traffic drifts (no fewer than the moving plan
+wants on a climb, no more on a fall). Scale-out is at once, once the
 traffic has been watched for a while (the moving plan) or a minute has been priced (the
 fixed count); scale-in waits until fewer instances have been enough for a startup (at
 least `scale_in_after_s`), and only stops idle ready instances past their minimum
@@ -300,7 +300,7 @@ class HybridScheduler:
         # come every few minutes); which plan is right now is judged with the recent minutes
         # weighing more, so that a change of regime is followed within minutes, not a window.
         weights = np.exp((times - times[-1]) / self.recency_s)
-        fixed = replay_costs(counts, model, candidates, view.prices.instance_per_s, per_request, weights)
+        recent = replay_costs(counts, model, candidates, view.prices.instance_per_s, per_request, weights)
         drifting = self.drifted(best, moving)
         self.drifting.add(now, drifting)
         kept = self.scale_in_delay(view) + self.plan_interval_s
@@ -309,7 +309,7 @@ class HybridScheduler:
             return moving_cost(counts, times, history, model, startup_s=view.startup_s, hold_s=kept, step_s=self.plan_interval_s,
                                instance_per_s=view.prices.instance_per_s, per_request=per_request, weights=weights)  # fmt: skip
 
-        plans = [("moving", carried_out(self.history), moving), ("fixed", fixed[best] + switching[best], best),
+        plans = [("moving", carried_out(self.history), moving), ("fixed", recent[best] + switching[best], best),
                  ("drifting", carried_out(self.drifting), drifting)]  # fmt: skip
         self.priced = plans
         # Plans that priced alike (the same counts over the window) differ only in what they

@@ -56,9 +56,8 @@ def cheapest_plan(counts: np.ndarray, model: PoolModel, *, step_s: float, instan
     counts = np.asarray(counts, float)
     step = max(1, round(step_s))
     steps = math.ceil(len(counts) / step)
-    padded = np.zeros(steps * step)
-    padded[: len(counts)] = counts
-    turned_away = model.turned_away(most + 1, padded) * padded  # requests each pool leaves, per second
+    turned_away = np.zeros((most + 1, steps * step))  # requests each pool leaves, per second (the last step padded)
+    turned_away[:, : len(counts)] = model.turned_away(most + 1, counts) * counts
     faas = turned_away.reshape(most + 1, steps, step).sum(axis=2) * per_request  # (n, step)
     seconds = np.minimum(step, len(counts) - step * np.arange(steps))  # the last step may be short
     sizes = np.arange(most + 1, dtype=float)

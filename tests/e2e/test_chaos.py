@@ -93,7 +93,9 @@ async def poisson_load(
             except asyncio.TimeoutError as exc:  # aiohttp's own timeouts are TimeoutErrors too
                 answer.failure, answer.detail = "timeout", repr(exc)
             except aiohttp.ClientConnectorError as exc:
-                refused = exc.os_error.errno == errno.ECONNREFUSED
+                # Never connected, so never sent: refused, or reset while still in the listening
+                # socket's backlog when it closed (a connect in the instant of a shutdown).
+                refused = exc.os_error.errno in (errno.ECONNREFUSED, errno.ECONNRESET)
                 answer.failure, answer.detail = ("refused" if refused else "connect"), repr(exc)
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError) as exc:
                 answer.failure, answer.detail = "reset", repr(exc)

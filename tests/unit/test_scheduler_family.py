@@ -5,7 +5,7 @@ The full family, every baseline's knobs swept, is bench/scheduler_compare.py (mi
 small enough for CI, each member (10 min of it) is set against fixed pools around the size
 that was cheapest on it in the benchmark, and MArk as published. The three were picked among
 the members where hybrid holds this; on most of the family it does not (the README's family
-tables: hybrid above 1.0x on most members, and the cheapest plan knowing every arrival at 0.99x
+tables: hybrid above 1.0x on most members, and the cheapest plan knowing every arrival at 0.95x
 on the median one)."""
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ import math
 from batching import Batch
 
 from .forecast import Holt
-from .hybrid import HybridScheduler, options
+from .hybrid import HybridScheduler, front, on_function
 from .types import Placement, PoolPlan, Scheduler, View, batch_deadline
 
 
@@ -26,8 +26,7 @@ class FaasOnly:
     plan_interval_s = 60.0
 
     def place(self, batch: Batch, view: View, now: float) -> Placement:
-        faas = [o for o in options(batch, view, now) if o.kind == "faas"]
-        return faas[0] if faas else Placement.reject("FaaS is at its concurrency limit")
+        return on_function(batch, view, now) or Placement.reject("FaaS is at its concurrency limit")
 
     def plan(self, view: View, now: float) -> PoolPlan:
         return PoolPlan(0, stop=tuple(i.id for i in view.instances if i.state in ("starting", "ready")))
@@ -49,7 +48,7 @@ class PoolOnly:
         self._want_since: dict[str, float] = {}
 
     def place(self, batch: Batch, view: View, now: float) -> Placement:
-        pool = [o for o in options(batch, view, now) if o.kind == "instance"]
+        pool = [o for o in front(batch, view, now) if o.kind == "instance"]
         if not pool:
             return Placement.reject("no instance is ready")
         return min(pool, key=lambda o: o.predicted_done)
@@ -94,7 +93,7 @@ class PoolOnly:
 
 def pool_first(batch: Batch, view: View, now: float) -> Placement:
     """MArk's placement: the instance that answers first if it meets the deadline, else FaaS."""
-    found = options(batch, view, now)
+    found = front(batch, view, now)
     pool = [o for o in found if o.kind == "instance"]
     deadline = batch_deadline(batch, view.slo_s)
     if pool:

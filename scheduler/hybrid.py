@@ -80,19 +80,42 @@ def burst_spread(rates: Sequence[float], half: int = 4) -> list[float]:
 
 def options(batch: Batch, view: View, now: float) -> list[Placement]:
     """Every place this batch could go now, with its predicted completion and added cost."""
-    b = batch.size
     found = []
     if view.pool_service is not None:
+        service = view.pool_service(batch.size)
+        found = [Placement("instance", i.id, max(now, i.busy_until) + service, 0.0) for i in view.instances if i.ready]
+    faas = on_function(batch, view, now)
+    return found + [faas] if faas is not None else found
+
+
+def front(batch: Batch, view: View, now: float) -> list[Placement]:
+    """The places worth comparing: the instance that would answer first (the first of
+    equals), then the function. Every instance adds nothing to the bill, so no other
+    instance can beat the first one on cost or on time; the placement rules here choose
+    from these what they would choose from all of `options`, without building a
+    `Placement` per instance for every batch offered (most of a busy simulation's time)."""
+    found = []
+    if view.pool_service is not None:
+        service = view.pool_service(batch.size)
+        first, done = None, math.inf
         for instance in view.instances:
-            if instance.ready:
-                done = max(now, instance.busy_until) + view.pool_service(b)
-                found.append(Placement("instance", instance.id, done, 0.0))
+            if instance.ready and max(now, instance.busy_until) + service < done:
+                first, done = instance.id, max(now, instance.busy_until) + service
+        if first is not None:
+            found.append(Placement("instance", first, done, 0.0))
+    faas = on_function(batch, view, now)
+    return found + [faas] if faas is not None else found
+
+
+def on_function(batch: Batch, view: View, now: float) -> Placement | None:
+    """The function, if it can take the batch now: after its overhead, a cold start when no
+    environment is warm, and its service; at its bill."""
     faas = view.faas
-    if faas is not None and view.faas_service is not None and faas.has_room:
-        service = view.faas_service(b)
-        cold = faas.cold_start_s if faas.warm_idle <= 0 else 0.0
-        found.append(Placement("faas", None, now + faas.overhead_s + cold + service, view.prices.faas_batch_cost(service)))
-    return found
+    if faas is None or view.faas_service is None or not faas.has_room:
+        return None
+    service = view.faas_service(batch.size)
+    cold = faas.cold_start_s if faas.warm_idle <= 0 else 0.0
+    return Placement("faas", None, now + faas.overhead_s + cold + service, view.prices.faas_batch_cost(service))
 
 
 def cheapest_in_time(candidates: list[Placement], deadline: float) -> Placement | None:
@@ -212,7 +235,7 @@ class HybridScheduler:
     def place(self, batch: Batch, view: View, now: float) -> Placement:
         # Predictions are not exact: aim a little inside the deadline.
         deadline = batch_deadline(batch, view.slo_s) - self.margin * view.slo_s
-        choice = cheapest_in_time(options(batch, view, now), deadline)
+        choice = cheapest_in_time(front(batch, view, now), deadline)
         return choice or Placement.reject("no instance is ready and FaaS is at its concurrency limit")
 
     def wanted(self, view: View) -> int:

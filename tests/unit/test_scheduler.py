@@ -12,10 +12,12 @@ from hypothesis import strategies as st
 
 from batching import Batch, FixedPolicy, Request
 from scheduler import (
-    ArrivalView, FaasView, Holt, HybridScheduler, InstanceView, Prices, Seasonal, View, batch_deadline, load_scheduler,
+    ArrivalView, FaasView, Holt, HybridScheduler, InstanceView, Placement, Prices, Seasonal, View, batch_deadline,
+    load_scheduler,
 )
 from scheduler.forecast import Trend, robust_line
-from scheduler.hybrid import options
+from scheduler.baselines import pool_first
+from scheduler.hybrid import cheapest_in_time, front, options
 from sim import ServiceProfile
 from sim.scheduled import simulate_scheduled
 
@@ -34,7 +36,7 @@ def faas_s(b: int) -> float:
 
 instances = st.lists(
     st.builds(lambda i, state, busy: (f"i{i}", state, busy), st.integers(0, 99), st.sampled_from(["ready", "starting", "stopping"]),
-              st.floats(0, 2.0)),
+              st.one_of(st.sampled_from([0.0, 0.5]), st.floats(0, 2.0))),  # ties, and idle instances, often
     max_size=5, unique_by=lambda t: t[0],
 )  # fmt: skip
 
@@ -73,6 +75,22 @@ def test_hybrid_placement_never_misses_when_an_option_meets_and_prefers_paid_ins
         assert choice.kind != "faas", "FaaS is at its concurrency limit"
     if choice.kind == "instance":
         assert any(i.id == choice.instance and i.ready for i in view.instances)
+
+
+@settings(max_examples=300, deadline=None)
+@given(situations())
+def test_the_front_places_give_each_placement_rule_the_choice_all_places_give(case) -> None:
+    batch, view, now = case
+    everything = options(batch, view, now)
+    deadline = batch_deadline(batch, view.slo_s)
+    assert cheapest_in_time(front(batch, view, now), deadline) == cheapest_in_time(everything, deadline)
+    # MArk's and the fixed pool's rule, from every place as it was written before `front`.
+    pool = [o for o in everything if o.kind == "instance"]
+    first = min(pool, key=lambda o: o.predicted_done) if pool else None
+    faas = [o for o in everything if o.kind == "faas"]
+    expected = (first if first is not None and first.predicted_done <= deadline
+                else faas[0] if faas else first or Placement.reject("no capacity"))  # fmt: skip
+    assert pool_first(batch, view, now) == expected
 
 
 def test_holt_follows_a_ramp_and_seasonal_learns_a_period() -> None:

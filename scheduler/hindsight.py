@@ -50,7 +50,7 @@ class PlanHistory:
         function's bill for traffic their instances served, and the fixed count won in
         hindsight for ten minutes (issue 15)."""
         if not self.targets:
-            return np.zeros(len(times))
+            return np.zeros(np.shape(times))
         when = np.array([t for t, _ in self.targets])
         count = np.array([n for _, n in self.targets], dtype=float)
         index = np.searchsorted(when, times, side="right") - 1
@@ -60,8 +60,8 @@ class PlanHistory:
         """Instances serving at each of `times` had the plan been carried out: from a startup
         after they were wanted until `hold_s` after they no longer were."""
         lags = np.arange(0.0, hold_s + 1e-9, max(step_s, 1.0))  # the plans within the hold (one per `step_s`)
-        paid = np.max([self.at(times - d) for d in lags], axis=0)
-        ready = np.max([self.at(times - startup_s - d) for d in lags], axis=0)
+        paid = self.at(times[None, :] - lags[:, None]).max(axis=0)
+        ready = self.at(times[None, :] - startup_s - lags[:, None]).max(axis=0)
         return np.minimum(paid, ready)
 
 

@@ -54,8 +54,8 @@ import numpy as np
 
 from .forecast import Ewma, Holt, Trend
 from .hindsight import PlanHistory, moving_cost
-from .lookback import PoolModel, SecondCounts, enough_instances, replay_costs
-from .types import Placement, PoolPlan, View, batch_deadline
+from .lookback import PoolModel, SecondCounts, enough_instances, priced, replay_costs
+from .types import InstanceView, Placement, PoolPlan, View, batch_deadline
 
 
 def _expected_overflow(level: float, spread: Sequence[float], capacity: float) -> float:
@@ -99,8 +99,10 @@ def front(batch: Batch, view: View, now: float) -> list[Placement]:
         service = view.pool_service(batch.size)
         first, done = None, math.inf
         for instance in view.instances:
-            if instance.ready and max(now, instance.busy_until) + service < done:
-                first, done = instance.id, max(now, instance.busy_until) + service
+            if instance.ready:
+                at = max(now, instance.busy_until) + service
+                if at < done:
+                    first, done = instance.id, at
         if first is not None:
             found.append(Placement("instance", first, done, 0.0))
     faas = on_function(batch, view, now)
@@ -129,6 +131,14 @@ def cheapest_in_time(candidates: list[Placement], deadline: float) -> Placement 
         return min(meeting, key=lambda o: (o.cost, o.predicted_done))
     faas = [o for o in candidates if o.kind == "faas"]
     return faas[0] if faas else min(candidates, key=lambda o: (o.predicted_done, o.cost))
+
+
+def idle_past_minimum(live: Sequence[InstanceView], view: View, now: float) -> list[InstanceView]:
+    """The instances a plan may stop now: ready, idle, past their minimum bill; oldest first."""
+    return sorted(
+        (i for i in live if i.ready and i.busy_until <= now and now - i.billed_since >= view.prices.instance_min_billed_s),
+        key=lambda i: i.billed_since,
+    )  # fmt: skip
 
 
 class HybridScheduler:
@@ -312,7 +322,8 @@ class HybridScheduler:
         per_request = view.prices.faas_batch_cost(view.faas_service(b)) / b
         model = self.pool_model(view, service)
         candidates = enough_instances(model, counts, view.max_instances) + 1
-        fixed = replay_costs(counts, model, candidates, view.prices.instance_per_s, per_request)
+        share = model.turned_away(candidates, counts)
+        fixed = priced(share, counts, view.prices.instance_per_s, per_request)
         # Going from the live count to a larger one pays each new instance's start-up (billed,
         # serving nothing) and its minimum bill: spread over the window, it weighs against churn.
         live = sum(1 for i in view.instances if i.state in ("starting", "ready"))
@@ -323,7 +334,7 @@ class HybridScheduler:
         # come every few minutes); which plan is right now is judged with the recent minutes
         # weighing more, so that a change of regime is followed within minutes, not a window.
         weights = np.exp((times - times[-1]) / self.recency_s)
-        recent = replay_costs(counts, model, candidates, view.prices.instance_per_s, per_request, weights)
+        recent = priced(share, counts, view.prices.instance_per_s, per_request, weights)
         drifting = self.drifted(best, moving)
         self.drifting.add(now, drifting)
         kept = self.scale_in_delay(view) + self.plan_interval_s
@@ -391,11 +402,7 @@ class HybridScheduler:
             self._lower_since = now
         if now - self._lower_since < self.scale_in_delay(view):
             return PoolPlan(len(live))
-        stoppable = [
-            i for i in live
-            if i.ready and i.busy_until <= now and now - i.billed_since >= view.prices.instance_min_billed_s
-        ]  # fmt: skip
-        stoppable.sort(key=lambda i: i.billed_since)
+        stoppable = idle_past_minimum(live, view, now)
         # A start cannot be called back: stop only ready instances the target leaves over,
         # never one that serves while another is still starting.
         ready = sum(1 for i in live if i.ready)

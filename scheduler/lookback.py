@@ -165,12 +165,18 @@ def replay_costs(counts: np.ndarray, model: PoolModel, candidates: int, instance
     """Cost per second of pools of 0 .. candidates - 1 instances over the replayed seconds
     (`counts`: arrivals in each, each second weighing `weights`, default alike): the
     instances' price, plus the function's bill for what each pool turns away (`PoolModel`)."""
-    pool = instance_per_s * np.arange(candidates, dtype=float)
     if len(counts) == 0:
-        return pool
+        return instance_per_s * np.arange(candidates, dtype=float)
+    return priced(model.turned_away(candidates, counts), counts, instance_per_s, per_request, weights)
+
+
+def priced(turned_away: np.ndarray, counts: np.ndarray, instance_per_s: float, per_request: float,
+           weights: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+    """`replay_costs` from the shares each pool turns away (`PoolModel.turned_away`), so that
+    one replay prices the counts both ways (alike and recent-weighted)."""
+    pool = instance_per_s * np.arange(len(turned_away), dtype=float)
     weights = np.ones(len(counts)) if weights is None else weights
-    turned_away = model.turned_away(candidates, counts) @ (counts * weights)
-    return pool + turned_away / weights.sum() * per_request
+    return pool + turned_away @ (counts * weights) / weights.sum() * per_request
 
 
 def enough_instances(model: PoolModel, counts: np.ndarray, most: int) -> int:

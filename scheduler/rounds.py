@@ -16,15 +16,11 @@ field, as `Fleet.accepts` and `Fleet.view(now, held=...)` give, so the same plac
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import fields
-from operator import attrgetter
+from dataclasses import replace
 
 from .fleet import Fleet, Seat, holding
 from .types import Placement, View
 
-_FIELDS = [f.name for f in fields(View)]
-assert _FIELDS[0] == "instances"
-_REST = attrgetter(*_FIELDS[1:])  # a view's fields after `instances`, in order
 
 
 class Round:
@@ -84,4 +80,4 @@ class Round:
         for k, entry in enumerate(base):
             if entry.id == name:
                 instances[k] = holding(entry, *self.held[name])
-        self._view = View(instances, *_REST(view))
+        self._view = replace(view, instances=instances)  # type: ignore[arg-type]

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from scheduler import HybridScheduler, PoolModel, PoolPlan, View, enough_instances
+from scheduler.hybrid import idle_past_minimum
 
 from .family import Member
 
@@ -111,9 +112,5 @@ class Clairvoyant(HybridScheduler):
         live = [i for i in view.instances if i.state in ("starting", "ready")]
         if target >= len(live):
             return PoolPlan(target, start=target - len(live))
-        stoppable = sorted(
-            (i for i in live if i.ready and i.busy_until <= now and now - i.billed_since >= view.prices.instance_min_billed_s),
-            key=lambda i: i.billed_since,
-        )  # fmt: skip
-        stop = tuple(i.id for i in stoppable[: len(live) - target])
+        stop = tuple(i.id for i in idle_past_minimum(live, view, now)[: len(live) - target])
         return PoolPlan(len(live) - len(stop), stop=stop)

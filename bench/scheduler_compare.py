@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from scheduler import HybridScheduler, load_scheduler  # noqa: E402
 from sim.clairvoyant import Clairvoyant, member_plan  # noqa: E402
-from sim.contest import Oracle, Run, Verdict, baselines, run, verdict  # noqa: E402
+from sim.contest import Oracle, Run, Verdict, baselines, one_setting, run, verdict  # noqa: E402
 from sim.family import family, member  # noqa: E402
 
 
@@ -121,6 +121,14 @@ def main() -> None:
           f"of {len(bounds)} members.")  # fmt: skip
     print(f"Planner decision time: median {s['plan_ms_median']:.2f} ms, worst {s['plan_ms_max']:.1f} ms per plan. "
           f"Wall time {wall:.0f} s ({len(tasks)} runs, {args.jobs} processes).")  # fmt: skip
+    print("\nAgainst each baseline at one setting for every member (no tuning on a member's future; "
+          "hybrid's cost over the baseline's where both met the SLO):\n")
+    print("| baseline | setting | meets the SLO | hybrid / it, median | worst | hybrid costs no more |")
+    print("|---|---|---|---|---|---|")
+    for rule in one_setting(members, runs):
+        ratio = (lambda x: "-" if x is None else "misses SLO" if x == float("inf") else f"{x:.2f}x")  # noqa: E731
+        print(f"| {rule.scheduler} | {rule.setting} | {rule.meets} of {rule.members} | {ratio(rule.median)} | "
+              f"{ratio(rule.worst)} | {rule.hybrid_cheaper} of {rule.meets} |")  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps({"summary": s, "wall_s": wall, "runs": [r.as_dict() for r in runs]}, indent=1))
 

@@ -80,13 +80,22 @@ class Run:
         return asdict(self)
 
 
+FILLS = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0)  # fixed pools: these times the instances the mean rate fills
+HEADROOMS = (1.0, 1.2, 1.5, 2.0)  # MArk's
+TARGETS = (0.5, 0.7, 0.9)  # the autoscaler's batches in flight per instance
+
+
+def fixed_size(member: Member, fill: float) -> int:
+    """The fixed pool of `fill` times the instances the member's mean rate fills."""
+    return max(1, math.ceil(member.mean_rate / member.capacity * fill))
+
+
 def baselines(member: Member) -> list[tuple[str, str, Callable[[], Scheduler]]]:
     """(scheduler, setting, factory) for every baseline setting swept on `member`."""
-    filled = member.mean_rate / member.capacity
-    sizes = sorted({max(1, math.ceil(filled * f)) for f in (0.5, 0.75, 1.0, 1.25, 1.5, 2.0)})
+    sizes = sorted({fixed_size(member, f) for f in FILLS})
     grid: list[tuple[str, str, Callable[[], Scheduler]]] = [("faas-only", "-", FaasOnly)]
-    grid += [("mark", f"headroom {h}", lambda h=h: Mark(headroom=h)) for h in (1.0, 1.2, 1.5, 2.0)]
-    grid += [("autoscaler", f"target {t}", lambda t=t: PoolOnly(target_inflight=t)) for t in (0.5, 0.7, 0.9)]
+    grid += [("mark", f"headroom {h}", lambda h=h: Mark(headroom=h)) for h in HEADROOMS]
+    grid += [("autoscaler", f"target {t}", lambda t=t: PoolOnly(target_inflight=t)) for t in TARGETS]
     grid += [("fixed", f"{n} instances", lambda n=n: FixedPool(n)) for n in sizes]
     return grid
 
@@ -189,3 +198,35 @@ class Oracle(HybridScheduler):
         b = max(1, view.batch_size)
         service = view.pool_service(b)
         return self.replayed(view, service, view.prices.faas_batch_cost(view.faas_service(b)) / b)
+
+
+@dataclass
+class Rule:
+    """One baseline at one setting for every member (a fixed pool: one fill of the mean rate),
+    as a user who cannot tune it on each member's future would run it."""
+
+    scheduler: str
+    setting: str
+    meets: int  # members where it met the SLO
+    members: int
+    median: float | None  # hybrid's cost over its, where both met the SLO
+    worst: float | None
+    hybrid_cheaper: int  # members where both met it and hybrid cost no more
+
+
+def one_setting(members: list[Member], runs: list[Run]) -> list[Rule]:
+    """Hybrid against each baseline at each single setting across `members`."""
+    found = {(r.member, r.scheduler, r.setting): r for r in runs if r.scheduler != "hybrid"}
+    hybrid = {r.member: r for r in runs if r.scheduler == "hybrid"}
+    rules = [("faas-only", "-", lambda m: "-")]
+    rules += [("mark", f"headroom {h}", lambda m, h=h: f"headroom {h}") for h in HEADROOMS]
+    rules += [("autoscaler", f"target {t}", lambda m, t=t: f"target {t}") for t in TARGETS]
+    rules += [("fixed", f"{f}x the mean rate's fill", lambda m, f=f: f"{fixed_size(m, f)} instances") for f in FILLS]
+    table = []
+    for name, label, setting in rules:
+        pairs = [(hybrid[m.name], found.get((m.name, name, setting(m)))) for m in members]
+        met = [(h, b) for h, b in pairs if b is not None and b.meets]
+        ratios = [h.cost_usd / b.cost_usd if h.meets else math.inf for h, b in met]
+        table.append(Rule(name, label, len(met), len(pairs), float(np.median(ratios)) if ratios else None,
+                          max(ratios, default=None), sum(r <= 1.0 for r in ratios)))  # fmt: skip
+    return table

@@ -4,6 +4,7 @@
     python bench/scheduler_compare.py --reuse family.json  # hybrid again, the baselines' runs from that file
     python bench/scheduler_compare.py --holdout  # seeds 101-124: held out from tuning
     python bench/scheduler_compare.py --reuse family.json --hybrid clairvoyant  # the cheapest plan knowing every arrival
+    python bench/scheduler_compare.py --reuse family.json --hybrid first-pool   # hybrid, its first pool the best fixed count
     python bench/scheduler_compare.py --quick    # 4 members of 5 min (about a minute)
 
 Each member (`sim.family`): diurnal traffic (periods 10-60 min, amplitudes up to 0.9), bursts
@@ -30,14 +31,17 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from scheduler import HybridScheduler, load_scheduler  # noqa: E402
 from sim.clairvoyant import Clairvoyant, member_plan  # noqa: E402
-from sim.contest import Oracle, Run, Verdict, baselines, one_setting, run, verdict  # noqa: E402
+from sim.contest import FirstPool, Oracle, Run, Verdict, baselines, best_fixed, one_setting, run, verdict  # noqa: E402
 from sim.family import family, member  # noqa: E402
 
 
-def _task(seed: int, kind: str, duration_s: float, index: int, hybrid: str) -> Run:
-    """One run, rebuilt from plain values in a worker process (index -1: hybrid)."""
+def _task(seed: int, kind: str, duration_s: float, index: int, hybrid: str, first: int) -> Run:
+    """One run, rebuilt from plain values in a worker process (index -1: hybrid; `first`: the
+    best fixed count, for --hybrid first-pool)."""
     m = member(seed, kind, duration_s)
     if index < 0:
+        if hybrid == "first-pool":
+            return run(m, "hybrid", hybrid, lambda: FirstPool(first))
         if hybrid == "oracle":
             return run(m, "hybrid", hybrid, lambda: Oracle(m.rates()))
         if hybrid == "clairvoyant":
@@ -84,7 +88,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, help="seconds per member (default 1200, 300 with --quick)")
     parser.add_argument("--hybrid", default="hybrid", help="the scheduler to set against the baselines: hybrid, "
                         "module:Class (sim.contest:StepHybrid, the planner before issue 15), oracle (told the future rates), or "
-                        "clairvoyant (the cheapest plan knowing every arrival, sim/clairvoyant.py)")
+                        "clairvoyant (the cheapest plan knowing every arrival, sim/clairvoyant.py), or first-pool (hybrid with "
+                        "the best fixed count in hindsight as its first pool; needs --reuse)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--json", help="write every run to this file")
     parser.add_argument("--reuse", help="take the baselines' runs from this --json file (same seeds and duration)")
@@ -97,8 +102,10 @@ def main() -> None:
     began = time.perf_counter()
     reused = [Run(**r) for r in json.loads(Path(args.reuse).read_text())["runs"] if r["scheduler"] != "hybrid"] if args.reuse else []
     have = {(r.member, r.scheduler, r.setting) for r in reused}
-    tasks = [(m.seed, m.kind, duration, i, args.hybrid) for m in members for i in range(-1, len(baselines(m)))
-             if i < 0 or (m.name, *baselines(m)[i][:2]) not in have]  # fmt: skip
+    if args.hybrid == "first-pool" and not args.reuse:
+        parser.error("--hybrid first-pool takes the best fixed counts from --reuse")
+    tasks = [(m.seed, m.kind, duration, i, args.hybrid, best_fixed(reused, m.name)) for m in members
+             for i in range(-1, len(baselines(m))) if i < 0 or (m.name, *baselines(m)[i][:2]) not in have]  # fmt: skip
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         runs = reused + list(pool.map(_task, *zip(*tasks), chunksize=1))
     wall = time.perf_counter() - began

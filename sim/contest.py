@@ -168,6 +168,29 @@ class StepHybrid(HybridScheduler):
         super().__init__(lookback=False)
 
 
+class FirstPool(HybridScheduler):
+    """The hybrid planner whose first pool (provisioned before any traffic) is `count`, the
+    best fixed count in hindsight; every later plan its own. Not a scheduler anyone can run;
+    it measures what the first pool, chosen from one minute of traffic, costs."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__()
+        self.count = count
+
+    def plan(self, view: View, now: float) -> PoolPlan:
+        plan = super().plan(view, now)
+        if self._step_end is None:  # no traffic seen yet: the provisioning plan
+            live = sum(1 for i in view.instances if i.state in ("starting", "ready"))
+            return PoolPlan(self.count, start=max(0, self.count - live))
+        return plan
+
+
+def best_fixed(runs: list[Run], member: str) -> int:
+    """The size of the cheapest fixed pool that met the SLO on `member` (0: none did)."""
+    fixed = [r for r in runs if r.member == member and r.scheduler == "fixed" and r.meets]
+    return int(min(fixed, key=lambda r: r.cost_usd).setting.split()[0]) if fixed else 0
+
+
 class Oracle(HybridScheduler):
     """The hybrid planner told the future: its replay runs over the expected rates of the
     seconds a pool started now would serve (`Member.rates`), not over the past. Not a

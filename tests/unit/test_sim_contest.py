@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import math
 
-from sim.contest import Run, fixed_size, one_setting, verdict
+from scheduler import PoolPlan, View
+from sim.contest import FirstPool, Run, best_fixed, fixed_size, one_setting, run, verdict
 from sim.family import member
 
 
@@ -47,3 +48,25 @@ def test_fixed_sizes_grow_with_the_fill_and_start_at_one() -> None:
     sizes = [fixed_size(m, f) for f in (0.5, 1.0, 2.0)]
     assert sizes == sorted(sizes) and sizes[0] >= 1
     assert sizes[1] == max(1, math.ceil(m.mean_rate / m.capacity))
+
+
+def test_best_fixed_is_the_cheapest_fixed_pool_that_met_the_slo() -> None:
+    runs = [_run("a#1", "fixed", "1 instances", 0.5, attainment=0.97), _run("a#1", "fixed", "3 instances", 0.9),
+            _run("a#1", "fixed", "2 instances", 0.7), _run("a#1", "mark", "headroom 1.0", 0.1)]  # fmt: skip
+    assert best_fixed(runs, "a#1") == 2
+    assert best_fixed(runs, "b#2") == 0
+
+
+def test_first_pool_provisions_the_count_it_is_told_then_plans_on_its_own() -> None:
+    plans: list[PoolPlan] = []
+
+    class Recorded(FirstPool):
+        def plan(self, view: View, now: float) -> PoolPlan:
+            plans.append(super().plan(view, now))
+            return plans[-1]
+
+    m = member(2, "bursts", 300.0)
+    told = run(m, "hybrid", "first-pool", lambda: Recorded(4))
+    assert (plans[0].target, plans[0].start) == (4, 4)
+    assert told.instances_started >= 4 and told.meets
+    assert len(plans) > 10

@@ -56,6 +56,10 @@ def _fmt_ratio(v: Verdict) -> str:
     return "misses SLO" if r == float("inf") else "-" if v.best is None else f"{r:.2f}x"
 
 
+def _times(ratio: float | None) -> str:
+    return "-" if ratio is None else "misses SLO" if ratio == float("inf") else f"{ratio:.2f}x"
+
+
 def _row(v: Verdict, bound: float) -> str:
     h, b = v.hybrid, v.best
     best = f"{b.scheduler} ({b.setting}) ${b.cost_usd:.4f}" if b else "none meets"
@@ -133,9 +137,8 @@ def main() -> None:
     print("| baseline | setting | meets the SLO | hybrid / it, median | worst | hybrid costs no more |")
     print("|---|---|---|---|---|---|")
     for rule in one_setting(members, runs):
-        ratio = (lambda x: "-" if x is None else "misses SLO" if x == float("inf") else f"{x:.2f}x")  # noqa: E731
-        print(f"| {rule.scheduler} | {rule.setting} | {rule.meets} of {rule.members} | {ratio(rule.median)} | "
-              f"{ratio(rule.worst)} | {rule.hybrid_cheaper} of {rule.meets} |")  # fmt: skip
+        print(f"| {rule.scheduler} | {rule.setting} | {rule.meets} of {rule.members} | {_times(rule.median)} | "
+              f"{_times(rule.worst)} | {rule.hybrid_cheaper} of {rule.meets} |")  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps({"summary": s, "wall_s": wall, "runs": [r.as_dict() for r in runs]}, indent=1))
 

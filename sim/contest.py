@@ -90,14 +90,23 @@ def fixed_size(member: Member, fill: float) -> int:
     return max(1, math.ceil(member.mean_rate / member.capacity * fill))
 
 
-def baselines(member: Member) -> list[tuple[str, str, Callable[[], Scheduler]]]:
-    """(scheduler, setting, factory) for every baseline setting swept on `member`."""
-    sizes = sorted({fixed_size(member, f) for f in FILLS})
-    grid: list[tuple[str, str, Callable[[], Scheduler]]] = [("faas-only", "-", FaasOnly)]
-    grid += [("mark", f"headroom {h}", lambda h=h: Mark(headroom=h)) for h in HEADROOMS]
-    grid += [("autoscaler", f"target {t}", lambda t=t: PoolOnly(target_inflight=t)) for t in TARGETS]
-    grid += [("fixed", f"{n} instances", lambda n=n: FixedPool(n)) for n in sizes]
+def rules(member: Member) -> list[tuple[str, str, str, Callable[[], Scheduler]]]:
+    """(scheduler, rule, setting, factory) for every baseline rule: the rule is the knob as a
+    user sets it once for every member (a fixed pool: a fill of the mean rate), the setting
+    what it is on `member` (a fixed pool: its size)."""
+    grid: list[tuple[str, str, str, Callable[[], Scheduler]]] = [("faas-only", "-", "-", FaasOnly)]
+    grid += [("mark", f"headroom {h}", f"headroom {h}", lambda h=h: Mark(headroom=h)) for h in HEADROOMS]
+    grid += [("autoscaler", f"target {t}", f"target {t}", lambda t=t: PoolOnly(target_inflight=t)) for t in TARGETS]
+    grid += [("fixed", f"{f}x the mean rate's fill", f"{n} instances", lambda n=n: FixedPool(n))
+             for f, n in ((f, fixed_size(member, f)) for f in FILLS)]  # fmt: skip
     return grid
+
+
+def baselines(member: Member) -> list[tuple[str, str, Callable[[], Scheduler]]]:
+    """(scheduler, setting, factory) for every baseline setting swept on `member` (each once:
+    two fills may give one size)."""
+    settings = {(name, setting): make for name, _, setting, make in rules(member)}
+    return [(name, setting, make) for (name, setting), make in settings.items()]
 
 
 def run(member: Member, scheduler: str, setting: str, make: Callable[[], Scheduler]) -> Run:
@@ -241,13 +250,10 @@ def one_setting(members: list[Member], runs: list[Run]) -> list[Rule]:
     """Hybrid against each baseline at each single setting across `members`."""
     found = {(r.member, r.scheduler, r.setting): r for r in runs if r.scheduler != "hybrid"}
     hybrid = {r.member: r for r in runs if r.scheduler == "hybrid"}
-    rules = [("faas-only", "-", lambda m: "-")]
-    rules += [("mark", f"headroom {h}", lambda m, h=h: f"headroom {h}") for h in HEADROOMS]
-    rules += [("autoscaler", f"target {t}", lambda m, t=t: f"target {t}") for t in TARGETS]
-    rules += [("fixed", f"{f}x the mean rate's fill", lambda m, f=f: f"{fixed_size(m, f)} instances") for f in FILLS]
+    settings = {m.name: [setting for _, _, setting, _ in rules(m)] for m in members}
     table = []
-    for name, label, setting in rules:
-        pairs = [(hybrid[m.name], found.get((m.name, name, setting(m)))) for m in members]
+    for k, (name, label, _, _) in enumerate(rules(members[0]) if members else []):
+        pairs = [(hybrid[m.name], found.get((m.name, name, settings[m.name][k]))) for m in members]
         met = [(h, b) for h, b in pairs if b is not None and b.meets]
         ratios = [h.cost_usd / b.cost_usd if h.meets else math.inf for h, b in met]
         table.append(Rule(name, label, len(met), len(pairs), float(np.median(ratios)) if ratios else None,

@@ -6,6 +6,7 @@
     python bench/scheduler_compare.py --reuse family.json --hybrid clairvoyant  # the cheapest plan knowing every arrival
     python bench/scheduler_compare.py --reuse family.json --hybrid first-pool   # hybrid, its first pool the best fixed count
     python bench/scheduler_compare.py --quick    # 4 members of 5 min (about a minute)
+    python bench/scheduler_compare.py --light --seeds 501:12 --json light.json  # light models, part-full batches
 
 Each member (`sim.family`): diurnal traffic (periods 10-60 min, amplitudes up to 0.9), bursts
 of 2x-10x lasting 5-120 s at random intervals (on a flat or a diurnal base), two-level MMPPs,
@@ -35,10 +36,10 @@ from sim.contest import FirstPool, Oracle, Run, Verdict, baselines, best_fixed, 
 from sim.family import family, member  # noqa: E402
 
 
-def _task(seed: int, kind: str, duration_s: float, index: int, hybrid: str, first: int) -> Run:
+def _task(seed: int, kind: str, duration_s: float, light: bool, index: int, hybrid: str, first: int) -> Run:
     """One run, rebuilt from plain values in a worker process (index -1: hybrid; `first`: the
     best fixed count, for --hybrid first-pool)."""
-    m = member(seed, kind, duration_s)
+    m = member(seed, kind, duration_s, light)
     if index < 0:
         if hybrid == "first-pool":
             return run(m, "hybrid", hybrid, lambda: FirstPool(first))
@@ -94,6 +95,8 @@ def main() -> None:
                         "module:Class (sim.contest:StepHybrid, the planner before issue 15), oracle (told the future rates), or "
                         "clairvoyant (the cheapest plan knowing every arrival, sim/clairvoyant.py), or first-pool (hybrid with "
                         "the best fixed count in hindsight as its first pool; needs --reuse)")
+    parser.add_argument("--light", action="store_true", help="light members: a model ten times lighter, batches that "
+                        "the traffic fills only in part (sim.family)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--json", help="write every run to this file")
     parser.add_argument("--reuse", help="take the baselines' runs from this --json file (same seeds and duration)")
@@ -102,19 +105,19 @@ def main() -> None:
     if args.seeds:
         first, count = (int(x) for x in args.seeds.split(":"))
     duration = args.duration or (300.0 if args.quick else 1200.0)
-    members = family(range(first, first + count), duration)
+    members = family(range(first, first + count), duration, args.light)
     began = time.perf_counter()
     reused = [Run(**r) for r in json.loads(Path(args.reuse).read_text())["runs"] if r["scheduler"] != "hybrid"] if args.reuse else []
     have = {(r.member, r.scheduler, r.setting) for r in reused}
     if args.hybrid == "first-pool" and not args.reuse:
         parser.error("--hybrid first-pool takes the best fixed counts from --reuse")
-    tasks = [(m.seed, m.kind, duration, i, args.hybrid, best_fixed(reused, m.name)) for m in members
+    tasks = [(m.seed, m.kind, duration, args.light, i, args.hybrid, best_fixed(reused, m.name)) for m in members
              for i in range(-1, len(baselines(m))) if i < 0 or (m.name, *baselines(m)[i][:2]) not in have]  # fmt: skip
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         runs = reused + list(pool.map(_task, *zip(*tasks), chunksize=1))
     wall = time.perf_counter() - began
     verdicts = [verdict([r for r in runs if r.member == m.name]) for m in members]
-    print(f"Seeds {first}-{first + count - 1}, {duration:.0f} s each, hybrid = `{args.hybrid}`.\n")
+    print(f"Seeds {first}-{first + count - 1}{' (light)' if args.light else ''}, {duration:.0f} s each, hybrid = `{args.hybrid}`.\n")
     print("| member | cheapest baseline meeting the SLO | hybrid | hybrid / best | hybrid attainment | "
           "instance-h (hybrid / best) | FaaS $ (hybrid / best) | FaaS batches (hybrid / best) | hybrid cold starts | "
           "instances started (hybrid / best) | mixed | bound |")  # fmt: skip

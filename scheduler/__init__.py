@@ -15,6 +15,7 @@ from .dispatch import Dispatcher
 from .environments import WarmEnvironments
 from .fleet import RATE_WINDOW_S, FunctionSettings, Fleet, Ledger, Seat
 from .baselines import BUILT_IN, FaasOnly, FixedPool, Mark, PoolOnly, load_scheduler
+from .fill import batch_fill, function_price
 from .forecast import Ewma, Holt, Seasonal
 from .hybrid import HybridScheduler
 from .keepwarm import IdleTimes, KeepWarmPolicy
@@ -63,6 +64,8 @@ __all__ = [
     "batch_deadline",
     "load_scheduler",
     "enough_instances",
+    "batch_fill",
+    "function_price",
     "pick_instance",
     "replay_costs",
 ]

@@ -66,7 +66,7 @@ class PlanHistory:
 
 
 def moving_cost(counts: np.ndarray, times: np.ndarray, history: PlanHistory, model: PoolModel, *,
-                startup_s: float, hold_s: float, instance_per_s: float, per_request: float,
+                startup_s: float, hold_s: float, instance_per_s: float, per_request: float | np.ndarray,
                 step_s: float = 10.0, weights: np.ndarray | None = None) -> float:  # fmt: skip
     """What a plan would have cost per second over `counts` (arrivals in the seconds starting
     at `times`, each second weighing `weights`, default alike): its serving instances, the

@@ -52,6 +52,7 @@ from batching import Batch
 
 import numpy as np
 
+from .fill import function_price
 from .forecast import Ewma, Holt, Trend
 from .hindsight import PlanHistory, moving_cost
 from .lookback import PoolModel, SecondCounts, enough_instances, priced, replay_costs
@@ -259,16 +260,16 @@ class HybridScheduler:
         """The instance count with the lowest expected cost per second."""
         if view.pool_service is None:
             return 0
-        b = max(1, view.batch_size)
-        service = view.pool_service(b)
-        capacity = self.utilization_for(service, view.slo_s) * b / service  # requests/s one instance takes
+        service = view.pool_service(max(1, view.batch_size))
         if view.faas is None or view.faas_service is None:
             rate, spread = self.expected_rate(view)
+            capacity = self.capacity_at(view, service, rate)
             return min(view.max_instances, math.ceil((rate + 2 * spread) / capacity)) if rate > 0 else 0
-        per_request = view.prices.faas_batch_cost(view.faas_service(b)) / b
         if self.lookback and len(self.seconds.counts) >= self.forecaster.step_s:
-            return self.replayed(view, service, per_request)
+            return self.replayed(view, service)
         rate, spread = self.rate_samples(view)
+        capacity = self.capacity_at(view, service, rate)
+        per_request = float(self.function_price(view, np.array([rate]))[0])
         highest = rate + max(spread, default=0.0)
         best, best_cost = 0, math.inf
         for n in range(view.max_instances + 1):
@@ -300,14 +301,29 @@ class HybridScheduler:
 
     def pool_model(self, view: View, service: float) -> PoolModel:
         """What n instances turn away (`lookback.PoolModel`) inside what `place` allows."""
-        return PoolModel.for_slo(service, view.batch_size, view.slo_s, view.batch_wait_s, self.margin)
+        return PoolModel.for_slo(service, view.batch_size, view.slo_s, view.batch_wait_s, self.margin, view.pool_service)
 
-    def replayed(self, view: View, service: float, per_request: float, samples: np.ndarray | None = None) -> int:
+    def capacity_at(self, view: View, service: float, rate: float) -> float:
+        """Requests/s one instance takes at `rate`: as busy as `utilization_for` lets it run,
+        in batches as full as the rate fills them (`PoolModel.load`)."""
+        rate = max(rate, 1e-9)
+        busy_per_request = float(self.pool_model(view, service).load(np.array([rate]))[0]) / rate
+        return self.utilization_for(service, view.slo_s) / busy_per_request
+
+    def function_price(self, view: View, rates: np.ndarray) -> np.ndarray:
+        """A request's bill on the function at each rate, in batches as full as the policy
+        fills them there (`scheduler.fill`), not full batches."""
+        assert view.faas_service is not None
+        faas_service, prices = view.faas_service, view.prices
+        return function_price(rates, view.batch_size, view.batch_wait_s, lambda b: prices.faas_batch_cost(faas_service(b)))
+
+    def replayed(self, view: View, service: float, samples: np.ndarray | None = None) -> int:
         """The count whose pool, replayed over `samples` (default: the recent seconds shifted
         to the forecast), costs least (`lookback`)."""
         samples = self.second_samples(view) if samples is None else samples
         model = self.pool_model(view, service)
         candidates = enough_instances(model, samples, view.max_instances) + 1
+        per_request = self.function_price(view, model.smoothed(samples))
         return int(np.argmin(replay_costs(samples, model, candidates, view.prices.instance_per_s, per_request)))
 
     def in_hindsight(self, view: View, moving: int, now: float) -> int:
@@ -324,10 +340,9 @@ class HybridScheduler:
         if len(counts) < self.FIRST_HINDSIGHT_S:
             self.drifting.add(now, moving)
             return moving
-        b = max(1, view.batch_size)
-        service = view.pool_service(b)
-        per_request = view.prices.faas_batch_cost(view.faas_service(b)) / b
+        service = view.pool_service(max(1, view.batch_size))
         model = self.pool_model(view, service)
+        per_request = self.function_price(view, model.smoothed(counts))
         candidates = enough_instances(model, counts, view.max_instances) + 1
         share = model.turned_away(candidates, counts)
         fixed = priced(share, counts, view.prices.instance_per_s, per_request)

@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 
 import numpy as np
+
+from .fill import batch_fill
 
 
 class SecondCounts:
@@ -74,25 +77,51 @@ class PoolModel:
     of one and a slack of nine service times, leaves several percent of the traffic to
     the function, and a pool one instance short looked cheaper than it was (issue 15).
     A burst over the pool's capacity overflows 1 - 1/rho of its arrivals, the fluid
-    limit."""
+    limit.
 
-    def __init__(self, service_s: float, batch_size: int, slack_s: float) -> None:
+    Batches close when full or when the oldest has waited the timeout, whether or not an
+    instance is free, so at a rate that fills them partly (`scheduler.fill`) each request
+    carries more of a batch's fixed time: given `wait_s` and the service curve `service`
+    (s(b)), each second's load and room are those of the batches its rate fills. A model
+    with a 25% fixed time, B = 64 and batches of 3 takes a sixth of the requests a second
+    that full batches would (issue 15, light members). Without `wait_s`: full batches."""
+
+    def __init__(self, service_s: float, batch_size: int, slack_s: float, *, wait_s: float | None = None,
+                 service: Callable[[int], float] | None = None) -> None:  # fmt: skip
         self.service_s = max(service_s, 1e-9)
         self.batch_size = max(1, batch_size)
         self.slack_s = max(0.0, slack_s)
+        self.wait_s = wait_s if service is not None else None
+        sizes = range(1, self.batch_size + 1)
+        self._service = np.array([max(service(b), 1e-9) for b in sizes]) if service is not None else None
 
     @classmethod
-    def for_slo(cls, service_s: float, batch_size: int, slo_s: float, batch_wait_s: float, margin: float) -> PoolModel:
+    def for_slo(cls, service_s: float, batch_size: int, slo_s: float, batch_wait_s: float, margin: float,
+                service: Callable[[int], float] | None = None) -> PoolModel:  # fmt: skip
         """The pool placement keeps inside an SLO: a batch may wait at an instance what
         placement leaves it (the SLO less the margin) after its oldest request waited for
         it to close (at most the batch timeout, where it has more than one row) and before
-        its service."""
+        its service (`service_s`, a full batch's). With `service` (s(b)), batches as full
+        as each second's rate fills them."""
         closing = batch_wait_s if batch_size > 1 else 0.0
-        return cls(service_s, batch_size, (1.0 - margin) * slo_s - closing - service_s)
+        slack = (1.0 - margin) * slo_s - closing - service_s
+        return cls(service_s, batch_size, slack, wait_s=batch_wait_s, service=service)
 
     def capacity(self, n: int) -> float:
-        """Requests/s n instances serve at full use."""
+        """Requests/s n instances serve at full use, in full batches."""
         return n * self.batch_size / self.service_s
+
+    def batches(self, rates: np.ndarray) -> tuple[np.ndarray | float, np.ndarray | float]:
+        """(batch size, its service time) at each rate: full batches, or as the rate fills them."""
+        if self._service is None or self.wait_s is None:
+            return float(self.batch_size), self.service_s
+        fill = batch_fill(rates, self.batch_size, self.wait_s)
+        return fill, np.interp(fill, np.arange(1, self.batch_size + 1), self._service)
+
+    def load(self, rates: np.ndarray) -> np.ndarray:
+        """The offered load at each rate, in busy instances."""
+        size, service = self.batches(rates)
+        return rates / size * service
 
     def smoothed(self, counts: np.ndarray) -> np.ndarray:
         """The rate behind each second's count, as the pool feels it. The model already
@@ -120,12 +149,13 @@ class PoolModel:
         """(candidates x len(rates)): the share of arrivals at each rate that a pool of 0, 1,
         ..., candidates - 1 instances leaves to the function."""
         rates = self.smoothed(np.asarray(rates, float))
-        a = rates / self.batch_size * self.service_s  # offered load, in busy instances
+        size, service = self.batches(rates)
+        a = rates / size * service  # offered load, in busy instances
         share = np.ones((candidates, len(rates)))
         erlang_b = np.ones_like(a)  # B(0, a)
         for n in range(1, candidates):
             erlang_b = a * erlang_b / (n + a * erlang_b)
-            room = math.floor(2.0 * n * self.slack_s / self.service_s)
+            room = np.floor(2.0 * n * self.slack_s / service)
             share[n] = _lost(a / n, erlang_b, room)
         share[:, rates <= 0] = 0.0
         return share
@@ -139,13 +169,11 @@ def _moving_mean(x: np.ndarray, window: int) -> np.ndarray:
     return np.convolve(x, kernel, "same") / np.convolve(np.ones(len(x)), kernel, "same")
 
 
-def _lost(rho: np.ndarray, erlang_b: np.ndarray, room: int) -> np.ndarray:
+def _lost(rho: np.ndarray, erlang_b: np.ndarray, room: np.ndarray | float) -> np.ndarray:
     """M/M/n/(n + room) blocking from B(n, a) and rho = a / n:
-    rho^K / (1 / B + rho + ... + rho^K), written so that no power overflows."""
+    rho^K / (1 / B + rho + ... + rho^K), written so that no power overflows (K = 0: B)."""
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
         inverse_b = 1.0 / erlang_b
-        if room == 0:
-            return np.where(rho > 0, 1.0 / inverse_b, 0.0)
         near = np.abs(rho - 1.0) < 1e-9
         below = rho < 1.0
         r = np.where(near | (rho <= 0), 0.5, rho)  # placeholders where the other branches answer
@@ -161,26 +189,27 @@ def _lost(rho: np.ndarray, erlang_b: np.ndarray, room: int) -> np.ndarray:
 
 
 def replay_costs(counts: np.ndarray, model: PoolModel, candidates: int, instance_per_s: float,
-                 per_request: float, weights: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+                 per_request: float | np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
     """Cost per second of pools of 0 .. candidates - 1 instances over the replayed seconds
     (`counts`: arrivals in each, each second weighing `weights`, default alike): the
-    instances' price, plus the function's bill for what each pool turns away (`PoolModel`)."""
+    instances' price, plus the function's bill for what each pool turns away (`PoolModel`;
+    `per_request`: a request's bill on the function, in each second or in all)."""
     if len(counts) == 0:
         return instance_per_s * np.arange(candidates, dtype=float)
     return priced(model.turned_away(candidates, counts), counts, instance_per_s, per_request, weights)
 
 
-def priced(turned_away: np.ndarray, counts: np.ndarray, instance_per_s: float, per_request: float,
+def priced(turned_away: np.ndarray, counts: np.ndarray, instance_per_s: float, per_request: float | np.ndarray,
            weights: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
     """`replay_costs` from the shares each pool turns away (`PoolModel.turned_away`), so that
     one replay prices the counts both ways (alike and recent-weighted)."""
     pool = instance_per_s * np.arange(len(turned_away), dtype=float)
     weights = np.ones(len(counts)) if weights is None else weights
-    return pool + turned_away @ (counts * weights) / weights.sum() * per_request
+    return pool + turned_away @ (counts * weights * per_request) / weights.sum()
 
 
 def enough_instances(model: PoolModel, counts: np.ndarray, most: int) -> int:
     """A count past which more instances only add their price: half again the busiest
     second's full-use need (what they turn away there is negligible), at most `most`."""
     busiest = float(np.max(counts, initial=0.0))
-    return min(most, math.ceil(1.5 * busiest / model.capacity(1)) + 1)
+    return min(most, math.ceil(1.5 * float(model.load(np.array([busiest]))[0])) + 1)

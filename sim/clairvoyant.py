@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scheduler import HybridScheduler, PoolModel, PoolPlan, View, enough_instances
+from scheduler import HybridScheduler, PoolModel, PoolPlan, View, enough_instances, function_price
 from scheduler.hybrid import idle_past_minimum
 
 from .family import Member
@@ -50,16 +50,17 @@ class CheapestPlan:
         return self.cost / best if best > 0 else 1.0
 
 
-def cheapest_plan(counts: np.ndarray, model: PoolModel, *, step_s: float, instance_per_s: float, per_request: float,
-                  startup_s: float, most: int) -> CheapestPlan:  # fmt: skip
+def cheapest_plan(counts: np.ndarray, model: PoolModel, *, step_s: float, instance_per_s: float,
+                  per_request: float | np.ndarray, startup_s: float, most: int) -> CheapestPlan:  # fmt: skip
     """The count per `step_s` that minimises the cost of serving `counts` (arrivals in each
-    second), under `model`; instances at the start are there already (no start-up paid)."""
+    second), under `model` (`per_request`: a request's bill on the function, in each second
+    or in all); instances at the start are there already (no start-up paid)."""
     counts = np.asarray(counts, float)
     step = max(1, round(step_s))
     steps = math.ceil(len(counts) / step)
     turned_away = np.zeros((most + 1, steps * step))  # requests each pool leaves, per second (the last step padded)
-    turned_away[:, : len(counts)] = model.turned_away(most + 1, counts) * counts
-    faas = turned_away.reshape(most + 1, steps, step).sum(axis=2) * per_request  # (n, step)
+    turned_away[:, : len(counts)] = model.turned_away(most + 1, counts) * counts * per_request
+    faas = turned_away.reshape(most + 1, steps, step).sum(axis=2)  # (n, step): the function's bill
     seconds = np.minimum(step, len(counts) - step * np.arange(steps))  # the last step may be short
     sizes = np.arange(most + 1, dtype=float)
     step_cost = faas + np.outer(sizes, seconds) * instance_per_s
@@ -83,9 +84,10 @@ def member_plan(member: Member, step_s: float = 10.0) -> CheapestPlan:
     profile, b = member.profile(), member.batch_size
     service = profile.iaas_service_s(b)
     prices = profile.prices(member.memory_mb, member.min_billed_s)
-    per_request = prices.faas_batch_cost(profile.faas_service_s(b, member.memory_mb)) / b
-    model = PoolModel.for_slo(service, b, member.slo_s, member.timeout_s, HybridScheduler().margin)
+    model = PoolModel.for_slo(service, b, member.slo_s, member.timeout_s, HybridScheduler().margin, profile.iaas_service_s)
     counts = np.bincount(member.arrivals().astype(int), minlength=int(member.duration_s)).astype(float)
+    per_request = function_price(model.smoothed(counts), b, member.timeout_s,
+                                 lambda size: prices.faas_batch_cost(profile.faas_service_s(size, member.memory_mb)))  # fmt: skip
     return cheapest_plan(counts, model, step_s=step_s, instance_per_s=prices.instance_per_s, per_request=per_request,
                          startup_s=member.startup_s, most=enough_instances(model, counts, 64))  # fmt: skip
 

@@ -86,8 +86,9 @@ TARGETS = (0.5, 0.7, 0.9)  # the autoscaler's batches in flight per instance
 
 
 def fixed_size(member: Member, fill: float) -> int:
-    """The fixed pool of `fill` times the instances the member's mean rate fills."""
-    return max(1, math.ceil(member.mean_rate / member.capacity * fill))
+    """The fixed pool of `fill` times the instances the member's mean rate fills
+    (`Member.busy_at_mean`)."""
+    return max(1, math.ceil(member.busy_at_mean * fill))
 
 
 def rules(member: Member) -> list[tuple[str, str, str, Callable[[], Scheduler]]]:
@@ -227,9 +228,7 @@ class Oracle(HybridScheduler):
     def wanted(self, view: View) -> int:
         if view.pool_service is None or view.faas_service is None:
             return super().wanted(view)
-        b = max(1, view.batch_size)
-        service = view.pool_service(b)
-        return self.replayed(view, service, view.prices.faas_batch_cost(view.faas_service(b)) / b)
+        return self.replayed(view, view.pool_service(max(1, view.batch_size)))
 
 
 @dataclass

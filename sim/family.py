@@ -11,6 +11,12 @@ not seen (issue 15). Each `Member` of the family is one problem, drawn from a se
   starts of 0.3-1.5 s;
 - an SLO (p99) from 100 ms to 2 s, and a batch size and timeout that fit it.
 
+A light member (`light=True`) serves a model ten times lighter: one instance takes 2-20x
+the mean rate, and the batch is the largest that fits the SLO (up to 64) whether or not the
+traffic fills it within the timeout, as a policy tuned for the function alone would set it.
+There the question is one instance or none, and the function's batches are part-full, so a
+request costs it more than a full batch says (`scheduler.fill`).
+
 Everything is a pure function of the member's seed: the same member is the same problem
 in every process (the benchmark runs members in parallel) and in the tests.
 """
@@ -22,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from scheduler import batch_fill
 
 from .profiles import ServiceProfile
 from .sources import read_trace
@@ -51,10 +59,22 @@ class Member:
     cold_start_ms: float
     overhead_ms: float
     min_billed_s: float = 60.0
+    light: bool = False
 
     @property
     def name(self) -> str:
-        return f"{self.kind}#{self.seed}"
+        return f"{self.kind}#{self.seed}" + ("/light" if self.light else "")
+
+    @property
+    def busy_at_mean(self) -> float:
+        """Instances the mean rate keeps busy. A light member's batches are part-full at its
+        rate (`scheduler.fill`), each request carrying more of a batch's fixed time; the
+        others' batch rule keeps them nearly full, and they count full batches, as every
+        figure of the family before light members did."""
+        if not self.light:
+            return self.mean_rate / self.capacity
+        fill = float(batch_fill(np.array([self.mean_rate]), self.batch_size, self.timeout_s)[0])
+        return self.mean_rate / fill * float(np.interp(fill, [1, self.batch_size], [self.pool_service_s(1), self.pool_service_s(self.batch_size)]))
 
     def pool_service_s(self, b: int) -> float:
         """s(b) on an instance: a quarter fixed, the rest per item; s(B) = B / capacity."""
@@ -155,15 +175,16 @@ def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
     return float(math.exp(rng.uniform(math.log(low), math.log(high))))
 
 
-def member(seed: int, kind: str | None = None, duration_s: float = 1200.0) -> Member:
-    """The family's member drawn from `seed` (its kind drawn too unless given)."""
+def member(seed: int, kind: str | None = None, duration_s: float = 1200.0, light: bool = False) -> Member:
+    """The family's member drawn from `seed` (its kind drawn too unless given); `light`: its
+    model ten times lighter, its batch the largest that fits (the module's docstring)."""
     rng = np.random.default_rng([seed, 0])
     kind = kind or KINDS[int(rng.integers(len(KINDS)))]
     slo = _log_uniform(rng, 0.1, 2.0)
     timeout = min(0.05, 0.15 * slo)
     memory = int(rng.choice([512, 1024, 2048, 3008]))
     mean_rate = _log_uniform(rng, 20.0, 100.0)
-    per_instance = float(rng.uniform(0.5, 5.0))  # instances the mean rate fills
+    per_instance = float(rng.uniform(0.5, 5.0)) / (10.0 if light else 1.0)  # instances the mean rate fills
     capacity = mean_rate / per_instance
     cold_ms = float(rng.uniform(300.0, 1500.0))
     overhead_ms = float(rng.uniform(5.0, 20.0))
@@ -171,8 +192,8 @@ def member(seed: int, kind: str | None = None, duration_s: float = 1200.0) -> Me
     room = 0.6 * slo - timeout - 0.005 - overhead_ms / 1000.0  # for s(b) on the function: 2 x the pool's x speed
     capacity = max(capacity, 2.0 * speed / room)  # a batch of one must fit, on either side
     batch = 1
-    for b in BATCH_SIZES:  # the largest batch that fits, and that the mean rate fills within twice the timeout
-        if 2.0 * speed * b / capacity <= room and b <= 2.0 * mean_rate * timeout:
+    for b in BATCH_SIZES + ((64,) if light else ()):  # the largest batch that fits (and that the mean rate fills within twice the timeout)
+        if 2.0 * speed * b / capacity <= room and (light or b <= 2.0 * mean_rate * timeout):
             batch = b
     traffic: dict[str, float] = {}
     if "diurnal" in kind:
@@ -190,9 +211,10 @@ def member(seed: int, kind: str | None = None, duration_s: float = 1200.0) -> Me
         seed=seed, kind=kind, duration_s=duration_s, mean_rate=mean_rate, traffic=traffic, slo_s=slo,
         batch_size=batch, timeout_s=timeout, capacity=capacity, startup_s=float(rng.uniform(10.0, 180.0)),
         cheaper=_log_uniform(rng, 2.0, 20.0), memory_mb=memory, cold_start_ms=cold_ms, overhead_ms=overhead_ms,
+        light=light,
     )  # fmt: skip
 
 
-def family(seeds: range | list[int], duration_s: float = 1200.0) -> list[Member]:
+def family(seeds: range | list[int], duration_s: float = 1200.0, light: bool = False) -> list[Member]:
     """The members drawn from `seeds`, kinds taken in turn so that each is equally represented."""
-    return [member(seed, KINDS[i % len(KINDS)], duration_s) for i, seed in enumerate(seeds)]
+    return [member(seed, KINDS[i % len(KINDS)], duration_s, light) for i, seed in enumerate(seeds)]

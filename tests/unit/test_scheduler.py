@@ -134,7 +134,7 @@ def drive(scheduler: HybridScheduler, rate, seconds: int, startup_s: float = 60.
         instances = [InstanceView(i, "ready" if ready <= now else "starting", now, 0, ready, billed)
                      for i, (ready, billed) in pool.items()]  # fmt: skip
         return View(instances, FaasView(0, None, 1, 0.02, 0.9), ArrivalView(minute, lambda _h: minute), Prices(), pool_s,
-                    faas_s, 16, 0.5, startup_s)  # fmt: skip
+                    faas_s, 16, 0.5, startup_s, batch_wait_s=0.05)  # fmt: skip
 
     def apply(now: float, ready_now: bool = False) -> None:
         plan = scheduler.plan(view(now), now)

@@ -92,7 +92,7 @@ def view(counts_ready: int = 1, slo_s: float = 0.5, max_instances: int = 64, pri
     instances = [InstanceView(f"i{k}", "ready", 0.0, 0, 0.0, -600.0) for k in range(counts_ready)]
     return View(instances, FaasView(0, None, 4, 0.02, 0.9), ArrivalView(100.0, lambda _h: 100.0),
                 Prices(instance_per_hour=price_per_hour, faas_memory_mb=1024), lambda b: 0.002 + 0.0008 * b,
-                lambda b: 0.04 + 0.008 * b, 16, slo_s, 60.0, max_instances)  # fmt: skip
+                lambda b: 0.04 + 0.008 * b, 16, slo_s, 60.0, max_instances, batch_wait_s=0.05)  # fmt: skip
 
 
 def feed(scheduler: HybridScheduler, rate, seconds: int) -> None:

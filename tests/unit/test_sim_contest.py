@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import math
 
-from scheduler import PoolPlan, View
+import numpy as np
+
+from scheduler import PoolPlan, View, batch_fill
 from sim.contest import FirstPool, Run, best_fixed, fixed_size, one_setting, run, verdict
 from sim.family import member
 
@@ -48,6 +50,16 @@ def test_fixed_sizes_grow_with_the_fill_and_start_at_one() -> None:
     sizes = [fixed_size(m, f) for f in (0.5, 1.0, 2.0)]
     assert sizes == sorted(sizes) and sizes[0] >= 1
     assert sizes[1] == max(1, math.ceil(m.mean_rate / m.capacity))
+
+
+def test_a_light_member_fills_its_batches_in_part_and_sizes_its_pools_for_it() -> None:
+    light, regular = member(1, "diurnal", 600.0, light=True), member(1, "diurnal", 600.0)
+    assert light.name == "diurnal#1/light" and light.mean_rate == regular.mean_rate
+    fill = float(batch_fill(np.array([light.mean_rate]), light.batch_size, light.timeout_s)[0])
+    assert light.batch_size > 2 * fill  # batches of 8, which the mean rate fills with about 2
+    assert light.capacity >= 2 * light.mean_rate  # one instance takes the mean rate in full batches ...
+    assert light.busy_at_mean > 1.5 * light.mean_rate / light.capacity  # ... not in the batches it gets
+    assert fixed_size(light, 1.0) == math.ceil(light.busy_at_mean)
 
 
 def test_best_fixed_is_the_cheapest_fixed_pool_that_met_the_slo() -> None:

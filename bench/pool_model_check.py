@@ -1,7 +1,7 @@
 """The planner's pool model against the simulator: each fixed pool's priced bill over its simulated one.
 
     python bench/scheduler_compare.py --json family.json          # the simulated runs (seeds 1-24)
-    python bench/pool_model_check.py family.json:1:24 [more.json:101:12 ...]
+    python bench/pool_model_check.py family.json:1:24 [more.json:101:12 ...] [light.json:501:12:light]
 
 For every fixed-pool run in the files, the cost the model (`scheduler.PoolModel`, as hybrid's
 planner and `sim.clairvoyant` price a pool: the instances, plus the function's bill for what they
@@ -29,9 +29,10 @@ def main() -> None:
     ratios: list[float] = []
     agree = members = 0
     for spec in sys.argv[1:]:
-        path, first, count = spec.rsplit(":", 2)
+        light = spec.endswith(":light")  # members drawn with --light
+        path, first, count = spec.removesuffix(":light").rsplit(":", 2)
         runs = json.loads(Path(path).read_text())["runs"]
-        for m in family(range(int(first), int(first) + int(count))):
+        for m in family(range(int(first), int(first) + int(count)), light=light):
             plan = member_plan(m)
             fixed = {int(r["setting"].split()[0]): r for r in runs if r["member"] == m.name and r["scheduler"] == "fixed"}
             meeting = [n for n, r in fixed.items() if r["attainment"] >= ATTAINMENT]

@@ -102,8 +102,10 @@ def test_priorities_go_first_in_the_simulated_backlog_too() -> None:
 def test_keep_warm_on_a_scheduled_model_pings_in_simulation(tmp_path: Path) -> None:
     text = (REPO / "deploy" / "sluice-hybrid.toml").read_text().replace('memory_mb = 1024', 'memory_mb = 1024\nkeep_warm = true\nkeep_alive_s = 10')
     config = load_config(str(config_file(tmp_path, text)))
+    # A sparse base the function serves (a worker costs more than its bill there) between
+    # bursts that start workers: the function goes idle in between, and is pinged.
     bursts = [poisson(4000.0, 3.0, seed=k, start=20.0 + 25.0 * k) for k in range(6)]
-    times = np.sort(np.concatenate([poisson(50.0, 180.0), *bursts]))
+    times = np.sort(np.concatenate([poisson(5.0, 180.0), *bursts]))
     serving = serving_of(config, pick_model(config, None), PROFILE)
     assert serving.keep_warm is True and serving.keep_alive_s == 10
     result = simulate_config(config, pick_model(config, None), PROFILE, times)

@@ -29,7 +29,7 @@ class FaasOnly:
         return on_function(batch, view, now) or Placement.reject("FaaS is at its concurrency limit")
 
     def plan(self, view: View, now: float) -> PoolPlan:
-        return PoolPlan(0, stop=tuple(i.id for i in view.instances if i.state in ("starting", "ready")))
+        return PoolPlan(0, stop=tuple(i.id for i in view.live))
 
     def observe(self, arrivals: int, now: float) -> None:
         pass
@@ -54,7 +54,7 @@ class PoolOnly:
         return min(pool, key=lambda o: o.predicted_done)
 
     def plan(self, view: View, now: float) -> PoolPlan:
-        live = [i for i in view.instances if i.state in ("starting", "ready")]
+        live = view.live
         if self.target_inflight is None:
             wanted = self.instances
         else:
@@ -119,7 +119,7 @@ class FixedPool:
         return pool_first(batch, view, now)
 
     def plan(self, view: View, now: float) -> PoolPlan:
-        live = [i for i in view.instances if i.state in ("starting", "ready")]
+        live = view.live
         wanted = min(self.instances, view.max_instances)
         return PoolPlan(wanted, start=max(0, wanted - len(live)))
 
@@ -145,7 +145,7 @@ class Mark:
         return pool_first(batch, view, now)
 
     def plan(self, view: View, now: float) -> PoolPlan:
-        live = [i for i in view.instances if i.state in ("starting", "ready")]
+        live = view.live
         if view.pool_service is None:
             return PoolPlan(0)
         rate, _ = self._traffic.expected_rate(view)

@@ -348,7 +348,7 @@ class HybridScheduler:
         fixed = priced(share, counts, view.prices.instance_per_s, per_request)
         # Going from the live count to a larger one pays each new instance's start-up (billed,
         # serving nothing) and its minimum bill: spread over the window, it weighs against churn.
-        live = sum(1 for i in view.instances if i.state in ("starting", "ready"))
+        live = len(view.live)
         started = np.maximum(0, np.arange(len(fixed)) - live)
         switching = started * view.prices.instance_per_s * (view.startup_s + view.prices.instance_min_billed_s) / len(counts)
         best = int(np.argmin(fixed + switching))
@@ -411,7 +411,7 @@ class HybridScheduler:
 
     def plan(self, view: View, now: float) -> PoolPlan:
         self._ahead_steps = max(1, round(view.startup_s / self.forecaster.step_s))
-        live = [i for i in view.instances if i.state in ("starting", "ready")]
+        live = view.live
         moving = self.wanted(view)
         self.history.add(now, moving)
         target = self.in_hindsight(view, moving, now)

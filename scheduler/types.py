@@ -75,6 +75,11 @@ class InstanceView:
     def ready(self) -> bool:
         return self.state == "ready"
 
+    @property
+    def live(self) -> bool:
+        """Starting or ready: what a plan counts as the pool's size (a stopping one is leaving)."""
+        return self.state in ("starting", "ready")
+
 
 @dataclass(frozen=True)
 class FaasView:
@@ -111,6 +116,11 @@ class View:
     startup_s: float  # how long an instance takes to become ready
     max_instances: int = 64
     batch_wait_s: float = 0.0  # the batching policy's timeout now: how long a batch's oldest request may wait to close
+
+    @property
+    def live(self) -> list[InstanceView]:
+        """The instances starting or ready, in the view's order."""
+        return [i for i in self.instances if i.live]
 
 
 @dataclass(frozen=True)

@@ -111,7 +111,7 @@ class Clairvoyant(HybridScheduler):
         first = min(int(now // self.cheapest.step_s), len(steps) - 1)
         last = int((now + self.startup_s + self.plan_interval_s) // self.cheapest.step_s)
         target = int(steps[first : last + 1].max())
-        live = [i for i in view.instances if i.state in ("starting", "ready")]
+        live = view.live
         if target >= len(live):
             return PoolPlan(target, start=target - len(live))
         stop = tuple(i.id for i in idle_past_minimum(live, view, now)[: len(live) - target])

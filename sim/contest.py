@@ -190,7 +190,7 @@ class FirstPool(HybridScheduler):
     def plan(self, view: View, now: float) -> PoolPlan:
         plan = super().plan(view, now)
         if self._step_end is None:  # no traffic seen yet: the provisioning plan
-            live = sum(1 for i in view.instances if i.state in ("starting", "ready"))
+            live = len(view.live)
             return PoolPlan(self.count, start=max(0, self.count - live))
         return plan
 

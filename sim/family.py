@@ -74,9 +74,9 @@ class Member:
         if not self.light:
             return self.mean_rate / self.capacity
         fill = float(batch_fill(np.array([self.mean_rate]), self.batch_size, self.timeout_s)[0])
-        return self.mean_rate / fill * float(np.interp(fill, [1, self.batch_size], [self.pool_service_s(1), self.pool_service_s(self.batch_size)]))
+        return self.mean_rate / fill * self.pool_service_s(fill)
 
-    def pool_service_s(self, b: int) -> float:
+    def pool_service_s(self, b: float) -> float:
         """s(b) on an instance: a quarter fixed, the rest per item; s(B) = B / capacity."""
         full = self.batch_size / self.capacity
         return 0.25 * full + 0.75 * full * b / self.batch_size

@@ -529,6 +529,12 @@ BURSTY = MAP.mmpp2((2000.0, 50.0), (5.0, 10.0))  # SCV ~15, lag-1 ACF ~0.39
 ALTERNATING = MAP([[-1500.0, 0.0], [0.0, -100.0]], [[0.0, 1500.0], [100.0, 0.0]])  # ACF ~ -0.30
 
 
+def poisson(rate: float, seconds: float, seed: int = 0, start: float = 0.0) -> np.ndarray:
+    """Sorted Poisson arrival times at `rate` over `seconds` from `start`."""
+    rng = np.random.default_rng(seed)
+    return start + np.sort(rng.uniform(0.0, seconds, rng.poisson(rate * seconds)))
+
+
 def simulated_latencies(arrival_times: np.ndarray, batch_size: int, timeout_s: float, service: np.ndarray) -> np.ndarray:
     """Drive the gateway's own BatchQueue at virtual time, as its owner does."""
     queue = BatchQueue(FixedPolicy(batch_size, timeout_s))

@@ -17,7 +17,7 @@ from sim import ServiceProfile
 from sim.cli import add_arguments
 from sim.served import Serving, simulate_served
 
-from support import REPO
+from support import REPO, poisson
 
 PROFILE = ServiceProfile.from_dict({
     "name": "demo",
@@ -25,11 +25,6 @@ PROFILE = ServiceProfile.from_dict({
              "price_per_gb_s": 0.0000166667, "price_per_request": 0.0000002},
     "iaas": {"base_ms": 2.0, "per_item_ms": 0.25, "max_batch_size": 64, "price_per_hour": 0.085, "startup_s": 1.5},
 })  # fmt: skip
-
-
-def poisson(rate: float, seconds: float, seed: int = 0, start: float = 0.0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return start + np.sort(rng.uniform(0.0, seconds, rng.poisson(rate * seconds)))
 
 
 def config_file(tmp_path: Path, body: str) -> Path:

@@ -14,7 +14,9 @@ E[(rate - n x capacity)+], taken over samples of the rate: the forecast plus how
 recent seconds depart from their level (so bursts weigh as they came), each candidate
 pool replayed over them second by second, charged the function's bill for what it would
 turn away at each second's rate (`scheduler.lookback`; `lookback=False`: 10 s steps and
-one M/D/1 queue per instance, the planner before issue 15). Then, by hindsight
+one M/D/1 queue per instance, the planner before issue 15). Both sides are priced in the
+batches each second's rate fills within the policy's timeout, not full ones
+(`scheduler.fill`). Then, by hindsight
 (`scheduler.hindsight`), of three plans the one that would have cost least over the last
 minutes (up to 30, the recent ones weighing more): that moving plan, the best fixed count
 (it holds through traffic that switches faster than an instance starts), or that count

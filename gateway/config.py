@@ -126,7 +126,7 @@ class ModelConfig:
     drift: DriftConfig | None = None  # [models.<name>.drift]: watch inputs and outputs against a reference
     capture: CaptureConfig | None = None  # [models.<name>.capture]: sampled requests to files or S3
     # With both a server pool and [faas]: who places batches and sizes the pool.
-    scheduler: str = "hybrid"  # hybrid | faas-only | pool-only | mark | fixed | module:Class
+    scheduler: str = "hybrid"  # hybrid | faas-only | pool-only[:T] | mark[:H] | fixed[:N] | module:Class
     max_workers: int = 8
     instance_price_per_hour: float = 0.085  # what one worker's machine costs (for the scheduler)
     instance_min_billed_s: float = 60.0

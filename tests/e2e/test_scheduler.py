@@ -20,14 +20,16 @@ def sim(*argv: str) -> dict:
 def test_compare_json_holds_every_scheduler_and_a_custom_one_loads_by_path() -> None:
     common = ("--arrivals", "poisson:rate=300", "--duration", "120", "--profile", str(DEMO_FAAS_PROFILE), "--slo-ms", "500",
               "--memory-mb", "1024", "--batch-size", "16", "--timeout-ms", "50", "--json")  # fmt: skip
-    compared = sim(*common, "--compare", "hybrid,faas-only,pool-only,mark,tests.custom_scheduler:TwoInstancesFirstReady")
-    assert list(compared) == ["hybrid", "faas-only", "pool-only", "mark", "tests.custom_scheduler:TwoInstancesFirstReady"]
+    names = ["hybrid", "faas-only", "pool-only", "mark", "fixed:3", "tests.custom_scheduler:TwoInstancesFirstReady"]
+    compared = sim(*common, "--compare", ",".join(names))
+    assert list(compared) == names
     for name, summary in compared.items():
         for key in ("requests", "completed", "latency_ms", "slo_attainment", "cost_usd", "cost_per_million_usd", "batches",
                     "mean_batch_size", "cold_starts", "wall_s", "instance_hours", "faas_share"):  # fmt: skip
             assert key in summary, (name, key)
         assert summary["completed"] == summary["requests"] > 0
     assert compared["faas-only"]["faas_share"] == 1.0 and compared["faas-only"]["instance_hours"] == 0.0
+    assert compared["fixed:3"]["instances_started"] == 3  # a built-in's setting after the colon
     custom = compared["tests.custom_scheduler:TwoInstancesFirstReady"]
     assert custom["faas_share"] == 0.0 and custom["instances_started"] == 2
     single = sim(*common, "--scheduler", "tests.custom_scheduler:TwoInstancesFirstReady")

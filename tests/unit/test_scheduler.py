@@ -204,6 +204,16 @@ def base_plus_bursts(seconds: float, seed: int = 1) -> np.ndarray:
     return np.concatenate(chunks)
 
 
+def test_a_built_in_takes_its_setting_after_a_colon_and_a_bad_one_is_a_clear_error() -> None:
+    assert load_scheduler("fixed").instances == 1 and load_scheduler("fixed:4").instances == 4
+    assert load_scheduler("mark").headroom == 1.2 and load_scheduler("mark:1.5").headroom == 1.5
+    assert load_scheduler("pool-only:0.7").target_inflight == 0.7
+    for spec, said in (("fixed:two", "fixed's setting is its instances, a number"), ("fixed:0", "must be above 0"),
+                       ("mark:-1", "mark's headroom must be above 0"), ("fixed:2.5", "a number")):  # fmt: skip
+        with pytest.raises(ValueError, match=said):
+            load_scheduler(spec)
+
+
 def test_hybrid_meets_the_slo_on_base_plus_bursts_and_beats_faas_only_and_an_autoscaled_pool() -> None:
     times = base_plus_bursts(400.0)
     results = {}

@@ -22,6 +22,7 @@ simulated bill sits in the same table as the baselines' runs.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,21 +51,35 @@ class CheapestPlan:
         return self.cost / best if best > 0 else 1.0
 
 
+def step_costs(counts: np.ndarray, model: PoolModel, *, step_s: float, instance_per_s: float,
+               per_request: float | np.ndarray, most: int) -> np.ndarray:  # fmt: skip
+    """(most + 1, steps): what 0 .. most instances ready through each `step_s` cost, with the
+    function's bill for what they turn away (`counts`: arrivals in each second; the last step
+    may be short)."""
+    step = max(1, round(step_s))
+    steps = math.ceil(len(counts) / step)
+    turned_away = np.zeros((most + 1, steps * step))  # requests each pool leaves, per second (the last step padded)
+    turned_away[:, : len(counts)] = model.turned_away(most + 1, counts) * counts * per_request
+    faas = turned_away.reshape(most + 1, steps, step).sum(axis=2)  # (n, step): the function's bill
+    seconds = np.minimum(step, len(counts) - step * np.arange(steps))
+    return faas + np.outer(np.arange(most + 1, dtype=float), seconds) * instance_per_s
+
+
+def start_costs(most: int, instance_per_s: float, startup_s: float) -> np.ndarray:
+    """[to, from]: the start-ups billed going from one count to another (none to stop)."""
+    sizes = np.arange(most + 1, dtype=float)
+    return instance_per_s * startup_s * np.maximum(0.0, sizes[:, None] - sizes[None, :])
+
+
 def cheapest_plan(counts: np.ndarray, model: PoolModel, *, step_s: float, instance_per_s: float,
                   per_request: float | np.ndarray, startup_s: float, most: int) -> CheapestPlan:  # fmt: skip
     """The count per `step_s` that minimises the cost of serving `counts` (arrivals in each
     second), under `model` (`per_request`: a request's bill on the function, in each second
     or in all); instances at the start are there already (no start-up paid)."""
     counts = np.asarray(counts, float)
-    step = max(1, round(step_s))
-    steps = math.ceil(len(counts) / step)
-    turned_away = np.zeros((most + 1, steps * step))  # requests each pool leaves, per second (the last step padded)
-    turned_away[:, : len(counts)] = model.turned_away(most + 1, counts) * counts * per_request
-    faas = turned_away.reshape(most + 1, steps, step).sum(axis=2)  # (n, step): the function's bill
-    seconds = np.minimum(step, len(counts) - step * np.arange(steps))  # the last step may be short
-    sizes = np.arange(most + 1, dtype=float)
-    step_cost = faas + np.outer(sizes, seconds) * instance_per_s
-    start = instance_per_s * startup_s * np.maximum(0.0, sizes[:, None] - sizes[None, :])  # [to, from]
+    step_cost = step_costs(counts, model, step_s=step_s, instance_per_s=instance_per_s, per_request=per_request, most=most)
+    steps = step_cost.shape[1]
+    start = start_costs(most, instance_per_s, startup_s)
     value = step_cost[:, 0].copy()
     came_from = np.zeros((steps, most + 1), dtype=int)
     for k in range(1, steps):
@@ -75,21 +90,46 @@ def cheapest_plan(counts: np.ndarray, model: PoolModel, *, step_s: float, instan
     plan[-1] = int(np.argmin(value))
     for k in range(steps - 1, 0, -1):
         plan[k - 1] = came_from[k][plan[k]]
-    return CheapestPlan(plan, float(value.min()), step_cost.sum(axis=1), float(step))
+    return CheapestPlan(plan, float(value.min()), step_cost.sum(axis=1), float(max(1, round(step_s))))
+
+
+@dataclass(frozen=True)
+class Pricing:
+    """A member priced as its simulation bills and modelled as hybrid's planner models a pool."""
+
+    model: PoolModel
+    instance_per_s: float
+    startup_s: float
+    faas_batch_cost: Callable[[int], float]  # a batch of b on the function
+    batch_size: int
+    wait_s: float
+
+    @classmethod
+    def of(cls, member: Member) -> Pricing:
+        profile, b = member.profile(), member.batch_size
+        prices = profile.prices(member.memory_mb, member.min_billed_s)
+        model = PoolModel.for_slo(profile.iaas_service_s(b), b, member.slo_s, member.timeout_s, HybridScheduler().margin,
+                                  profile.iaas_service_s)  # fmt: skip
+        return cls(model, prices.instance_per_s, member.startup_s,
+                   lambda size: prices.faas_batch_cost(profile.faas_service_s(size, member.memory_mb)), b, member.timeout_s)  # fmt: skip
+
+    def per_request(self, counts: np.ndarray) -> np.ndarray:
+        """A request's bill on the function in each second, at the batches its rate fills."""
+        return function_price(self.model.smoothed(counts), self.batch_size, self.wait_s, self.faas_batch_cost)
+
+
+def member_counts(member: Member, draw: int = 0) -> np.ndarray:
+    """Arrivals in each second of the member's run (`draw` > 0: another draw of its traffic)."""
+    return np.bincount(member.arrivals(draw).astype(int), minlength=int(member.duration_s)).astype(float)[: int(member.duration_s)]
 
 
 def member_plan(member: Member, step_s: float = 10.0) -> CheapestPlan:
     """`cheapest_plan` for one member of the family, priced as its simulation bills and
     modelled as hybrid's planner models a pool (the same margin inside the SLO)."""
-    profile, b = member.profile(), member.batch_size
-    service = profile.iaas_service_s(b)
-    prices = profile.prices(member.memory_mb, member.min_billed_s)
-    model = PoolModel.for_slo(service, b, member.slo_s, member.timeout_s, HybridScheduler().margin, profile.iaas_service_s)
-    counts = np.bincount(member.arrivals().astype(int), minlength=int(member.duration_s)).astype(float)
-    per_request = function_price(model.smoothed(counts), b, member.timeout_s,
-                                 lambda size: prices.faas_batch_cost(profile.faas_service_s(size, member.memory_mb)))  # fmt: skip
-    return cheapest_plan(counts, model, step_s=step_s, instance_per_s=prices.instance_per_s, per_request=per_request,
-                         startup_s=member.startup_s, most=enough_instances(model, counts, 64))  # fmt: skip
+    pricing, counts = Pricing.of(member), member_counts(member)
+    return cheapest_plan(counts, pricing.model, step_s=step_s, instance_per_s=pricing.instance_per_s,
+                         per_request=pricing.per_request(counts), startup_s=member.startup_s,
+                         most=enough_instances(pricing.model, counts, 64))  # fmt: skip
 
 
 class Clairvoyant(HybridScheduler):

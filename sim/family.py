@@ -102,29 +102,41 @@ class Member:
     def profile(self) -> ServiceProfile:
         return ServiceProfile.from_dict(self.profile_dict())
 
-    def arrivals(self) -> np.ndarray:
-        """The member's arrival times (sorted seconds from 0), the same for the same seed."""
-        rng = np.random.default_rng([self.seed, 1])
+    def arrivals(self, draw: int = 0) -> np.ndarray:
+        """The member's arrival times (sorted seconds from 0), the same for the same seed; `draw`
+        > 0: another draw of the same traffic (`sim.futures`)."""
+        rng = np.random.default_rng([self.seed, 1, draw] if draw else [self.seed, 1])
         if self.kind.startswith("azure-"):
             return _azure(self.kind.removeprefix("azure-"), self.traffic, self.duration_s, self.mean_rate, rng)
-        return _from_rates(self.rates(), rng)
+        return _from_rates(self.rates(draw), rng)
 
-    def rates(self) -> np.ndarray:
+    def rates(self, draw: int = 0) -> np.ndarray:
         """The expected rate in each second (requests/s): what an oracle planner would know.
-        (For the Azure kinds, the arrivals themselves per second.)"""
-        rng = np.random.default_rng([self.seed, 2])
+        (For the Azure kinds, the arrivals themselves per second.) Another draw keeps the
+        member's level: its bursts are scaled as the member's are."""
         seconds = np.arange(int(self.duration_s), dtype=float)
         p = self.traffic
         if self.kind.startswith("azure-"):
-            return np.bincount(self.arrivals().astype(int), minlength=len(seconds))[: len(seconds)].astype(float)
+            return np.bincount(self.arrivals(draw).astype(int), minlength=len(seconds))[: len(seconds)].astype(float)
         if self.kind == "mmpp":
-            return self.mean_rate * _mmpp_levels(p, len(seconds), rng)
+            return self.mean_rate * self.levels(draw)
         base = np.ones_like(seconds)
         if "diurnal" in self.kind:
             base = 1.0 + p["amplitude"] * np.sin(2 * np.pi * seconds / p["period_s"] + p["phase"])
+        shaped = base * self.levels(draw)
+        scale = shaped.mean() if not draw else (base * self.levels()).mean()
+        return self.mean_rate * shaped / scale
+
+    def levels(self, draw: int = 0) -> np.ndarray:
+        """The traffic's random multiplier in each second: the MMPP's level, a burst's factor
+        (1 between bursts), or 1 throughout for the kinds without one."""
+        rng = np.random.default_rng([self.seed, 2, draw] if draw else [self.seed, 2])
+        seconds = int(self.duration_s)
+        if self.kind == "mmpp":
+            return _mmpp_levels(self.traffic, seconds, rng)
         if "bursts" in self.kind:
-            base = base * _bursts(p, len(seconds), rng)
-        return self.mean_rate * base / base.mean()
+            return _bursts(self.traffic, seconds, rng)
+        return np.ones(seconds)
 
 
 def _from_rates(rates: np.ndarray, rng: np.random.Generator) -> np.ndarray:

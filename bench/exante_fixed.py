@@ -1,6 +1,6 @@
 """The fixed pool a scheduler could choose knowing the traffic's law, not its draw (`sim.exante`).
 
-    python bench/exante_fixed.py                       # seeds 1-24, 20 min each, 8 other draws (about a minute)
+    python bench/exante_fixed.py                       # seeds 1-24, 20 min each, 8 other draws (a few seconds)
     python bench/exante_fixed.py --seeds 301:12 --duration 3600
     python bench/exante_fixed.py --light --seeds 501:12
     python bench/exante_fixed.py --runs family.json    # hybrid's simulated ratio beside (a scheduler_compare --json)

@@ -178,8 +178,8 @@ def load_scheduler(spec: str) -> Scheduler:
             value = kind(class_name)
         except ValueError:
             raise ValueError(f"scheduler {spec!r}: {module_name}'s setting is its {knob}, a number") from None
-        if not value > 0:
-            raise ValueError(f"scheduler {spec!r}: {module_name}'s {knob} must be above 0")
+        if not 0 < value < math.inf:
+            raise ValueError(f"scheduler {spec!r}: {module_name}'s {knob} must be above 0 and finite")
         return BUILT_IN[module_name](**{knob: value})
     if not module_name or not class_name:
         raise ValueError(f"scheduler {spec!r}: use one of {', '.join(BUILT_IN)} (fixed:N, mark:H, pool-only:T) or module:Class")

@@ -104,7 +104,7 @@ class Member:
 
     def arrivals(self, draw: int = 0) -> np.ndarray:
         """The member's arrival times (sorted seconds from 0), the same for the same seed; `draw`
-        > 0: another draw of the same traffic (`sim.futures`)."""
+        > 0: another draw of the same traffic (`sim.exante`)."""
         rng = np.random.default_rng([self.seed, 1, draw] if draw else [self.seed, 1])
         if self.kind.startswith("azure-"):
             return _azure(self.kind.removeprefix("azure-"), self.traffic, self.duration_s, self.mean_rate, rng)

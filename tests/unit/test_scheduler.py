@@ -209,7 +209,7 @@ def test_a_built_in_takes_its_setting_after_a_colon_and_a_bad_one_is_a_clear_err
     assert load_scheduler("mark").headroom == 1.2 and load_scheduler("mark:1.5").headroom == 1.5
     assert load_scheduler("pool-only:0.7").target_inflight == 0.7
     for spec, said in (("fixed:two", "fixed's setting is its instances, a number"), ("fixed:0", "must be above 0"),
-                       ("mark:-1", "mark's headroom must be above 0"), ("fixed:2.5", "a number")):  # fmt: skip
+                       ("mark:-1", "mark's headroom must be above 0"), ("mark:inf", "finite"), ("fixed:2.5", "a number")):  # fmt: skip
         with pytest.raises(ValueError, match=said):
             load_scheduler(spec)
 

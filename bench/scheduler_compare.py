@@ -5,6 +5,7 @@
     python bench/scheduler_compare.py --holdout  # seeds 101-124: held out from tuning
     python bench/scheduler_compare.py --reuse family.json --hybrid clairvoyant  # the cheapest plan knowing every arrival
     python bench/scheduler_compare.py --reuse family.json --hybrid first-pool   # hybrid, its first pool the best fixed count
+    python bench/scheduler_compare.py --reuse family.json --hybrid prior        # hybrid given a recorded draw of the same traffic
     python bench/scheduler_compare.py --quick    # 4 members of 5 min (about a minute)
     python bench/scheduler_compare.py --light --seeds 501:12 --json light.json  # light models, part-full batches
 
@@ -30,8 +31,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from scheduler import HybridScheduler, load_scheduler  # noqa: E402
-from sim.clairvoyant import Clairvoyant, member_plan  # noqa: E402
+from scheduler import HybridScheduler, Prior, load_scheduler  # noqa: E402
+from sim.clairvoyant import Clairvoyant, member_counts, member_plan  # noqa: E402
 from sim.contest import FirstPool, Oracle, Run, Verdict, baselines, best_fixed, one_setting, run, verdict  # noqa: E402
 from sim.family import family, member  # noqa: E402
 
@@ -45,6 +46,8 @@ def _task(seed: int, kind: str, duration_s: float, light: bool, index: int, hybr
             return run(m, "hybrid", hybrid, lambda: FirstPool(first))
         if hybrid == "oracle":
             return run(m, "hybrid", hybrid, lambda: Oracle(m.rates()))
+        if hybrid == "prior":  # told another draw of the same traffic, at the same time (`scheduler.prior`)
+            return run(m, "hybrid", hybrid, lambda: HybridScheduler(prior=Prior(member_counts(m, 1))))
         if hybrid == "clairvoyant":
             return run(m, "hybrid", hybrid, lambda: Clairvoyant(member_plan(m), m.startup_s))
         return run(m, "hybrid", hybrid, (lambda: load_scheduler(hybrid)) if hybrid != "hybrid" else HybridScheduler)
@@ -94,7 +97,8 @@ def main() -> None:
     parser.add_argument("--hybrid", default="hybrid", help="the scheduler to set against the baselines: hybrid, "
                         "module:Class (sim.contest:StepHybrid, the planner before issue 15), oracle (told the future rates), or "
                         "clairvoyant (the cheapest plan knowing every arrival, sim/clairvoyant.py), or first-pool (hybrid with "
-                        "the best fixed count in hindsight as its first pool; needs --reuse)")
+                        "the best fixed count in hindsight as its first pool; needs --reuse), or prior (hybrid given another draw of "
+                        "the member's traffic as recorded traffic, scheduler/prior.py)")
     parser.add_argument("--light", action="store_true", help="light members: a model ten times lighter, batches that "
                         "the traffic fills only in part (sim.family)")
     parser.add_argument("--jobs", type=int, default=2)

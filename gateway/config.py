@@ -44,6 +44,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from scheduler import Prices
+from sim.sources import read_trace
 
 from .capture.settings import CaptureConfig
 from .drift_watch import DriftConfig
@@ -132,6 +133,10 @@ class ModelConfig:
     instance_min_billed_s: float = 60.0
     plan_interval_s: float = 10.0  # the hybrid scheduler's planning period
     scale_in_after_s: float = 60.0  # fewer workers must have been enough this long before any stop
+    # Recorded arrivals (a trace file, as `sluice sim --trace` reads) for the hybrid planner to start
+    # from: its first pool, and its fixed count until the live window outweighs it (`scheduler.prior`).
+    prior_trace: str | None = None
+    prior_weight_s: float = 1200.0  # how many seconds of the live window the record weighs
 
     def check(self) -> None:
         servers = bool(self.path) + bool(self.upstream) + self.registered
@@ -166,6 +171,15 @@ class ModelConfig:
             raise ConfigError(f"model {self.name!r}: policy must be one of {', '.join(POLICIES)}, not {self.policy!r}")
         if self.batch_size < 1 or self.timeout_ms < 0 or self.workers < 1:
             raise ConfigError(f"model {self.name!r}: batch_size and workers must be >= 1, timeout_ms >= 0")
+        if self.prior_trace is not None and (self.scheduler != "hybrid" or self.faas is None or servers == 0):
+            raise ConfigError(f"model {self.name!r}: prior_trace is for the hybrid scheduler of a server pool with [faas]")
+        if self.prior_trace is not None:
+            try:
+                read_trace(self.prior_trace)
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"model {self.name!r}: prior_trace: {exc}") from None
+        if not self.prior_weight_s >= 0:
+            raise ConfigError(f"model {self.name!r}: prior_weight_s must be 0 or more")
         for url in self.upstream:
             if not url.startswith(("http://", "https://")):
                 raise ConfigError(f"model {self.name!r}: upstream {url!r} is not an http(s) URL")

@@ -20,8 +20,9 @@ from batching.adaptive import AdaptivePolicy
 from batching.coldtune import Warmth
 from batching.tuner import MAX_BATCH, Target
 
-from scheduler import Dispatcher, Fleet, FunctionSettings, HybridScheduler, Prices, Scheduler, load_scheduler
+from scheduler import Dispatcher, Fleet, FunctionSettings, HybridScheduler, Prices, Prior, Scheduler, load_scheduler
 from scheduler.keepwarm import KeepWarmPolicy
+from sim.sources import read_trace
 
 from .config import FaasConfig, ModelConfig
 from .keepwarm import KeepWarmLoop
@@ -209,9 +210,11 @@ def prices_of(config: ModelConfig) -> Prices:
 
 def make_scheduler(config: ModelConfig) -> Scheduler:
     if config.scheduler == "hybrid":
+        prior = Prior.from_times(read_trace(config.prior_trace), config.prior_weight_s) if config.prior_trace else None
         return HybridScheduler(
-            plan_interval_s=config.plan_interval_s, step_s=config.plan_interval_s, scale_in_after_s=config.scale_in_after_s
-        )
+            plan_interval_s=config.plan_interval_s, step_s=config.plan_interval_s, scale_in_after_s=config.scale_in_after_s,
+            prior=prior,
+        )  # fmt: skip
     return load_scheduler(config.scheduler)
 
 

@@ -21,6 +21,7 @@ from .hybrid import HybridScheduler
 from .keepwarm import IdleTimes, KeepWarmPolicy
 from .lookback import PoolModel, enough_instances, replay_costs
 from .placement import InstanceState, pick_instance
+from .prior import Prior
 from .types import ArrivalView, FaasView, InstanceView, Placement, PoolPlan, Prices, Scheduler, View, batch_deadline
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
     "Mark",
     "Placement",
     "PoolModel",
+    "Prior",
     "PoolOnly",
     "PoolPlan",
     "Prices",

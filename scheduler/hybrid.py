@@ -55,9 +55,11 @@ from batching import Batch
 import numpy as np
 
 from .fill import function_price
+from .fleet import RATE_WINDOW_S
 from .forecast import Ewma, Holt, Trend
 from .hindsight import PlanHistory, moving_cost
 from .lookback import PoolModel, SecondCounts, enough_instances, priced, replay_costs
+from .prior import Prior
 from .types import InstanceView, Placement, PoolPlan, View, batch_deadline
 
 
@@ -164,6 +166,7 @@ class HybridScheduler:
         lookback: bool = True,
         hindsight_s: float = 1800.0,
         recency_s: float = 300.0,
+        prior: Prior | None = None,
     ) -> None:
         self.plan_interval_s = plan_interval_s
         self.utilization, self.scale_in_after_s, self.margin = utilization, scale_in_after_s, margin
@@ -195,6 +198,7 @@ class HybridScheduler:
         self.history = PlanHistory(keep_s=hindsight_s + 600.0)  # the moving plan's counts
         self.drifting = PlanHistory(keep_s=hindsight_s + 600.0)  # the drifting plan's (`drifted`)
         self.recency_s = recency_s  # the plans' costs in hindsight: a second `recency_s` older weighs 1/e as much
+        self.prior = prior  # recorded traffic: the first pool, and the fixed count until the window outweighs it
         self.chosen = "moving"  # which plan the last plan followed: "moving", "fixed" or "drifting"
         self.priced: list[tuple[str, float, int]] = []  # (plan, its cost per second in hindsight, its count) at the last plan
 
@@ -346,8 +350,13 @@ class HybridScheduler:
         model = self.pool_model(view, service)
         per_request = self.function_price(view, model.smoothed(counts))
         candidates = enough_instances(model, counts, view.max_instances) + 1
+        prior = self.prior if self.prior is not None and self.prior.agrees(float(counts.mean()), len(counts)) else None
+        if prior is not None:
+            candidates = max(candidates, enough_instances(model, prior.counts, view.max_instances) + 1)
         share = model.turned_away(candidates, counts)
         fixed = priced(share, counts, view.prices.instance_per_s, per_request)
+        if prior is not None:
+            fixed = prior.blend(fixed, len(counts), self.recorded_costs(view, model, candidates))
         # Going from the live count to a larger one pays each new instance's start-up (billed,
         # serving nothing) and its minimum bill: spread over the window, it weighs against churn.
         live = len(view.live)
@@ -377,6 +386,11 @@ class HybridScheduler:
         alike = [plan for plan in plans if plan[1] <= cheapest * (1 + 1e-9)]
         self.chosen, _, target = alike[0] if self.moving() else min(alike, key=lambda plan: abs(plan[2] - live))
         return target
+
+    def recorded_costs(self, view: View, model: PoolModel, candidates: int) -> np.ndarray:
+        """Each fixed count's cost per second over the prior's record (`scheduler.prior`)."""
+        assert self.prior is not None
+        return self.prior.fixed_costs(model, candidates, view.prices.instance_per_s, lambda rates: self.function_price(view, rates))
 
     def drifted(self, best: int, moving: int) -> int:
         """The past says nothing of a ramp: while the traffic drifts (the moving view forecasts
@@ -414,6 +428,18 @@ class HybridScheduler:
     def plan(self, view: View, now: float) -> PoolPlan:
         self._ahead_steps = max(1, round(view.startup_s / self.forecaster.step_s))
         live = view.live
+        if self._step_end is None and self.prior is not None and (view.arrivals.rate <= 0 or self.prior.agrees(view.arrivals.rate, RATE_WINDOW_S)) \
+                and self.lookback and view.pool_service is not None and view.faas is not None and view.faas_service is not None:  # fmt: skip
+            # Provisioning, before any traffic: the count cheapest over the recorded traffic, a
+            # fixed count's decision. The moving plan is recorded as it would have provisioned:
+            # recorded as the prior's count, every plan had the same past, they priced alike,
+            # and the tie went to the moving plan's wish for a burst (42 instances started on
+            # bursts#302 of issue 15, where 3 were best).
+            model = self.pool_model(view, view.pool_service(max(1, view.batch_size)))
+            wanted = int(np.argmin(self.recorded_costs(view, model, enough_instances(model, self.prior.counts, view.max_instances) + 1)))
+            self.history.add(now, self.wanted(view))
+            self.drifting.add(now, wanted)
+            return PoolPlan(max(wanted, len(live)), start=max(0, wanted - len(live)))
         moving = self.wanted(view)
         self.history.add(now, moving)
         target = self.in_hindsight(view, moving, now)

@@ -387,3 +387,20 @@ def test_the_admin_token_comes_from_the_file_or_the_environment(tmp_path: Path, 
     assert load(None, {}, lambda: "/demo.onnx").admin_token == "from-env"
     path = write_toml(tmp_path, '[server]\nadmin_token = "from-file"\n')
     assert load(path, {}, lambda: "/demo.onnx").admin_token == "from-file"
+
+
+def test_a_prior_trace_feeds_the_hybrid_planner_and_a_bad_one_is_refused(tmp_path: Path) -> None:
+    from gateway.served import make_scheduler
+
+    trace = tmp_path / "yesterday.txt"
+    trace.write_text("\n".join(f"{t / 10:.2f}" for t in range(1200)))  # 10 requests/s for 120 s
+    hybrid = '[models.m]\npath = "/m.onnx"\n[models.m.faas]\nfunction = "f"\n'
+    model = load(write_toml(tmp_path, hybrid.replace("[models.m.faas]", f'prior_trace = "{trace}"\n[models.m.faas]')), None, no_demo).models["m"]
+    scheduler = make_scheduler(model)
+    assert scheduler.prior is not None and scheduler.prior.weight_s == 1200.0
+    assert scheduler.prior.counts.tolist() == [10.0] * 120
+    for extra, match in ((f'prior_trace = "{tmp_path / "none.txt"}"', "prior_trace: "),
+                         (f'prior_trace = "{trace}"\nscheduler = "mark"', "prior_trace is for the hybrid scheduler"),
+                         (f'prior_trace = "{trace}"\nprior_weight_s = -1', "prior_weight_s must be 0 or more")):  # fmt: skip
+        with pytest.raises(ConfigError, match=match):
+            load(write_toml(tmp_path, hybrid.replace("[models.m.faas]", f"{extra}\n[models.m.faas]")), None, no_demo)

@@ -1,0 +1,64 @@
+"""scheduler.prior: recorded traffic as hybrid's first pool and as weight on its fixed count,
+set aside when the traffic does not agree with it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from batching import FixedPolicy
+from scheduler import FixedPool, HybridScheduler, Prior
+from sim import ServiceProfile
+from sim.scheduled import simulate_scheduled
+
+from support import poisson
+
+# A model heavy enough that 200 requests/s want a few instances: s(b) = 10 + 10 b ms on an
+# instance (8 in 90 ms), 20 + 20 b ms on a 1 GB function; an instance 5x cheaper per request.
+PROFILE = ServiceProfile.from_dict({
+    "name": "prior-test",
+    "faas": {"memory_mb": {"1024": {"base_ms": 20.0, "per_item_ms": 20.0}}, "cold_start_ms": 500.0,
+             "invoke_overhead_ms": 10.0, "price_per_gb_s": 0.0000166667, "price_per_request": 0.0000002},
+    "iaas": {"base_ms": 10.0, "per_item_ms": 10.0, "max_batch_size": 8, "price_per_hour": 0.10, "startup_s": 60.0},
+})  # fmt: skip
+POLICY = FixedPolicy(8, 0.05)
+
+
+def simulate(arrivals: np.ndarray, scheduler) -> dict:
+    return simulate_scheduled(arrivals, POLICY, PROFILE, scheduler, slo_s=0.5, memory_mb=1024).summary()
+
+
+def test_a_prior_is_arrivals_per_second_and_agrees_with_rates_inside_its_minutes() -> None:
+    for bad in ([], [1.0, -1.0]):
+        with pytest.raises(ValueError):
+            Prior(bad)
+    with pytest.raises(ValueError):
+        Prior([1.0], weight_s=-1.0)
+    with pytest.raises(ValueError):
+        Prior.from_times([])
+    assert Prior.from_times([5.1, 5.5, 7.2, 7.9, 8.0]).counts.tolist() == [2.0, 0.0, 2.0, 1.0]
+    prior = Prior(np.repeat([10.0, 30.0, 20.0], 60))  # three minutes at 10, 30 and 20 requests/s
+    assert prior.agrees(10.0, 3600) and prior.agrees(25.0, 3600) and prior.agrees(30.0, 3600)
+    assert not prior.agrees(9.0, 3600) and not prior.agrees(31.0, 3600)
+    assert prior.agrees(9.0, 60) and prior.agrees(31.0, 60)  # a minute's mean is that noisy
+    assert not prior.agrees(40.0, 60) and not prior.agrees(120.0, 60)
+
+
+def test_the_first_pool_is_the_best_fixed_pool_over_the_record_and_today_costs_what_it_does() -> None:
+    record, today = poisson(200.0, 300.0, seed=1), poisson(200.0, 300.0, seed=2)  # two draws of one law
+    best = min(range(1, 4), key=lambda n: simulate(record, FixedPool(n))["cost_usd"])
+    prior = Prior.from_times(record)
+    first_seconds = simulate(today[today < 20.0], HybridScheduler(prior=prior))
+    assert first_seconds["instances_started"] == best  # provisioned before any traffic; nothing starts in 20 s
+    told, untold, fixed = (simulate(today, s) for s in (HybridScheduler(prior=prior), HybridScheduler(), FixedPool(best)))
+    assert told["slo_attainment"] >= 0.99 and told["completed"] == told["requests"]
+    assert told["cost_usd"] <= 1.03 * fixed["cost_usd"]
+    assert told["cost_usd"] < untold["cost_usd"]  # the planner alone learns the count from the run, and pays for it
+
+
+def test_a_prior_the_traffic_does_not_agree_with_is_set_aside() -> None:
+    today = poisson(200.0, 300.0, seed=2)
+    wrong = Prior.from_times(poisson(800.0, 120.0, seed=3))  # recorded at 4x the rate
+    told, untold = simulate(today, HybridScheduler(prior=wrong)), simulate(today, HybridScheduler())
+    for key in ("cost_usd", "instance_hours", "instances_started", "faas_share", "slo_attainment"):
+        assert told[key] == untold[key], key

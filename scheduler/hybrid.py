@@ -428,10 +428,10 @@ class HybridScheduler:
     def plan(self, view: View, now: float) -> PoolPlan:
         self._ahead_steps = max(1, round(view.startup_s / self.forecaster.step_s))
         live = view.live
-        if self._step_end is None and self.prior is not None and (view.arrivals.rate <= 0 or self.prior.agrees(view.arrivals.rate, RATE_WINDOW_S)) \
+        if not self.history.targets and self.prior is not None and (view.arrivals.rate <= 0 or self.prior.agrees(view.arrivals.rate, RATE_WINDOW_S)) \
                 and self.lookback and view.pool_service is not None and view.faas is not None and view.faas_service is not None:  # fmt: skip
-            # Provisioning, before any traffic: the count cheapest over the recorded traffic, a
-            # fixed count's decision. The moving plan is recorded as it would have provisioned:
+            # The first plan (provisioning, in the simulator before any traffic): the count cheapest
+            # over the recorded traffic, a fixed count's decision. The moving plan is recorded as it would have provisioned:
             # recorded as the prior's count, every plan had the same past, they priced alike,
             # and the tie went to the moving plan's wish for a burst (42 instances started on
             # bursts#302 of issue 15, where 3 were best).

@@ -37,6 +37,7 @@ class Prior:
         if not weight_s >= 0:
             raise ValueError("a prior's weight is seconds, 0 or more")
         self.weight_s = weight_s
+        self._priced: tuple[tuple, np.ndarray] | None = None  # the last pricing: the record is long, the model rarely changes
 
     @classmethod
     def from_times(cls, times: Sequence[float], weight_s: float = 1200.0) -> Prior:
@@ -59,8 +60,13 @@ class Prior:
     def fixed_costs(self, model: PoolModel, candidates: int, instance_per_s: float,
                     price: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:  # fmt: skip
         """Each count's cost per second over the record (`price`: a request's bill on the
-        function at each second's rate)."""
-        return replay_costs(self.counts, model, candidates, instance_per_s, price(model.smoothed(self.counts)))
+        function at each second's rate). Priced again only when the pool model, the prices or
+        the candidates change: a day's record takes about 100 ms, an hour's 5."""
+        key = (model.service_s, model.batch_size, model.slack_s, model.wait_s, candidates, instance_per_s,
+               tuple(price(np.array([1.0, 10.0, 100.0, 1000.0]))))  # fmt: skip
+        if self._priced is None or self._priced[0] != key:
+            self._priced = (key, replay_costs(self.counts, model, candidates, instance_per_s, price(model.smoothed(self.counts))))
+        return self._priced[1]
 
     def blend(self, window: np.ndarray, window_s: float, recorded: np.ndarray) -> np.ndarray:
         """The fixed counts' costs on the window and on the record, the record weighing `weight_s`."""

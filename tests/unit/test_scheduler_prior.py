@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from batching import FixedPolicy
-from scheduler import FixedPool, HybridScheduler, Prior
+from scheduler import FixedPool, HybridScheduler, PoolModel, Prior, replay_costs
 from sim import ServiceProfile
 from sim.scheduled import simulate_scheduled
 
@@ -42,6 +42,18 @@ def test_a_prior_is_arrivals_per_second_and_agrees_with_rates_inside_its_minutes
     assert not prior.agrees(9.0, 3600) and not prior.agrees(31.0, 3600)
     assert prior.agrees(9.0, 60) and prior.agrees(31.0, 60)  # a minute's mean is that noisy
     assert not prior.agrees(40.0, 60) and not prior.agrees(120.0, 60)
+
+
+def test_the_record_is_priced_again_only_when_the_model_or_prices_change() -> None:
+    prior = Prior(np.random.default_rng(1).poisson(50.0, 600).astype(float))
+    model, other = PoolModel(0.05, 4, 0.2), PoolModel(0.08, 4, 0.2)
+    flat = lambda rates: np.full(len(rates), 1e-6)  # noqa: E731
+    first = prior.fixed_costs(model, 6, 1e-4, flat)
+    assert prior.fixed_costs(model, 6, 1e-4, flat) is first
+    for again, model_used, price in ((prior.fixed_costs(other, 6, 1e-4, flat), other, flat),
+                                     (prior.fixed_costs(model, 6, 1e-4, lambda r: np.full(len(r), 2e-6)), model, lambda r: np.full(len(r), 2e-6))):  # fmt: skip
+        assert again is not first
+        assert np.allclose(again, replay_costs(prior.counts, model_used, 6, 1e-4, price(model_used.smoothed(prior.counts))))
 
 
 def test_the_first_pool_is_the_best_fixed_pool_over_the_record_and_today_costs_what_it_does() -> None:

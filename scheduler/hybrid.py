@@ -339,7 +339,7 @@ class HybridScheduler:
         side of it while the traffic drifts). Before a minute is seen, or without FaaS, the
         moving plan."""
         self.chosen = "moving"
-        if not self.lookback or view.pool_service is None or view.faas is None or view.faas_service is None:
+        if not self.prices_both(view):
             self.drifting.add(now, moving)
             return moving
         times, counts = self.seconds.window(int(self.hindsight_s))
@@ -387,6 +387,10 @@ class HybridScheduler:
         self.chosen, _, target = alike[0] if self.moving() else min(alike, key=lambda plan: abs(plan[2] - live))
         return target
 
+    def prices_both(self, view: View) -> bool:
+        """Whether the plans can be priced in hindsight: per-second replays, a pool and a function."""
+        return self.lookback and view.pool_service is not None and view.faas is not None and view.faas_service is not None
+
     def recorded_costs(self, view: View, model: PoolModel, candidates: int) -> np.ndarray:
         """Each fixed count's cost per second over the prior's record (`scheduler.prior`)."""
         assert self.prior is not None
@@ -428,13 +432,15 @@ class HybridScheduler:
     def plan(self, view: View, now: float) -> PoolPlan:
         self._ahead_steps = max(1, round(view.startup_s / self.forecaster.step_s))
         live = view.live
-        if not self.history.targets and self.prior is not None and (view.arrivals.rate <= 0 or self.prior.agrees(view.arrivals.rate, RATE_WINDOW_S)) \
-                and self.lookback and view.pool_service is not None and view.faas is not None and view.faas_service is not None:  # fmt: skip
-            # The first plan (provisioning, in the simulator before any traffic): the count cheapest
-            # over the recorded traffic, a fixed count's decision. The moving plan is recorded as it would have provisioned:
-            # recorded as the prior's count, every plan had the same past, they priced alike,
-            # and the tie went to the moving plan's wish for a burst (42 instances started on
-            # bursts#302 of issue 15, where 3 were best).
+        first = not self.history.targets
+        if first and self.prior is not None and self.prices_both(view) \
+                and (view.arrivals.rate <= 0 or self.prior.agrees(view.arrivals.rate, RATE_WINDOW_S)):  # fmt: skip
+            # The first plan (in the simulator, provisioning before any traffic): the count cheapest
+            # over the recorded traffic, a fixed count's decision. The moving plan is recorded as it
+            # would itself have provisioned. Recorded as the prior's count instead, every plan had
+            # the same past, they priced alike, and the tie went to the moving plan's wish for a
+            # burst (42 instances started on bursts#302 of issue 15, where 3 were best).
+            assert view.pool_service is not None
             model = self.pool_model(view, view.pool_service(max(1, view.batch_size)))
             wanted = int(np.argmin(self.recorded_costs(view, model, enough_instances(model, self.prior.counts, view.max_instances) + 1)))
             self.history.add(now, self.wanted(view))

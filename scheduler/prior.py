@@ -37,6 +37,9 @@ class Prior:
         if not weight_s >= 0:
             raise ValueError("a prior's weight is seconds, 0 or more")
         self.weight_s = weight_s
+        whole = len(self.counts) // 60 * 60
+        minutes = self.counts[:whole].reshape(-1, 60).mean(axis=1) if whole else np.array([self.counts.mean()])
+        self.quietest, self.busiest = float(minutes.min()), float(minutes.max())  # the record's minutes' mean rates
         self._priced: tuple[tuple, np.ndarray] | None = None  # the last pricing: the record is long, the model rarely changes
 
     @classmethod
@@ -52,10 +55,8 @@ class Prior:
         """Whether a mean rate (requests/s) seen over `seconds` lies within the range of the
         record's minutes, widened by three standard errors of a Poisson mean over that time
         (two draws of one steady rate differ by that much)."""
-        whole = len(self.counts) // 60 * 60
-        minutes = self.counts[:whole].reshape(-1, 60).mean(axis=1) if whole else np.array([self.counts.mean()])
         noise = 3.0 * math.sqrt(max(rate, 1.0) / max(seconds, 1.0))
-        return bool(minutes.min() - noise <= rate <= minutes.max() + noise)
+        return self.quietest - noise <= rate <= self.busiest + noise
 
     def fixed_costs(self, model: PoolModel, candidates: int, instance_per_s: float,
                     price: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:  # fmt: skip

@@ -17,7 +17,8 @@ import math
 from batching import Batch
 
 from .forecast import Holt
-from .hybrid import HybridScheduler, front, on_function
+from .hybrid import HybridScheduler
+from .placement import front, on_function
 from .types import Placement, PoolPlan, Scheduler, View, batch_deadline
 
 

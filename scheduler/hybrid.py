@@ -1,10 +1,10 @@
 """The cost-aware hybrid scheduler: a pool planned ahead of load, FaaS for what it cannot take.
 
-Placement, per batch: predict when each option would answer it (an instance: after
-the work already queued on it, plus s(b); FaaS: the invocation overhead plus s(b),
-plus a cold start when no environment is warm) and what it would cost more (an
-instance is paid for anyway: nothing; FaaS: its bill). Take the cheapest that meets
-the batch's earliest deadline; when none does, FaaS (a late batch there delays only
+Placement, per batch (`scheduler.placement`): predict when each option would answer it
+(an instance: after the work already queued on it, plus s(b); FaaS: the invocation
+overhead plus s(b), plus a cold start when no environment is warm) and what it would cost
+more (an instance is paid for anyway: nothing; FaaS: its bill). Take the cheapest that
+meets the batch's earliest deadline; when none does, FaaS (a late batch there delays only
 itself), else the fastest.
 
 Planning, every `plan_interval_s`: forecast the rate an instance started now would
@@ -59,6 +59,7 @@ from .fleet import RATE_WINDOW_S
 from .forecast import Ewma, Holt, Trend
 from .hindsight import PlanHistory, moving_cost
 from .lookback import PoolModel, SecondCounts, enough_instances, priced, replay_costs
+from .placement import cheapest_in_time, front
 from .prior import Prior
 from .types import InstanceView, Placement, PoolPlan, View, batch_deadline
 
@@ -81,61 +82,6 @@ def burst_spread(rates: Sequence[float], half: int = 4) -> list[float]:
     """Each step's rate less the median of the steps around it (`half` each side): what a
     burst added to it. A ramp, or a change that lasts, leaves next to nothing."""
     return [r - statistics.median(rates[max(0, i - half) : i + half + 1]) for i, r in enumerate(rates)]
-
-
-def options(batch: Batch, view: View, now: float) -> list[Placement]:
-    """Every place this batch could go now, with its predicted completion and added cost."""
-    found = []
-    if view.pool_service is not None:
-        service = view.pool_service(batch.size)
-        found = [Placement("instance", i.id, max(now, i.busy_until) + service, 0.0) for i in view.instances if i.ready]
-    faas = on_function(batch, view, now)
-    return found + [faas] if faas is not None else found
-
-
-def front(batch: Batch, view: View, now: float) -> list[Placement]:
-    """The places worth comparing: the instance that would answer first (the first of
-    equals), then the function. Every instance adds nothing to the bill, so no other
-    instance can beat the first one on cost or on time; the placement rules here choose
-    from these what they would choose from all of `options`, without building a
-    `Placement` per instance for every batch offered (most of a busy simulation's time)."""
-    found = []
-    if view.pool_service is not None:
-        service = view.pool_service(batch.size)
-        first, done = None, math.inf
-        for instance in view.instances:
-            if instance.ready:
-                at = max(now, instance.busy_until) + service
-                if at < done:
-                    first, done = instance.id, at
-        if first is not None:
-            found.append(Placement("instance", first, done, 0.0))
-    faas = on_function(batch, view, now)
-    return found + [faas] if faas is not None else found
-
-
-def on_function(batch: Batch, view: View, now: float) -> Placement | None:
-    """The function, if it can take the batch now: after its overhead, a cold start when no
-    environment is warm, and its service; at its bill."""
-    faas = view.faas
-    if faas is None or view.faas_service is None or not faas.has_room:
-        return None
-    service = view.faas_service(batch.size)
-    cold = faas.cold_start_s if faas.warm_idle <= 0 else 0.0
-    return Placement("faas", None, now + faas.overhead_s + cold + service, view.prices.faas_batch_cost(service))
-
-
-def cheapest_in_time(candidates: list[Placement], deadline: float) -> Placement | None:
-    """The cheapest option that meets the deadline (then the earliest). When none does:
-    FaaS if it can take it, since a late batch there delays only itself, while one
-    queued on an instance delays every batch behind it; else the earliest."""
-    if not candidates:
-        return None
-    meeting = [o for o in candidates if o.predicted_done <= deadline]
-    if meeting:
-        return min(meeting, key=lambda o: (o.cost, o.predicted_done))
-    faas = [o for o in candidates if o.kind == "faas"]
-    return faas[0] if faas else min(candidates, key=lambda o: (o.predicted_done, o.cost))
 
 
 def idle_past_minimum(live: Sequence[InstanceView], view: View, now: float) -> list[InstanceView]:

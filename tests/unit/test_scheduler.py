@@ -17,7 +17,7 @@ from scheduler import (
 )
 from scheduler.forecast import Trend, robust_line
 from scheduler.baselines import pool_first
-from scheduler.hybrid import cheapest_in_time, front, options
+from scheduler.placement import cheapest_in_time, front, options
 from sim import ServiceProfile
 from sim.scheduled import simulate_scheduled
 

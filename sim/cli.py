@@ -51,6 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-warm", action="store_true", help="FaaS: ping environments warm when the idle-time histogram says a batch is likely (scheduler.keepwarm)")
     parser.add_argument("--scheduler", metavar="NAME", help="place batches on the profile's pool and FaaS with a scheduler: hybrid, faas-only, pool-only, mark, or module:Class")
     parser.add_argument("--compare", metavar="A,B,...", help="run several schedulers on the same arrivals and print one table (with --json: an object keyed by scheduler)")
+    parser.add_argument("--prior-trace", metavar="FILE", help="hybrid: recorded traffic to start from (a file --trace reads; scheduler.prior), as a model's prior_trace")
+    parser.add_argument("--prior-weight-s", type=float, default=1200.0, metavar="S", help="hybrid: how many seconds of the live window the record weighs (default 1200)")
     parser.add_argument("--jitter", type=float, default=0.0, help="service-time noise: log-sd of a mean-1 lognormal factor (default 0)")
     parser.add_argument("--seed", type=int, default=0, help="seed for synthetic arrivals and jitter (default 0)")
     parser.add_argument("--json", action="store_true", help="print one JSON object: the summary and the settings used")
@@ -121,6 +123,12 @@ def _check(args: argparse.Namespace, policy_factory: PolicyFactory | None) -> st
         return "--batch-size must be at least 1 and --timeout-ms non-negative"
     if args.policy == "adaptive" and policy_factory is None:
         return "--policy adaptive needs the SLO tuner, which this build of `sluice sim` does not have; use --policy fixed or none"
+    if args.prior_trace is not None:
+        named = [n.strip() for n in (args.compare or args.scheduler or "").split(",")]
+        if "hybrid" not in named:
+            return "--prior-trace is for the hybrid scheduler: name it in --scheduler or --compare"
+    if not (math.isfinite(args.prior_weight_s) and args.prior_weight_s >= 0):
+        return f"--prior-weight-s must be 0 or more, got {args.prior_weight_s:g}"
     if args.plot and not report.have_matplotlib():
         return "--plot needs matplotlib (pip install matplotlib)"
     return None

@@ -10,10 +10,11 @@ from typing import Any
 import numpy as np
 
 from batching import BatchPolicy
-from scheduler import load_scheduler
+from scheduler import HybridScheduler, Prior, Scheduler, load_scheduler
 
 from .profiles import ServiceProfile
 from .scheduled import simulate_scheduled
+from .sources import read_trace
 
 
 def run_schedulers(args: argparse.Namespace, profile: ServiceProfile, arrivals: np.ndarray,
@@ -22,7 +23,7 @@ def run_schedulers(args: argparse.Namespace, profile: ServiceProfile, arrivals: 
     names = [n.strip() for n in (args.compare or args.scheduler).split(",") if n.strip()]
     if not names:
         raise ValueError("name at least one scheduler")
-    schedulers = {name: load_scheduler(name) for name in names}  # fail on a bad name before any work
+    schedulers = {name: _scheduler(name, args) for name in names}  # fail on a bad name before any work
     results = {}
     for name, scheduler in schedulers.items():
         policy: BatchPolicy = make_policy()
@@ -36,6 +37,13 @@ def run_schedulers(args: argparse.Namespace, profile: ServiceProfile, arrivals: 
         summary["meets_slo"] = at_percentile is not None and at_percentile <= args.slo_ms
         results[name] = summary
     return results
+
+
+def _scheduler(name: str, args: argparse.Namespace) -> Scheduler:
+    """The scheduler by name; hybrid with `--prior-trace`'s record, if one is given."""
+    if name == "hybrid" and getattr(args, "prior_trace", None):
+        return HybridScheduler(prior=Prior.from_times(read_trace(args.prior_trace), args.prior_weight_s))
+    return load_scheduler(name)
 
 
 def print_results(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:

@@ -3,24 +3,30 @@ set aside when the traffic does not agree with it."""
 
 from __future__ import annotations
 
+import argparse
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from batching import FixedPolicy
 from scheduler import FixedPool, HybridScheduler, PoolModel, Prior, replay_costs
-from sim import ServiceProfile
+from sim import ServiceProfile, cli
 from sim.scheduled import simulate_scheduled
+from sim.sources import read_trace
 
 from support import poisson
 
 # A model heavy enough that 200 requests/s want a few instances: s(b) = 10 + 10 b ms on an
 # instance (8 in 90 ms), 20 + 20 b ms on a 1 GB function; an instance 5x cheaper per request.
-PROFILE = ServiceProfile.from_dict({
+PROFILE_DICT = {
     "name": "prior-test",
     "faas": {"memory_mb": {"1024": {"base_ms": 20.0, "per_item_ms": 20.0}}, "cold_start_ms": 500.0,
              "invoke_overhead_ms": 10.0, "price_per_gb_s": 0.0000166667, "price_per_request": 0.0000002},
     "iaas": {"base_ms": 10.0, "per_item_ms": 10.0, "max_batch_size": 8, "price_per_hour": 0.10, "startup_s": 60.0},
-})  # fmt: skip
+}  # fmt: skip
+PROFILE = ServiceProfile.from_dict(PROFILE_DICT)
 POLICY = FixedPolicy(8, 0.05)
 
 
@@ -74,3 +80,27 @@ def test_a_prior_the_traffic_does_not_agree_with_is_set_aside() -> None:
     told, untold = simulate(today, HybridScheduler(prior=wrong)), simulate(today, HybridScheduler())
     for key in ("cost_usd", "instance_hours", "instances_started", "faas_share", "slo_attainment"):
         assert told[key] == untold[key], key
+
+
+def test_sluice_sim_compare_gives_hybrid_the_recorded_traffic(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    record, today = tmp_path / "record.txt", tmp_path / "today.txt"
+    record.write_text("\n".join(f"{t:.6f}" for t in poisson(200.0, 300.0, seed=1)))
+    today.write_text("\n".join(f"{t:.6f}" for t in poisson(200.0, 300.0, seed=2)))
+    (tmp_path / "profile.json").write_text(json.dumps(PROFILE_DICT))
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    argv = ["--trace", str(today), "--profile", str(tmp_path / "profile.json"), "--slo-ms", "500", "--batch-size", "8",
+            "--timeout-ms", "50", "--memory-mb", "1024", "--json"]  # fmt: skip
+    assert cli.run(parser.parse_args([*argv, "--compare", "hybrid,fixed:2", "--prior-trace", str(record)])) == 0
+    compared = json.loads(capsys.readouterr().out)
+    arrivals = read_trace(today)
+    told = simulate(arrivals, HybridScheduler(prior=Prior.from_times(read_trace(record))))
+    untold = simulate(arrivals, HybridScheduler())
+    assert compared["hybrid"]["cost_usd"] == pytest.approx(told["cost_usd"], rel=1e-12)
+    assert compared["hybrid"]["cost_usd"] != pytest.approx(untold["cost_usd"], rel=1e-3)
+    assert compared["fixed:2"]["instances_started"] == 2  # only hybrid is given the record
+    for extra, message in ((["--compare", "mark,fixed:2", "--prior-trace", str(record)], "--prior-trace is for the hybrid scheduler"),
+                           (["--scheduler", "hybrid", "--prior-trace", str(tmp_path / "missing.csv")], "No such file"),
+                           (["--scheduler", "hybrid", "--prior-trace", str(record), "--prior-weight-s", "-1"], "--prior-weight-s must be 0 or more")):  # fmt: skip
+        assert cli.run(parser.parse_args([*argv, *extra])) == 2
+        assert message in capsys.readouterr().err

@@ -12,7 +12,7 @@ yesterday, say). The first pool is the count cheapest over it, and the fixed cou
 on the record and the window together, the record weighing `weight_s` seconds of the window:
 the window takes over as it fills. A record of other traffic would hold the fixed count at
 its size for as long as it weighs, so it is trusted only while the traffic agrees with it:
-the mean rate seen (the window's, or at provisioning the view's) within the range of the
+the mean rate seen (the window's; at the first plan, the seconds seen so far) within the range of the
 record's minutes. Recorded at 4x the rate, a prior kept 9 instances starting where 2 were
 best; out of that range it is set aside and the planner is as without one.
 """

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from batching import FixedPolicy
-from scheduler import FixedPool, HybridScheduler, PoolModel, Prior, replay_costs
+from scheduler import ArrivalView, FaasView, FixedPool, HybridScheduler, PoolModel, Prices, Prior, View, replay_costs
 from sim import ServiceProfile, cli
 from sim.scheduled import simulate_scheduled
 from sim.sources import read_trace
@@ -80,6 +80,26 @@ def test_a_prior_the_traffic_does_not_agree_with_is_set_aside() -> None:
     told, untold = simulate(today, HybridScheduler(prior=wrong)), simulate(today, HybridScheduler())
     for key in ("cost_usd", "instance_hours", "instances_started", "faas_share", "slo_attainment"):
         assert told[key] == untold[key], key
+
+
+def test_live_the_first_plan_reads_the_seconds_seen_not_the_view_s_30_s_rate() -> None:
+    # Served, requests may come a few seconds before the first plan; the view's rate (the last
+    # 30 s) then reads low: 5 s at 200 requests/s shows as 33, outside the record's range.
+    prior = Prior.from_times(poisson(200.0, 300.0, seed=1))
+
+    def first_plan(scheduler: HybridScheduler, per_second: float | None):
+        for t in range(5 if per_second is not None else 0):
+            scheduler.observe(int(per_second), float(t))
+        rate = 5 * per_second / 30.0 if per_second is not None else 0.0
+        view = View([], FaasView(0, None, 1, 0.01, 0.5), ArrivalView(rate, lambda _h: rate), Prices(),
+                    lambda b: 0.01 + 0.01 * b, lambda b: 0.02 + 0.02 * b, 8, 0.5, 60.0, batch_wait_s=0.05)  # fmt: skip
+        return scheduler.plan(view, 5.0 if per_second is not None else 0.0)
+
+    provisioned = first_plan(HybridScheduler(prior=prior), None).start  # before any traffic: the record's count
+    assert provisioned >= 1
+    assert first_plan(HybridScheduler(prior=prior), 200.0).start == provisioned
+    told, untold = first_plan(HybridScheduler(prior=prior), 800.0), first_plan(HybridScheduler(), 800.0)
+    assert told.start == untold.start  # 4x the record's rate: set aside
 
 
 def test_sluice_sim_compare_gives_hybrid_the_recorded_traffic(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

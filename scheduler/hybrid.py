@@ -353,13 +353,16 @@ class HybridScheduler:
         slope = self.trend.fit()[1]
         return max(best, moving) if slope > 0 else min(best, moving) if slope < 0 else best
 
-    def prior_agrees_so_far(self) -> bool:
-        """At the first plan: whether the seconds seen so far (none at provisioning) agree with
-        the prior. Only the seconds seen: the view's rate, over its last 30 s, reads low when
-        the first requests came a few seconds before the first plan."""
+    def prior_agrees_so_far(self, view: View) -> bool:
+        """At the first plan: whether the traffic so far agrees with the prior. The seconds seen,
+        once there are any: the view's rate, over its last 30 s, reads low when the first
+        requests came a few seconds before the first plan. Before any, the view's rate (the
+        simulator provisions on the first minute's; served, 0 before the first request)."""
         assert self.prior is not None
         seen = self.seconds.last(int(RATE_WINDOW_S))
-        return len(seen) == 0 or self.prior.agrees(float(seen.mean()), len(seen))
+        if len(seen):
+            return self.prior.agrees(float(seen.mean()), len(seen))
+        return view.arrivals.rate <= 0 or self.prior.agrees(view.arrivals.rate, RATE_WINDOW_S)
 
     def watched_enough(self) -> bool:
         """Whether to start instances on what was seen. Before any traffic, the view's rate is
@@ -387,7 +390,7 @@ class HybridScheduler:
         self._ahead_steps = max(1, round(view.startup_s / self.forecaster.step_s))
         live = view.live
         first = not self.history.targets
-        if first and self.prior is not None and self.prices_both(view) and self.prior_agrees_so_far():
+        if first and self.prior is not None and self.prices_both(view) and self.prior_agrees_so_far(view):
             # The first plan (in the simulator, provisioning before any traffic): the count cheapest
             # over the recorded traffic, a fixed count's decision. The moving plan is recorded as it
             # would itself have provisioned. Recorded as the prior's count instead, every plan had

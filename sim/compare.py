@@ -51,8 +51,16 @@ def print_results(results: dict[str, dict[str, Any]], args: argparse.Namespace) 
         print(json.dumps(results if args.compare else next(iter(results.values()))))
         return
     p = f"p{args.percentile:g}"
-    print(f"| scheduler | $ per million | {p} ms | SLO attainment | instance-hours | FaaS share | cold starts |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"| scheduler | $ per million | {p} ms | meets the SLO | SLO attainment | instance-hours | FaaS share | cold starts |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
-        print(f"| {name} | {r['cost_per_million_usd']:.4f} | {r['latency_ms_at_percentile']:.1f} | "
+        print(f"| {name} | {r['cost_per_million_usd']:.4f} | {r['latency_ms_at_percentile']:.1f} | {'yes' if r['meets_slo'] else 'no'} | "
               f"{r['slo_attainment'] * 100:.2f}% | {r['instance_hours']:.3f} | {r['faas_share'] * 100:.1f}% | {r['cold_starts']} |")  # fmt: skip
+    if len(results) > 1:  # the question a comparison asks: which one to run
+        meeting = [name for name, r in results.items() if r["meets_slo"]]
+        slo = f"{p} <= {args.slo_ms:g} ms"
+        if meeting:
+            best = min(meeting, key=lambda name: results[name]["cost_per_million_usd"])
+            print(f"\nCheapest that meets the SLO ({slo}): {best}, ${results[best]['cost_per_million_usd']:.4f} per million")
+        else:
+            print(f"\nNone meets the SLO ({slo}).")

@@ -68,6 +68,21 @@ def test_human_table(capsys: pytest.CaptureFixture[str], profile_path: str) -> N
     assert "cold starts" in out and "fast path" in out
 
 
+def test_a_comparison_says_which_meets_the_slo_and_which_of_those_is_cheapest(capsys: pytest.CaptureFixture[str], profile_path: str) -> None:
+    argv = ("--arrivals", "poisson:rate=300", "--duration", "120", "--seed", "3", "--profile", profile_path, "--slo-ms", "100",
+            "--memory-mb", "1024", "--batch-size", "16", "--timeout-ms", "20", "--compare", "faas-only,fixed:1,fixed:4")  # fmt: skip
+    results = run_json(capsys, *argv)
+    assert cli.run(parse(*argv)) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "| meets the SLO |" in lines[0]
+    rows = {line.split("|")[1].strip(): line.split("|")[4].strip() for line in lines[2:5]}
+    assert rows == {name: "yes" if r["meets_slo"] else "no" for name, r in results.items()}
+    meeting = [name for name, r in results.items() if r["meets_slo"]]
+    assert meeting, "a useful case has at least one that meets it"
+    best = min(meeting, key=lambda name: results[name]["cost_per_million_usd"])
+    assert lines[-1] == f"Cheapest that meets the SLO (p99 <= 100 ms): {best}, ${results[best]['cost_per_million_usd']:.4f} per million"
+
+
 def test_adaptive_policy_needs_a_factory(capsys: pytest.CaptureFixture[str], profile_path: str) -> None:
     argv = ("--arrivals", "poisson:rate=50", "--duration", "20", "--profile", profile_path, "--slo-ms", "100",
             "--memory-mb", "1024", "--policy", "adaptive")  # fmt: skip

@@ -144,7 +144,8 @@ class HybridScheduler:
         self.history = PlanHistory(keep_s=hindsight_s + 600.0)  # the moving plan's counts
         self.drifting = PlanHistory(keep_s=hindsight_s + 600.0)  # the drifting plan's (`drifted`)
         self.recency_s = recency_s  # the plans' costs in hindsight: a second `recency_s` older weighs 1/e as much
-        self.prior = prior  # recorded traffic: the first pool, and the fixed count until the window outweighs it
+        self.prior = prior  # recorded traffic from the run's start on: the first pool, and what comes next for the fixed count
+        self._began: float | None = None  # the first plan's time
         self.chosen = "moving"  # which plan the last plan followed: "moving", "fixed" or "drifting"
         self.priced: list[tuple[str, float, int]] = []  # (plan, its cost per second in hindsight, its count) at the last plan
 
@@ -296,13 +297,14 @@ class HybridScheduler:
         model = self.pool_model(view, service)
         per_request = self.function_price(view, model.smoothed(counts))
         candidates = enough_instances(model, counts, view.max_instances) + 1
-        prior = self.prior if self.prior is not None and self.prior.agrees(float(counts.mean()), len(counts)) else None
+        elapsed = now - (self._began if self._began is not None else now)  # how far into the prior's record
+        prior = self.prior if self.prior is not None and self.prior.agrees(float(counts.mean()), len(counts), elapsed) else None
         if prior is not None:
             candidates = max(candidates, enough_instances(model, prior.counts, view.max_instances) + 1)
         share = model.turned_away(candidates, counts)
         fixed = priced(share, counts, view.prices.instance_per_s, per_request)
         if prior is not None:
-            fixed = prior.blend(fixed, len(counts), self.recorded_costs(view, model, candidates))
+            fixed = prior.blend(fixed, len(counts), *self.recorded_costs(view, model, candidates, elapsed))
         # Going from the live count to a larger one pays each new instance's start-up (billed,
         # serving nothing) and its minimum bill: spread over the window, it weighs against churn.
         live = len(view.live)
@@ -337,10 +339,11 @@ class HybridScheduler:
         """Whether the plans can be priced in hindsight: per-second replays, a pool and a function."""
         return self.lookback and view.pool_service is not None and view.faas is not None and view.faas_service is not None
 
-    def recorded_costs(self, view: View, model: PoolModel, candidates: int) -> np.ndarray:
-        """Each fixed count's cost per second over the prior's record (`scheduler.prior`)."""
+    def recorded_costs(self, view: View, model: PoolModel, candidates: int, elapsed_s: float) -> tuple[np.ndarray, int]:
+        """Each fixed count's cost per second over the prior's record ahead, and its seconds (`scheduler.prior`)."""
         assert self.prior is not None
-        return self.prior.fixed_costs(model, candidates, view.prices.instance_per_s, lambda rates: self.function_price(view, rates))
+        price = lambda rates: self.function_price(view, rates)  # noqa: E731
+        return self.prior.fixed_costs(model, candidates, view.prices.instance_per_s, price, elapsed_s)
 
     def drifted(self, best: int, moving: int) -> int:
         """The past says nothing of a ramp: while the traffic drifts (the moving view forecasts
@@ -390,6 +393,8 @@ class HybridScheduler:
         self._ahead_steps = max(1, round(view.startup_s / self.forecaster.step_s))
         live = view.live
         first = not self.history.targets
+        if self._began is None:
+            self._began = now  # the prior's record is read in step from here
         if first and self.prior is not None and self.prices_both(view) and self.prior_agrees_so_far(view):
             # The first plan (in the simulator, provisioning before any traffic): the count cheapest
             # over the recorded traffic, a fixed count's decision. The moving plan is recorded as it
@@ -398,7 +403,7 @@ class HybridScheduler:
             # burst (42 instances started on bursts#302 of issue 15, where 3 were best).
             assert view.pool_service is not None
             model = self.pool_model(view, view.pool_service(max(1, view.batch_size)))
-            wanted = int(np.argmin(self.recorded_costs(view, model, enough_instances(model, self.prior.counts, view.max_instances) + 1)))
+            wanted = int(np.argmin(self.recorded_costs(view, model, enough_instances(model, self.prior.counts, view.max_instances) + 1, 0.0)[0]))
             self.history.add(now, self.wanted(view))
             self.drifting.add(now, wanted)
             return PoolPlan(max(wanted, len(live)), start=max(0, wanted - len(live)))

@@ -7,14 +7,20 @@ learns it from the run itself: its first pool comes from one minute, its fixed c
 the minutes seen so far, and on a 20-minute run that learning is most of what it pays over
 the baseline.
 
-A `Prior` is arrivals per second recorded from comparable traffic (the same hours
-yesterday, say). The first pool is the count cheapest over it, and the fixed count is chosen
-on the record and the window together, the record weighing `weight_s` seconds of the window:
-the window takes over as it fills. A record of other traffic would hold the fixed count at
-its size for as long as it weighs, so it is trusted only while the traffic agrees with it:
-the mean rate seen (the window's; at the first plan, the seconds seen so far) within the range of the
-record's minutes. Recorded at 4x the rate, a prior kept 9 instances starting where 2 were
-best; out of that range it is set aside and the planner is as without one.
+A `Prior` is arrivals per second recorded from comparable traffic, from the same time of day
+as the run's start (the same hours yesterday, say): the record's second 0 is the first plan's.
+It is read in step with the run: at each plan, the record's next `weight_s` seconds (what
+came next yesterday) say what the coming minutes hold. The first pool is the count cheapest
+over them, and the fixed count is chosen on them and the live window together, the record
+weighing as many seconds of the window as it has left ahead, up to `weight_s`; past the
+record's end the planner is as without one. Read as one whole instead, a day's record would
+have held every hour's fixed count at the day's compromise for good (the window holds at most
+30 minutes: the record weighed 40% of the choice ever after). A record of other traffic would
+hold the fixed count at its size while it weighs, so it is trusted only while the traffic
+agrees with it: the mean rate seen (the window's; at the first plan, the seconds seen so far)
+within the range of the record's minutes over the same span and the one ahead, widened by the
+Poisson noise of that mean. Recorded at 4x the rate, a prior kept 9 instances starting where 2
+were best; out of that range it is set aside and the planner is as without one.
 """
 
 from __future__ import annotations
@@ -24,8 +30,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .lookback import PoolModel, replay_costs
-
+from .lookback import PoolModel
 
 class Prior:
     """Recorded arrivals per second, and how many seconds of the live window they weigh."""
@@ -37,10 +42,11 @@ class Prior:
         if not weight_s >= 0:
             raise ValueError("a prior's weight is seconds, 0 or more")
         self.weight_s = weight_s
-        whole = len(self.counts) // 60 * 60
-        minutes = self.counts[:whole].reshape(-1, 60).mean(axis=1) if whole else np.array([self.counts.mean()])
-        self.quietest, self.busiest = float(minutes.min()), float(minutes.max())  # the record's minutes' mean rates
-        self._priced: tuple[tuple, np.ndarray] | None = None  # the last pricing: the record is long, the model rarely changes
+        whole = max(1, math.ceil(len(self.counts) / 60))
+        padded = np.full(whole * 60, np.nan)
+        padded[: len(self.counts)] = self.counts
+        self.minutes = np.nanmean(padded.reshape(whole, 60), axis=1)  # each minute's mean rate (the last may be short)
+        self._priced: tuple[tuple, np.ndarray] | None = None  # running totals of each count's cost: priced once per model
 
     @classmethod
     def from_times(cls, times: Sequence[float], weight_s: float = 1200.0) -> Prior:
@@ -51,24 +57,45 @@ class Prior:
         seconds = (np.floor(times) - np.floor(times.min())).astype(int)  # the record's own seconds
         return cls(np.bincount(seconds).astype(float), weight_s)
 
-    def agrees(self, rate: float, seconds: float) -> bool:
-        """Whether a mean rate (requests/s) seen over `seconds` lies within the range of the
-        record's minutes, widened by three standard errors of a Poisson mean over that time
-        (two draws of one steady rate differ by that much)."""
+    def ahead(self, elapsed_s: float) -> tuple[int, int]:
+        """The record's seconds [begin, end) that say what comes next, `elapsed_s` into the run."""
+        begin = min(len(self.counts), max(0, int(elapsed_s)))
+        return begin, min(len(self.counts), begin + int(self.weight_s))
+
+    def agrees(self, rate: float, seconds: float, elapsed_s: float = 0.0) -> bool:
+        """Whether a mean rate (requests/s) seen over the last `seconds`, `elapsed_s` into the run,
+        lies within the range of the record's minutes over that span and the one ahead, widened by
+        three standard errors of a Poisson mean over that time (two draws of one steady rate differ
+        by that much). Past the record's end: no."""
+        begin, end = self.ahead(elapsed_s)
+        if end <= begin:
+            return False
+        minutes = self.minutes[max(0, int(elapsed_s - seconds)) // 60 : math.ceil(end / 60)]
         noise = 3.0 * math.sqrt(max(rate, 1.0) / max(seconds, 1.0))
-        return self.quietest - noise <= rate <= self.busiest + noise
+        return float(minutes.min()) - noise <= rate <= float(minutes.max()) + noise
 
     def fixed_costs(self, model: PoolModel, candidates: int, instance_per_s: float,
-                    price: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:  # fmt: skip
-        """Each count's cost per second over the record (`price`: a request's bill on the
-        function at each second's rate). Priced again only when the pool model, the prices or
-        the candidates change: a day's record takes about 100 ms, an hour's 5."""
+                    price: Callable[[np.ndarray], np.ndarray], elapsed_s: float = 0.0) -> tuple[np.ndarray, int]:  # fmt: skip
+        """Each count's cost per second over the record's seconds ahead (`ahead`), and how many
+        seconds that is (0 past the record's end; `price`: a request's bill on the function at
+        each second's rate). The whole record is priced once per pool model, prices and
+        candidates (a day's record takes about 100 ms, an hour's 5), as running totals."""
         key = (model.service_s, model.batch_size, model.slack_s, model.wait_s, candidates, instance_per_s,
                tuple(price(np.array([1.0, 10.0, 100.0, 1000.0]))))  # fmt: skip
         if self._priced is None or self._priced[0] != key:
-            self._priced = (key, replay_costs(self.counts, model, candidates, instance_per_s, price(model.smoothed(self.counts))))
-        return self._priced[1]
+            per_request = price(model.smoothed(self.counts))
+            per_second = model.turned_away(candidates, self.counts) * (self.counts * per_request)
+            per_second += instance_per_s * np.arange(candidates, dtype=float)[:, None]
+            totals = np.zeros((candidates, len(self.counts) + 1))
+            np.cumsum(per_second, axis=1, out=totals[:, 1:])
+            self._priced = (key, totals)
+        begin, end = self.ahead(elapsed_s)
+        if end <= begin:
+            return np.zeros(candidates), 0
+        totals = self._priced[1]
+        return (totals[:, end] - totals[:, begin]) / (end - begin), end - begin
 
-    def blend(self, window: np.ndarray, window_s: float, recorded: np.ndarray) -> np.ndarray:
-        """The fixed counts' costs on the window and on the record, the record weighing `weight_s`."""
-        return (self.weight_s * recorded + window_s * window) / (self.weight_s + window_s)
+    @staticmethod
+    def blend(window: np.ndarray, window_s: float, recorded: np.ndarray, recorded_s: float) -> np.ndarray:
+        """The fixed counts' costs on the window and on the record ahead, each weighing its seconds."""
+        return (recorded_s * recorded + window_s * window) / (recorded_s + window_s)

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from batching import FixedPolicy
-from scheduler import ArrivalView, FaasView, FixedPool, HybridScheduler, PoolModel, Prices, Prior, View, replay_costs
+from scheduler import ArrivalView, FaasView, FixedPool, HybridScheduler, PoolModel, Prices, Prior, View
+from scheduler.lookback import priced
 from sim import ServiceProfile, cli
 from sim.scheduled import simulate_scheduled
 from sim.sources import read_trace
@@ -50,16 +51,34 @@ def test_a_prior_is_arrivals_per_second_and_agrees_with_rates_inside_its_minutes
     assert not prior.agrees(40.0, 60) and not prior.agrees(120.0, 60)
 
 
-def test_the_record_is_priced_again_only_when_the_model_or_prices_change() -> None:
-    prior = Prior(np.random.default_rng(1).poisson(50.0, 600).astype(float))
+def test_the_record_is_read_in_step_with_the_run_and_priced_once_per_model() -> None:
+    counts = np.random.default_rng(1).poisson(50.0, 600).astype(float)
+    prior = Prior(counts, weight_s=200.0)
     model, other = PoolModel(0.05, 4, 0.2), PoolModel(0.08, 4, 0.2)
-    flat = lambda rates: np.full(len(rates), 1e-6)  # noqa: E731
-    first = prior.fixed_costs(model, 6, 1e-4, flat)
-    assert prior.fixed_costs(model, 6, 1e-4, flat) is first
-    for again, model_used, price in ((prior.fixed_costs(other, 6, 1e-4, flat), other, flat),
-                                     (prior.fixed_costs(model, 6, 1e-4, lambda r: np.full(len(r), 2e-6)), model, lambda r: np.full(len(r), 2e-6))):  # fmt: skip
-        assert again is not first
-        assert np.allclose(again, replay_costs(prior.counts, model_used, 6, 1e-4, price(model_used.smoothed(prior.counts))))
+    whole: list[int] = []  # the whole record priced: one call of the price over all its seconds
+
+    def flat(rates: np.ndarray) -> np.ndarray:
+        whole.extend([len(rates)] if len(rates) == len(counts) else [])
+        return np.full(len(rates), 1e-6)
+
+    costs, seconds = prior.fixed_costs(model, 6, 1e-4, flat, elapsed_s=100.0)
+    assert seconds == 200  # the next `weight_s` seconds of the record, 100 s into the run
+    ahead = priced(model.turned_away(6, counts)[:, 100:300], counts[100:300], 1e-4, flat(model.smoothed(counts))[100:300])
+    assert np.allclose(costs, ahead)
+    assert prior.fixed_costs(model, 6, 1e-4, flat, elapsed_s=500.0)[1] == 100  # the record ends 100 s later
+    assert prior.fixed_costs(model, 6, 1e-4, flat, elapsed_s=650.0)[1] == 0  # past it
+    assert len(whole) == 2  # once for the pricing, once above; not again at 500 or 650 s
+    prior.fixed_costs(other, 6, 1e-4, flat)  # another model: priced again (3)
+    prior.fixed_costs(model, 6, 1e-4, lambda rates: np.full(len(rates), 2e-6))  # other prices (not counted)
+    assert prior.fixed_costs(model, 6, 1e-4, flat)[1] == 200 and len(whole) == 4  # and back: priced again (4)
+
+
+def test_the_traffic_agrees_with_the_record_of_the_same_time() -> None:
+    prior = Prior(np.repeat([10.0, 40.0], 600), weight_s=300.0)  # 10 minutes at 10 requests/s, then 10 at 40
+    assert prior.agrees(10.0, 60, elapsed_s=60.0) and not prior.agrees(40.0, 60, elapsed_s=60.0)
+    assert prior.agrees(40.0, 60, elapsed_s=700.0) and not prior.agrees(10.0, 60, elapsed_s=700.0)
+    assert prior.agrees(40.0, 60, elapsed_s=400.0)  # the rise is in the record's next five minutes
+    assert not prior.agrees(40.0, 60, elapsed_s=1300.0)  # past the record's end
 
 
 def test_the_first_pool_is_the_best_fixed_pool_over_the_record_and_today_costs_what_it_does() -> None:

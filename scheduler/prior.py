@@ -32,8 +32,10 @@ import numpy as np
 
 from .lookback import PoolModel
 
+
 class Prior:
-    """Recorded arrivals per second, and how many seconds of the live window they weigh."""
+    """Recorded arrivals per second from the run's start on, and how many seconds of them ahead
+    of each plan weigh in its fixed count."""
 
     def __init__(self, counts: Sequence[float], weight_s: float = 1200.0) -> None:
         self.counts = np.asarray(counts, float)

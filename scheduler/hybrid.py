@@ -300,7 +300,7 @@ class HybridScheduler:
         elapsed = now - (self._began if self._began is not None else now)  # how far into the prior's record
         prior = self.prior if self.prior is not None and self.prior.agrees(float(counts.mean()), len(counts), elapsed) else None
         if prior is not None:
-            candidates = max(candidates, enough_instances(model, prior.counts, view.max_instances) + 1)
+            candidates = max(candidates, prior.candidates(model, view.max_instances))
         share = model.turned_away(candidates, counts)
         fixed = priced(share, counts, view.prices.instance_per_s, per_request)
         if prior is not None:
@@ -403,7 +403,7 @@ class HybridScheduler:
             # burst (42 instances started on bursts#302 of issue 15, where 3 were best).
             assert view.pool_service is not None
             model = self.pool_model(view, view.pool_service(max(1, view.batch_size)))
-            wanted = int(np.argmin(self.recorded_costs(view, model, enough_instances(model, self.prior.counts, view.max_instances) + 1, 0.0)[0]))
+            wanted = int(np.argmin(self.recorded_costs(view, model, self.prior.candidates(model, view.max_instances), 0.0)[0]))
             self.history.add(now, self.wanted(view))
             self.drifting.add(now, wanted)
             return PoolPlan(max(wanted, len(live)), start=max(0, wanted - len(live)))

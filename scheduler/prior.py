@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .lookback import PoolModel
+from .lookback import PoolModel, enough_instances
 
 
 class Prior:
@@ -49,6 +49,7 @@ class Prior:
         padded[: len(self.counts)] = self.counts
         self.minutes = np.nanmean(padded.reshape(whole, 60), axis=1)  # each minute's mean rate (the last may be short)
         self._priced: tuple[tuple, np.ndarray] | None = None  # running totals of each count's cost: priced once per model
+        self._busiest = self.counts[[int(np.argmax(self.counts))]]  # the record's busiest second, as `enough_instances` reads it
 
     @classmethod
     def from_times(cls, times: Sequence[float], weight_s: float = 1200.0) -> Prior:
@@ -58,6 +59,11 @@ class Prior:
             raise ValueError("a prior needs recorded arrivals")
         seconds = (np.floor(times) - np.floor(times.min())).astype(int)  # the record's own seconds
         return cls(np.bincount(seconds).astype(float), weight_s)
+
+    def candidates(self, model: PoolModel, most: int) -> int:
+        """How many counts (0 ..) to price over the record: past these, more instances only add
+        their price (`lookback.enough_instances`, from the busiest second, kept at construction)."""
+        return enough_instances(model, self._busiest, most) + 1
 
     def ahead(self, elapsed_s: float) -> tuple[int, int]:
         """The record's seconds [begin, end) that say what comes next, `elapsed_s` into the run."""

@@ -134,8 +134,8 @@ class ModelConfig:
     plan_interval_s: float = 10.0  # the hybrid scheduler's planning period
     scale_in_after_s: float = 60.0  # fewer workers must have been enough this long before any stop
     # Recorded arrivals (a trace file, as `sluice sim --trace` reads) for the hybrid planner to start
-    # from, read in step from its first plan: its first pool, and what comes next for its fixed count
-    # (`scheduler.prior`).
+    # from, read in step from its first plan (with date-times: from the time of day the gateway
+    # starts at): its first pool, and what comes next for its fixed count (`scheduler.prior`).
     prior_trace: str | None = None
     prior_weight_s: float = 1200.0  # how many seconds of the record ahead of each plan weigh in its fixed count
 

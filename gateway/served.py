@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 import numpy as np
 
@@ -20,9 +21,9 @@ from batching.adaptive import AdaptivePolicy
 from batching.coldtune import Warmth
 from batching.tuner import MAX_BATCH, Target
 
-from scheduler import Dispatcher, Fleet, FunctionSettings, HybridScheduler, Prices, Prior, Scheduler, load_scheduler
+from scheduler import Dispatcher, Fleet, FunctionSettings, HybridScheduler, Prices, Scheduler, load_scheduler
 from scheduler.keepwarm import KeepWarmPolicy
-from sim.sources import read_trace
+from sim.sources import read_prior
 
 from .config import FaasConfig, ModelConfig
 from .keepwarm import KeepWarmLoop
@@ -208,9 +209,12 @@ def prices_of(config: ModelConfig) -> Prices:
     )  # fmt: skip
 
 
-def make_scheduler(config: ModelConfig) -> Scheduler:
+def make_scheduler(config: ModelConfig, start: datetime | None) -> Scheduler:
+    """The model's scheduler. `start`: when its first plan comes (the wall clock live, the
+    trace's first arrival in `sluice sim --config`; None if unknown), the time of day a
+    `prior_trace` with date-times is read from."""
     if config.scheduler == "hybrid":
-        prior = Prior.from_times(read_trace(config.prior_trace), config.prior_weight_s) if config.prior_trace else None
+        prior = read_prior(config.prior_trace, config.prior_weight_s, start) if config.prior_trace else None
         return HybridScheduler(
             plan_interval_s=config.plan_interval_s, step_s=config.plan_interval_s, scale_in_after_s=config.scale_in_after_s,
             prior=prior,
@@ -293,7 +297,7 @@ async def start_model(config: ModelConfig, metrics: Metrics, pool: Pool | None =
             policy: BatchPolicy = await make_adaptive_policy(config, metadata, pool)
         else:
             policy = make_policy(config, metadata)
-        scheduler = make_scheduler(config) if isinstance(pool, MixedPool) else None
+        scheduler = make_scheduler(config, datetime.now(timezone.utc)) if isinstance(pool, MixedPool) else None
         curves = await measure_scheduled(config, metadata, pool, scheduler) if isinstance(pool, MixedPool) else None
     except BaseException:
         await pool.stop()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -101,10 +102,13 @@ def policy_of(model: ModelConfig, profile: ServiceProfile, serving: Serving) -> 
 def simulate_config(
     config: GatewayConfig, model: ModelConfig, profile: ServiceProfile, arrivals: np.ndarray, *,
     jitter: float = 0.0, seed: int = 0, fail_probability: float = 0.0, edge_s: float = EDGE_ALLOWANCE_S,
+    first: datetime | None = None,
 ) -> SimResult:  # fmt: skip
+    """`model` served as `config` says on `arrivals` (`first`: the first one's date-time, if the
+    trace has one: a `prior_trace` is read from its time of day)."""
     serving = serving_of(config, model, profile, jitter=jitter, seed=seed, fail_probability=fail_probability, edge_s=edge_s)
     policy = policy_of(model, profile, serving)
-    scheduler = make_scheduler(model) if model.hybrid else None
+    scheduler = make_scheduler(model, first) if model.hybrid else None
     slo_s = model.slo_ms / 1e3 if model.slo_ms is not None else None
     return simulate_served(arrivals, policy, profile, serving, scheduler, slo_s=slo_s)
 
@@ -119,9 +123,9 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--arrivals needs --duration SECONDS")
         if not 0.0 <= args.fail_probability < 1.0:
             raise ValueError(f"--fail-probability must be in [0, 1), got {args.fail_probability:g}")
-        arrivals = load_arrivals(args)
+        arrivals, first = load_arrivals(args)
         edge_s = EDGE_ALLOWANCE_S if args.edge_ms is None else args.edge_ms / 1e3
-        result = simulate_config(config, model, profile, arrivals, jitter=args.jitter, seed=args.seed,
+        result = simulate_config(config, model, profile, arrivals, jitter=args.jitter, seed=args.seed, first=first,
                                  fail_probability=args.fail_probability, edge_s=edge_s)  # fmt: skip
     except (ValueError, OSError) as exc:  # ConfigError and ProfileError are ValueErrors
         print(f"sluice sim: {exc}", file=sys.stderr)

@@ -21,7 +21,7 @@ from .hybrid import HybridScheduler
 from .keepwarm import IdleTimes, KeepWarmPolicy
 from .lookback import PoolModel, enough_instances, replay_costs
 from .placement import InstanceState, pick_instance
-from .prior import Prior
+from .prior import Prior, same_time_of_day
 from .types import ArrivalView, FaasView, InstanceView, Placement, PoolPlan, Prices, Scheduler, View, batch_deadline
 
 __all__ = [
@@ -70,4 +70,5 @@ __all__ = [
     "function_price",
     "pick_instance",
     "replay_costs",
+    "same_time_of_day",
 ]

@@ -144,7 +144,7 @@ class HybridScheduler:
         self.history = PlanHistory(keep_s=hindsight_s + 600.0)  # the moving plan's counts
         self.drifting = PlanHistory(keep_s=hindsight_s + 600.0)  # the drifting plan's (`drifted`)
         self.recency_s = recency_s  # the plans' costs in hindsight: a second `recency_s` older weighs 1/e as much
-        self.prior = prior  # recorded traffic from the run's start on: the first pool, and what comes next for the fixed count
+        self.prior = prior  # recorded traffic, read in step from its `start_s`: the first pool, and what comes next for the fixed count
         self._began: float | None = None  # the first plan's time
         self.chosen = "moving"  # which plan the last plan followed: "moving", "fixed" or "drifting"
         self.priced: list[tuple[str, float, int]] = []  # (plan, its cost per second in hindsight, its count) at the last plan

@@ -7,9 +7,10 @@ learns it from the run itself: its first pool comes from one minute, its fixed c
 the minutes seen so far, and on a 20-minute run that learning is most of what it pays over
 the baseline.
 
-A `Prior` is arrivals per second recorded from comparable traffic, from the same time of day
-as the run's start (the same hours yesterday, say): the record's second 0 is the first plan's.
-It is read in step with the run: at each plan, the record's next `weight_s` seconds (what
+A `Prior` is arrivals per second recorded from comparable traffic (the same hours yesterday,
+say), and the record's second at the run's first plan (`start_s`): 0 when the record begins
+when the run does, else the second at the run's time of day (`same_time_of_day`, for a record
+whose arrivals carry date-times). It is read in step with the run: at each plan, the record's next `weight_s` seconds (what
 came next yesterday) say what the coming minutes hold. The first pool is the count cheapest
 over them, and the fixed count is chosen on them and the live window together, the record
 weighing as many seconds of the window as it has left ahead, up to `weight_s`; past the
@@ -27,23 +28,39 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from datetime import datetime
 
 import numpy as np
 
 from .lookback import PoolModel, enough_instances
 
 
-class Prior:
-    """Recorded arrivals per second from the run's start on, and how many seconds of them ahead
-    of each plan weigh in its fixed count."""
+DAY_S = 86400.0
 
-    def __init__(self, counts: Sequence[float], weight_s: float = 1200.0) -> None:
+
+def same_time_of_day(first: datetime, start: datetime, span_s: float) -> float | None:
+    """The second of a record that began at `first` and lasts `span_s` seconds at `start`'s time
+    of day (UTC), on the record's last day that holds it; None if no day of it does."""
+    second = (start - first).total_seconds() % DAY_S
+    if second >= span_s:
+        return None
+    return second + DAY_S * (math.ceil((span_s - second) / DAY_S) - 1)
+
+
+class Prior:
+    """Recorded arrivals per second, the record's second at the run's first plan, and how many
+    seconds of it ahead of each plan weigh in its fixed count."""
+
+    def __init__(self, counts: Sequence[float], weight_s: float = 1200.0, start_s: float = 0.0) -> None:
         self.counts = np.asarray(counts, float)
         if self.counts.ndim != 1 or len(self.counts) == 0 or np.any(self.counts < 0):
             raise ValueError("a prior is a non-empty list of arrivals per second")
         if not weight_s >= 0:
             raise ValueError("a prior's weight is seconds, 0 or more")
+        if not 0 <= start_s < len(self.counts):
+            raise ValueError("a prior's start is one of its seconds")
         self.weight_s = weight_s
+        self.start_s = start_s
         whole = max(1, math.ceil(len(self.counts) / 60))
         padded = np.full(whole * 60, np.nan)
         padded[: len(self.counts)] = self.counts
@@ -52,13 +69,13 @@ class Prior:
         self._busiest = self.counts[[int(np.argmax(self.counts))]]  # the record's busiest second, as `enough_instances` reads it
 
     @classmethod
-    def from_times(cls, times: Sequence[float], weight_s: float = 1200.0) -> Prior:
+    def from_times(cls, times: Sequence[float], weight_s: float = 1200.0, start_s: float = 0.0) -> Prior:
         """From recorded arrival times (seconds): their count in each second."""
         times = np.asarray(times, float)
         if len(times) == 0:
             raise ValueError("a prior needs recorded arrivals")
         seconds = (np.floor(times) - np.floor(times.min())).astype(int)  # the record's own seconds
-        return cls(np.bincount(seconds).astype(float), weight_s)
+        return cls(np.bincount(seconds).astype(float), weight_s, start_s)
 
     def candidates(self, model: PoolModel, most: int) -> int:
         """How many counts (0 ..) to price over the record: past these, more instances only add
@@ -67,7 +84,7 @@ class Prior:
 
     def ahead(self, elapsed_s: float) -> tuple[int, int]:
         """The record's seconds [begin, end) that say what comes next, `elapsed_s` into the run."""
-        begin = min(len(self.counts), max(0, int(elapsed_s)))
+        begin = min(len(self.counts), int(self.start_s + max(0.0, elapsed_s)))
         return begin, min(len(self.counts), begin + int(self.weight_s))
 
     def agrees(self, rate: float, seconds: float, elapsed_s: float = 0.0) -> bool:
@@ -78,7 +95,7 @@ class Prior:
         begin, end = self.ahead(elapsed_s)
         if end <= begin:
             return False
-        minutes = self.minutes[max(0, int(elapsed_s - seconds)) // 60 : math.ceil(end / 60)]
+        minutes = self.minutes[max(0, int(self.start_s + elapsed_s - seconds)) // 60 : math.ceil(end / 60)]
         noise = 3.0 * math.sqrt(max(rate, 1.0) / max(seconds, 1.0))
         return float(minutes.min()) - noise <= rate <= float(minutes.max()) + noise
 

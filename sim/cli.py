@@ -7,6 +7,7 @@ import json
 import math
 import sys
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ from scheduler.keepwarm import KeepWarmPolicy
 from . import compare, report
 from .profiles import ServiceProfile
 from .simulate import TARGETS, simulate
-from .sources import parse_arrivals, read_trace
+from .sources import parse_arrivals, read_stamped_trace
 
 POLICIES = ("fixed", "none", "adaptive")
 # Builds the adaptive policy from the parsed arguments and the service profile.
@@ -51,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-warm", action="store_true", help="FaaS: ping environments warm when the idle-time histogram says a batch is likely (scheduler.keepwarm)")
     parser.add_argument("--scheduler", metavar="NAME", help="place batches on the profile's pool and FaaS with a scheduler: hybrid, faas-only, pool-only, mark, or module:Class")
     parser.add_argument("--compare", metavar="A,B,...", help="run several schedulers on the same arrivals and print one table (with --json: an object keyed by scheduler)")
-    parser.add_argument("--prior-trace", metavar="FILE", help="hybrid: recorded traffic to start from (a file --trace reads; scheduler.prior), as a model's prior_trace")
+    parser.add_argument("--prior-trace", metavar="FILE", help="hybrid: recorded traffic to start from (a file --trace reads; scheduler.prior), as a model's prior_trace; with date-times in both, read from the trace's time of day")
     parser.add_argument("--prior-weight-s", type=float, default=1200.0, metavar="S", help="hybrid: how many seconds of the record ahead of each plan weigh in its fixed count (default 1200)")
     parser.add_argument("--jitter", type=float, default=0.0, help="service-time noise: log-sd of a mean-1 lognormal factor (default 0)")
     parser.add_argument("--seed", type=int, default=0, help="seed for synthetic arrivals and jitter (default 0)")
@@ -66,10 +67,10 @@ def run(args: argparse.Namespace, policy_factory: PolicyFactory | None = None) -
         if problem:
             return _fail(problem)
         profile = ServiceProfile.load(args.profile)
-        arrivals = load_arrivals(args)
+        arrivals, first = load_arrivals(args)
         policy = _policy(args, profile, policy_factory)
         if args.scheduler or args.compare:
-            results = compare.run_schedulers(args, profile, arrivals, lambda: _policy(args, profile, policy_factory))
+            results = compare.run_schedulers(args, profile, arrivals, lambda: _policy(args, profile, policy_factory), first)
             compare.print_results(results, args)
             return 0
         keep_warm = None
@@ -134,14 +135,15 @@ def _check(args: argparse.Namespace, policy_factory: PolicyFactory | None) -> st
     return None
 
 
-def load_arrivals(args: argparse.Namespace) -> np.ndarray:
-    """Arrival times from --trace (cut at --duration) or from --arrivals and --duration."""
+def load_arrivals(args: argparse.Namespace) -> tuple[np.ndarray, datetime | None]:
+    """Arrival times from --trace (cut at --duration) or from --arrivals and --duration, and the
+    first arrival's date-time (None for synthetic arrivals or a trace of plain seconds)."""
     if args.arrivals:
-        return parse_arrivals(args.arrivals, args.duration, args.seed)
-    times = read_trace(args.trace)
+        return parse_arrivals(args.arrivals, args.duration, args.seed), None
+    times, first = read_stamped_trace(args.trace)
     if args.duration is not None:
         times = times[: int(np.searchsorted(times, args.duration, side="left"))]
-    return times
+    return times, first
 
 
 def _policy(args: argparse.Namespace, profile: ServiceProfile, policy_factory: PolicyFactory | None) -> BatchPolicy:

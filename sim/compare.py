@@ -5,25 +5,28 @@ from __future__ import annotations
 
 import argparse
 import json
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 
 from batching import BatchPolicy
-from scheduler import HybridScheduler, Prior, Scheduler, load_scheduler
+from scheduler import HybridScheduler, Scheduler, load_scheduler
 
 from .profiles import ServiceProfile
 from .scheduled import simulate_scheduled
-from .sources import read_trace
+from .sources import read_prior
 
 
 def run_schedulers(args: argparse.Namespace, profile: ServiceProfile, arrivals: np.ndarray,
-                   make_policy: Any) -> dict[str, dict[str, Any]]:  # fmt: skip
-    """The `sim` summary (plus instance_hours and faas_share) per scheduler, in the order given."""
+                   make_policy: Any, first: datetime | None = None) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """The `sim` summary (plus instance_hours and faas_share) per scheduler, in the order given.
+    `first`: the first arrival's date-time, if the trace has one (hybrid's record is read from its
+    time of day)."""
     names = [n.strip() for n in (args.compare or args.scheduler).split(",") if n.strip()]
     if not names:
         raise ValueError("name at least one scheduler")
-    schedulers = {name: _scheduler(name, args) for name in names}  # fail on a bad name before any work
+    schedulers = {name: _scheduler(name, args, first) for name in names}  # fail on a bad name before any work
     results = {}
     for name, scheduler in schedulers.items():
         policy: BatchPolicy = make_policy()
@@ -39,10 +42,10 @@ def run_schedulers(args: argparse.Namespace, profile: ServiceProfile, arrivals: 
     return results
 
 
-def _scheduler(name: str, args: argparse.Namespace) -> Scheduler:
+def _scheduler(name: str, args: argparse.Namespace, first: datetime | None) -> Scheduler:
     """The scheduler by name; hybrid with `--prior-trace`'s record, if one is given."""
     if name == "hybrid" and getattr(args, "prior_trace", None):
-        return HybridScheduler(prior=Prior.from_times(read_trace(args.prior_trace), args.prior_weight_s))
+        return HybridScheduler(prior=read_prior(args.prior_trace, args.prior_weight_s, first))
     return load_scheduler(name)
 
 

@@ -7,17 +7,21 @@ repeated exactly.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
 
 from batching import arrivals as arrival_models
+from scheduler import Prior, same_time_of_day
+
+log = logging.getLogger("sluice.prior")
 
 # --------------------------------------------------------------------------- trace files
 
@@ -29,6 +33,12 @@ def read_trace(path: str | Path) -> np.ndarray:
     a header, whose first column is a timestamp: numeric seconds or a date-time such
     as "2023-11-16 18:15:46.6805900" (parsed to the nanosecond).
     """
+    return read_stamped_trace(path)[0]
+
+
+def read_stamped_trace(path: str | Path) -> tuple[np.ndarray, datetime | None]:
+    """`read_trace`'s arrival times, and when the first of them came: its date-time (UTC; a
+    date-time without a zone is read as UTC), None for a trace of plain seconds."""
     text = Path(path).read_text()
     lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     if not lines:
@@ -39,11 +49,29 @@ def read_trace(path: str | Path) -> np.ndarray:
         if not fields:
             raise ValueError(f"{path}: only a header, no arrival times")
     if _is_number(fields[0]):
-        times = _parse_seconds(fields, path)
+        times, first = _parse_seconds(fields, path), None
     else:
-        times = _parse_datetimes(fields, path)
+        times, first = _parse_datetimes(fields, path)
     times = np.sort(times)
-    return times - times[0]
+    return times - times[0], first
+
+
+def read_prior(path: str | Path, weight_s: float, start: datetime | None) -> Prior | None:
+    """A recorded trace as the hybrid planner's prior (`scheduler.Prior`). When the run's start
+    (wall clock, or the simulated trace's first arrival) and the record both carry a date-time,
+    the record is read from the start's time of day; else from its first second. None, with a
+    warning, when the record holds no second at that time of day."""
+    times, first = read_stamped_trace(path)
+    span_s = math.floor(times[-1]) + 1.0
+    start_s = 0.0
+    if first is not None and start is not None:
+        second = same_time_of_day(first, start, span_s)
+        if second is None:
+            end = first + timedelta(seconds=span_s)
+            log.warning(f"prior trace {path} holds {first:%H:%M:%S}-{end:%H:%M:%S} UTC, not {start:%H:%M:%S} UTC: planning without it")
+            return None
+        start_s = second
+    return Prior.from_times(times, weight_s, start_s)
 
 
 def _is_number(field: str) -> bool:
@@ -68,9 +96,9 @@ def _parse_seconds(fields: list[str], path: str | Path) -> np.ndarray:
     return times
 
 
-def _parse_datetimes(fields: list[str], path: str | Path) -> np.ndarray:
-    """Seconds since the earliest timestamp. numpy parses ISO date-times in C (about 0.2 s
-    per million rows); time-zone offsets fall back to datetime.fromisoformat row by row."""
+def _parse_datetimes(fields: list[str], path: str | Path) -> tuple[np.ndarray, datetime]:
+    """Seconds since the earliest timestamp, and that timestamp. numpy parses ISO date-times in C
+    (about 0.2 s per million rows); time-zone offsets fall back to datetime.fromisoformat row by row."""
     stripped = np.array([f[:-1] if f.endswith("Z") else f for f in fields])
     try:
         with warnings.catch_warnings():
@@ -79,7 +107,8 @@ def _parse_datetimes(fields: list[str], path: str | Path) -> np.ndarray:
         if np.isnat(stamps).any():
             raise ValueError("empty timestamp")
         nanos = stamps.astype(np.int64)
-        return (nanos - nanos.min()).astype(float) / 1e9
+        earliest = _EPOCH + timedelta(microseconds=int(nanos.min()) // 1000)
+        return (nanos - nanos.min()).astype(float) / 1e9, earliest
     except (ValueError, Warning):
         pass
     parsed = []
@@ -92,7 +121,10 @@ def _parse_datetimes(fields: list[str], path: str | Path) -> np.ndarray:
             stamp = stamp.replace(tzinfo=timezone.utc)
         parsed.append(stamp)
     earliest = min(parsed)
-    return np.array([(stamp - earliest).total_seconds() for stamp in parsed], dtype=float)
+    return np.array([(stamp - earliest).total_seconds() for stamp in parsed], dtype=float), earliest.astimezone(timezone.utc)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def _trim_fraction(field: str) -> str:

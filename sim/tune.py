@@ -160,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.arrivals and not args.duration:
             raise ValueError("--arrivals needs --duration")
-        arrivals = load_arrivals(args)
+        arrivals, _ = load_arrivals(args)
         profile = ServiceProfile.load(args.profile)
         targets = targets_from_profile(profile, args.target, args.memory_mb)
     except (OSError, ValueError) as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import textwrap
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -396,9 +397,14 @@ def test_a_prior_trace_feeds_the_hybrid_planner_and_a_bad_one_is_refused(tmp_pat
     trace.write_text("\n".join(f"{t / 10:.2f}" for t in range(1200)))  # 10 requests/s for 120 s
     hybrid = '[models.m]\npath = "/m.onnx"\n[models.m.faas]\nfunction = "f"\n'
     model = load(write_toml(tmp_path, hybrid.replace("[models.m.faas]", f'prior_trace = "{trace}"\n[models.m.faas]')), None, no_demo).models["m"]
-    scheduler = make_scheduler(model)
+    scheduler = make_scheduler(model, datetime.now(timezone.utc))
     assert scheduler.prior is not None and scheduler.prior.weight_s == 1200.0
-    assert scheduler.prior.counts.tolist() == [10.0] * 120
+    assert scheduler.prior.counts.tolist() == [10.0] * 120 and scheduler.prior.start_s == 0.0  # plain seconds: from the first
+    stamped = tmp_path / "stamped.csv"  # yesterday 09:00-11:00, one request a second
+    stamped.write_text("".join(f"{datetime(2026, 12, 6, 9, tzinfo=timezone.utc) + timedelta(seconds=t):%Y-%m-%d %H:%M:%S}\n" for t in range(7200)))
+    model = load(write_toml(tmp_path, hybrid.replace("[models.m.faas]", f'prior_trace = "{stamped}"\n[models.m.faas]')), None, no_demo).models["m"]
+    assert make_scheduler(model, datetime(2026, 12, 7, 10, 30, tzinfo=timezone.utc)).prior.start_s == 5400.0  # served from 10:30
+    assert make_scheduler(model, datetime(2026, 12, 7, 12, tzinfo=timezone.utc)).prior is None  # outside its hours
     for extra, match in ((f'prior_trace = "{tmp_path / "none.txt"}"', "prior_trace: "),
                          (f'prior_trace = "{trace}"\nscheduler = "mark"', "prior_trace is for the hybrid scheduler"),
                          (f'prior_trace = "{trace}"\nprior_weight_s = -1', "prior_weight_s must be 0 or more")):  # fmt: skip

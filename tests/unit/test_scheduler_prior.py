@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from batching import FixedPolicy
-from scheduler import ArrivalView, FaasView, FixedPool, HybridScheduler, PoolModel, Prices, Prior, View
+from scheduler import ArrivalView, FaasView, FixedPool, HybridScheduler, PoolModel, Prices, Prior, View, same_time_of_day
 from scheduler.lookback import priced
 from sim import ServiceProfile, cli
 from sim.scheduled import simulate_scheduled
-from sim.sources import read_trace
+from sim.sources import read_prior, read_trace
 
 from support import poisson
 
@@ -143,3 +145,60 @@ def test_sluice_sim_compare_gives_hybrid_the_recorded_traffic(tmp_path: Path, ca
                            (["--scheduler", "hybrid", "--prior-trace", str(record), "--prior-weight-s", "-1"], "--prior-weight-s must be 0 or more")):  # fmt: skip
         assert cli.run(parser.parse_args([*argv, *extra])) == 2
         assert message in capsys.readouterr().err
+
+
+def at(day: int, hour: int, minute: int = 0) -> datetime:
+    return datetime(2026, 12, day, hour, minute, tzinfo=timezone.utc)
+
+
+def test_a_record_is_read_from_the_time_of_day_the_run_starts() -> None:
+    assert same_time_of_day(at(6, 14), at(7, 14, 30), 3600.0) == 1800.0  # yesterday 14:00-15:00; today 14:30
+    assert same_time_of_day(at(6, 14), at(7, 15, 30), 3600.0) is None  # after its hours
+    assert same_time_of_day(at(6, 14), at(7, 13, 50), 3600.0) is None  # before them
+    assert same_time_of_day(at(4, 14), at(7, 14, 30), 3 * 86400.0) == 2 * 86400.0 + 1800.0  # the last day that holds it
+    assert same_time_of_day(at(4, 14), at(7, 14, 30), 2 * 86400.0 + 1800.0) == 86400.0 + 1800.0
+    assert same_time_of_day(at(6, 22), at(7, 1), 6 * 3600.0) == 3 * 3600.0  # across midnight
+    prior = Prior(np.repeat([40.0, 10.0], 600), weight_s=300.0, start_s=600.0)  # the run starts where 40 gives way to 10
+    assert prior.ahead(0.0) == (600, 900) and prior.ahead(450.0) == (1050, 1200) and prior.ahead(700.0) == (1200, 1200)
+    assert prior.agrees(10.0, 60, elapsed_s=60.0) and not prior.agrees(40.0, 60, elapsed_s=60.0)
+    for bad in (-1.0, 1200.0):
+        with pytest.raises(ValueError):
+            Prior([1.0] * 1200, start_s=bad)
+
+
+def test_a_stamped_record_is_aligned_by_time_of_day_and_set_aside_outside_its_hours(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    stamped, plain = tmp_path / "yesterday.csv", tmp_path / "seconds.txt"
+    times = np.arange(0.0, 7200.0, 0.5)  # 14:00 to 16:00, 2 requests/s
+    stamped.write_text("".join(f"{at(6, 14) + timedelta(seconds=t):%Y-%m-%d %H:%M:%S.%f}\n" for t in times))
+    plain.write_text("".join(f"{t}\n" for t in times))
+    assert read_prior(stamped, 600.0, at(7, 15, 10)).start_s == 4200.0
+    assert read_prior(stamped, 600.0, None).start_s == 0.0  # the run's time unknown: from the record's first second
+    assert read_prior(plain, 600.0, at(7, 15, 10)).start_s == 0.0  # a record of plain seconds: the same
+    with caplog.at_level(logging.WARNING, logger="sluice.prior"):
+        assert read_prior(stamped, 600.0, at(7, 17)) is None
+    assert "holds 14:00:00-16:00:00 UTC, not 17:00:00 UTC" in caplog.text
+
+
+def test_sluice_sim_reads_a_stamped_record_from_the_trace_s_time_of_day(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Yesterday from 13:55: five minutes at 600 requests/s, then five at 200; today from 14:00 at
+    # 200. Each plan weighs the record's next 300 s: read from 14:00, they agree with today.
+    recorded = np.concatenate([poisson(600.0, 300.0, seed=1), 300.0 + poisson(200.0, 300.0, seed=3)])
+    arrivals = poisson(200.0, 300.0, seed=2)
+    record, today = tmp_path / "yesterday.csv", tmp_path / "today.csv"
+    for path, times, first in ((record, recorded, at(6, 13, 55)), (today, arrivals, at(7, 14))):
+        path.write_text("".join(f"{first + timedelta(seconds=float(t)):%Y-%m-%d %H:%M:%S.%f}\n" for t in times))
+    (tmp_path / "profile.json").write_text(json.dumps(PROFILE_DICT))
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    argv = ["--trace", str(today), "--profile", str(tmp_path / "profile.json"), "--slo-ms", "500", "--batch-size", "8",
+            "--timeout-ms", "50", "--memory-mb", "1024", "--json", "--scheduler", "hybrid", "--prior-trace", str(record),
+            "--prior-weight-s", "300"]  # fmt: skip
+    assert cli.run(parser.parse_args(argv)) == 0
+    served = json.loads(capsys.readouterr().out)
+    today_times, record_times = read_trace(today), read_trace(record)
+    aligned = simulate(today_times, HybridScheduler(prior=Prior.from_times(record_times, 300.0, start_s=300.0)))
+    from_first = simulate(today_times, HybridScheduler(prior=Prior.from_times(record_times, 300.0)))
+    untold = simulate(today_times, HybridScheduler())
+    assert served["cost_usd"] == pytest.approx(aligned["cost_usd"], rel=1e-12)
+    assert from_first["cost_usd"] == pytest.approx(untold["cost_usd"], rel=1e-12)  # 600 against 200: set aside
+    assert aligned["cost_usd"] < 0.9 * untold["cost_usd"]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from batching.arrivals import MAP
-from sim.sources import parse_arrivals, parse_spec, read_trace
+from sim.sources import parse_arrivals, parse_spec, read_stamped_trace, read_trace
 from support import TRACES, needs_traces
 
 
@@ -54,6 +55,17 @@ def test_date_times_with_time_zones_fall_back_to_fromisoformat(tmp_path: Path) -
     path = tmp_path / "tz.csv"
     path.write_text("2023-11-16T18:00:00.5+01:00\n2023-11-16T17:00:00Z\n2023-11-16T17:00:01.2500000+00:00\n")
     assert read_trace(path).tolist() == pytest.approx([0.0, 0.5, 1.25])
+
+
+def test_a_stamped_trace_says_when_its_first_arrival_came(tmp_path: Path) -> None:
+    naive, zoned, seconds = tmp_path / "naive.csv", tmp_path / "zoned.csv", tmp_path / "seconds.txt"
+    naive.write_text("t\n2023-11-16 18:15:50.9951690\n2023-11-16 18:15:46.6805900\n")  # not in order: the earliest counts
+    zoned.write_text("2023-11-16T18:00:00.5+01:00\n2023-11-16T17:00:00Z\n")
+    seconds.write_text("12.5\n10.25\n")
+    times, first = read_stamped_trace(naive)
+    assert times.tolist() == pytest.approx([0.0, 4.314579]) and first == datetime(2023, 11, 16, 18, 15, 46, 680590, tzinfo=timezone.utc)
+    assert read_stamped_trace(zoned)[1] == datetime(2023, 11, 16, 17, 0, 0, tzinfo=timezone.utc)
+    assert read_stamped_trace(seconds)[1] is None
 
 
 @needs_traces

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from scheduler import Prices
+from scheduler.prior import WEIGHT_S as PRIOR_WEIGHT_S
 from sim.sources import read_trace
 
 from .capture.settings import CaptureConfig
@@ -137,7 +138,7 @@ class ModelConfig:
     # from, read in step from its first plan (with date-times: from the time of day the gateway
     # starts at): its first pool, and what comes next for its fixed count (`scheduler.prior`).
     prior_trace: str | None = None
-    prior_weight_s: float = 1200.0  # how many seconds of the record ahead of each plan weigh in its fixed count
+    prior_weight_s: float = PRIOR_WEIGHT_S  # how many seconds of the record ahead of each plan weigh in its fixed count
 
     def check(self) -> None:
         servers = bool(self.path) + bool(self.upstream) + self.registered

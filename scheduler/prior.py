@@ -10,11 +10,14 @@ the baseline.
 A `Prior` is arrivals per second recorded from comparable traffic (the same hours yesterday,
 say), and the record's second at the run's first plan (`start_s`): 0 when the record begins
 when the run does, else the second at the run's time of day (`same_time_of_day`, for a record
-whose arrivals carry date-times). It is read in step with the run: at each plan, the record's next `weight_s` seconds (what
-came next yesterday) say what the coming minutes hold. The first pool is the count cheapest
-over them, and the fixed count is chosen on them and the live window together, the record
-weighing as many seconds of the window as it has left ahead, up to `weight_s`; past the
-record's end the planner is as without one. Read as one whole instead, a day's record would
+whose arrivals carry date-times). It is read in step with the run: at each plan, the record's
+next `weight_s` seconds (what came next yesterday) say what the coming minutes hold. The first
+pool is the count cheapest over them, and the fixed count is chosen on them and the live window
+together, the record weighing as many seconds of the window as it has left ahead, up to
+`weight_s`; past the record's end the planner is as without one. An hour ahead by default: 20
+minutes of a record hold too few of the rare, large bursts to say how often they come (over an
+hour, bursts#308 cost 1.05x the best baseline reading 20 minutes ahead, 1.00x reading an hour;
+README, "What knowing the traffic's law is worth"). Read as one whole instead, a day's record would
 have held every hour's fixed count at the day's compromise for good (the window holds at most
 30 minutes: the record weighed 40% of the choice ever after). A record of other traffic would
 hold the fixed count at its size while it weighs, so it is trusted only while the traffic
@@ -34,8 +37,8 @@ import numpy as np
 
 from .lookback import PoolModel, enough_instances
 
-
 DAY_S = 86400.0
+WEIGHT_S = 3600.0  # how many seconds of the record ahead of each plan weigh in its fixed count
 
 
 def same_time_of_day(first: datetime, start: datetime, span_s: float) -> float | None:
@@ -51,7 +54,7 @@ class Prior:
     """Recorded arrivals per second, the record's second at the run's first plan, and how many
     seconds of it ahead of each plan weigh in its fixed count."""
 
-    def __init__(self, counts: Sequence[float], weight_s: float = 1200.0, start_s: float = 0.0) -> None:
+    def __init__(self, counts: Sequence[float], weight_s: float = WEIGHT_S, start_s: float = 0.0) -> None:
         self.counts = np.asarray(counts, float)
         if self.counts.ndim != 1 or len(self.counts) == 0 or np.any(self.counts < 0):
             raise ValueError("a prior is a non-empty list of arrivals per second")
@@ -69,7 +72,7 @@ class Prior:
         self._busiest = self.counts[[int(np.argmax(self.counts))]]  # the record's busiest second, as `enough_instances` reads it
 
     @classmethod
-    def from_times(cls, times: Sequence[float], weight_s: float = 1200.0, start_s: float = 0.0) -> Prior:
+    def from_times(cls, times: Sequence[float], weight_s: float = WEIGHT_S, start_s: float = 0.0) -> Prior:
         """From recorded arrival times (seconds): their count in each second."""
         times = np.asarray(times, float)
         if len(times) == 0:

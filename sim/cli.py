@@ -14,6 +14,7 @@ import numpy as np
 
 from batching import BatchPolicy, FixedPolicy, NoBatchingPolicy
 from scheduler.keepwarm import KeepWarmPolicy
+from scheduler.prior import WEIGHT_S as PRIOR_WEIGHT_S
 
 from . import compare, report
 from .profiles import ServiceProfile
@@ -53,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scheduler", metavar="NAME", help="place batches on the profile's pool and FaaS with a scheduler: hybrid, faas-only, pool-only, mark, or module:Class")
     parser.add_argument("--compare", metavar="A,B,...", help="run several schedulers on the same arrivals and print one table (with --json: an object keyed by scheduler)")
     parser.add_argument("--prior-trace", metavar="FILE", help="hybrid: recorded traffic to start from (a file --trace reads; scheduler.prior), as a model's prior_trace; with date-times in both, read from the trace's time of day")
-    parser.add_argument("--prior-weight-s", type=float, default=1200.0, metavar="S", help="hybrid: how many seconds of the record ahead of each plan weigh in its fixed count (default 1200)")
+    parser.add_argument("--prior-weight-s", type=float, default=PRIOR_WEIGHT_S, metavar="S", help=f"hybrid: how many seconds of the record ahead of each plan weigh in its fixed count (default {PRIOR_WEIGHT_S:g})")
     parser.add_argument("--jitter", type=float, default=0.0, help="service-time noise: log-sd of a mean-1 lognormal factor (default 0)")
     parser.add_argument("--seed", type=int, default=0, help="seed for synthetic arrivals and jitter (default 0)")
     parser.add_argument("--json", action="store_true", help="print one JSON object: the summary and the settings used")

@@ -398,7 +398,7 @@ def test_a_prior_trace_feeds_the_hybrid_planner_and_a_bad_one_is_refused(tmp_pat
     hybrid = '[models.m]\npath = "/m.onnx"\n[models.m.faas]\nfunction = "f"\n'
     model = load(write_toml(tmp_path, hybrid.replace("[models.m.faas]", f'prior_trace = "{trace}"\n[models.m.faas]')), None, no_demo).models["m"]
     scheduler = make_scheduler(model, datetime.now(timezone.utc))
-    assert scheduler.prior is not None and scheduler.prior.weight_s == 1200.0
+    assert scheduler.prior is not None and scheduler.prior.weight_s == 3600.0
     assert scheduler.prior.counts.tolist() == [10.0] * 120 and scheduler.prior.start_s == 0.0  # plain seconds: from the first
     stamped = tmp_path / "stamped.csv"  # yesterday 09:00-11:00, one request a second
     stamped.write_text("".join(f"{datetime(2026, 12, 6, 9, tzinfo=timezone.utc) + timedelta(seconds=t):%Y-%m-%d %H:%M:%S}\n" for t in range(7200)))

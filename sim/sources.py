@@ -68,7 +68,8 @@ def read_prior(path: str | Path, weight_s: float, start: datetime | None) -> Pri
         second = same_time_of_day(first, start, span_s)
         if second is None:
             end = first + timedelta(seconds=span_s)
-            log.warning(f"prior trace {path} holds {first:%H:%M:%S}-{end:%H:%M:%S} UTC, not {start:%H:%M:%S} UTC: planning without it")
+            at = start.astimezone(timezone.utc)
+            log.warning(f"prior trace {path} holds {first:%H:%M:%S}-{end:%H:%M:%S} UTC, not {at:%H:%M:%S} UTC: planning without it")
             return None
         start_s = second
     return Prior.from_times(times, weight_s, start_s)

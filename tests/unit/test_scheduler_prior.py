@@ -175,8 +175,9 @@ def test_a_stamped_record_is_aligned_by_time_of_day_and_set_aside_outside_its_ho
     assert read_prior(stamped, 600.0, None).start_s == 0.0  # the run's time unknown: from the record's first second
     assert read_prior(plain, 600.0, at(7, 15, 10)).start_s == 0.0  # a record of plain seconds: the same
     with caplog.at_level(logging.WARNING, logger="sluice.prior"):
-        assert read_prior(stamped, 600.0, at(7, 17)) is None
+        assert read_prior(stamped, 600.0, datetime(2026, 12, 7, 18, tzinfo=timezone(timedelta(hours=1)))) is None  # 17:00 UTC
     assert "holds 14:00:00-16:00:00 UTC, not 17:00:00 UTC" in caplog.text
+    assert read_prior(stamped, 600.0, datetime(2026, 12, 7, 16, 10, tzinfo=timezone(timedelta(hours=1)))).start_s == 4200.0
 
 
 def test_sluice_sim_reads_a_stamped_record_from_the_trace_s_time_of_day(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

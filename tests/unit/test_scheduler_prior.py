@@ -1,5 +1,6 @@
 """scheduler.prior: recorded traffic as hybrid's first pool and as weight on its fixed count,
-set aside when the traffic does not agree with it."""
+read from the run's time of day when it carries date-times, set aside when the traffic does not
+agree with it."""
 
 from __future__ import annotations
 

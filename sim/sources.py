@@ -67,11 +67,13 @@ def read_prior(path: str | Path, weight_s: float, start: datetime | None) -> Pri
     if first is not None and start is not None:
         second = same_time_of_day(first, start, span_s)
         if second is None:
-            end = first + timedelta(seconds=span_s)
-            at = start.astimezone(timezone.utc)
-            log.warning(f"prior trace {path} holds {first:%H:%M:%S}-{end:%H:%M:%S} UTC, not {at:%H:%M:%S} UTC: planning without it")
+            holds = f"{first:%H:%M:%S}-{first + timedelta(seconds=span_s):%H:%M:%S} UTC"
+            at = f"{start.astimezone(timezone.utc):%H:%M:%S} UTC"
+            log.warning("prior trace %s holds %s, not %s: planning without it", path, holds, at,
+                        extra={"path": str(path), "holds": holds, "at": at})  # fmt: skip
             return None
         start_s = second
+    log.info("prior trace read", extra={"path": str(path), "from_second": start_s, "seconds": span_s})
     return Prior.from_times(times, weight_s, start_s)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import textwrap
 import time
+from datetime import datetime, timedelta, timezone
 
 import aiohttp
 import numpy as np
@@ -130,3 +131,46 @@ async def test_serve_runs_a_users_scheduler_given_by_module_and_class(tmp_path, 
     assert total(text, "sluice_placements_total", target="pool") > 0
     assert total(text, "sluice_placements_total", target="faas") == 0
     assert total(text, "sluice_requests_total", code="200") == total(text, "sluice_requests_total") == 300
+
+
+async def test_a_prior_trace_with_date_times_is_read_from_the_time_of_day_the_gateway_starts(tmp_path, demo_path) -> None:
+    """Two models, each given yesterday's log as `prior_trace`: one holds the ten minutes around
+    this time of day and is read from now (about its 120th second), the other holds hours two
+    hours off and is set aside with a warning. The wall clock at startup decides, not the
+    record's first arrival."""
+    emulator = start_emulator("--function", f"demo={demo_path}", "--max-concurrency", "4")
+    yesterday = datetime.now(timezone.utc) - timedelta(days=1)
+    records = {"around": yesterday - timedelta(minutes=2), "away": yesterday + timedelta(hours=2)}
+    models = ""
+    for name, first in records.items():
+        stamps = (first + timedelta(seconds=t) for t in np.arange(0.0, 600.0, 0.1))  # 10 requests/s for 10 minutes
+        (tmp_path / f"{name}.csv").write_text("".join(f"{s:%Y-%m-%d %H:%M:%S.%f}\n" for s in stamps))
+        models += textwrap.dedent(f"""
+            [models.{name}]
+            path = "{demo_path}"
+            workers = 1
+            scheduler = "hybrid"
+            prior_trace = "{tmp_path / f"{name}.csv"}"
+            [models.{name}.faas]
+            function = "demo"
+            region = "us-east-1"
+            endpoint_url = "http://127.0.0.1:{emulator.port}"
+        """)
+    config = tmp_path / "sluice.toml"
+    config.write_text(models)
+    gw = None
+    try:
+        gw = start_gateway(tmp_path, "--config", str(config))
+        give_up = time.monotonic() + 60.0  # the models start after the gateway serves: wait for both
+        while sum(e.get("logger") == "sluice.prior" for e in gw.logs()) < 2 and time.monotonic() < give_up:
+            await asyncio.sleep(0.2)
+    finally:
+        if gw is not None:
+            assert gw.stop() == 0
+        assert emulator.stop() == 0
+    logs = gw.logs()
+    read = [e for e in logs if e.get("msg") == "prior trace read"]
+    assert [e["path"] for e in read] == [str(tmp_path / "around.csv")]
+    assert 110.0 <= read[0]["from_second"] <= 180.0  # started a few seconds after the record's 120th
+    away = [e for e in logs if e.get("level") == "warning" and e.get("path") == str(tmp_path / "away.csv")]
+    assert len(away) == 1 and away[0]["msg"].endswith("planning without it")

@@ -1,6 +1,6 @@
 """How far ahead hybrid should read its recorded traffic (`scheduler.prior`, `prior_weight_s`).
 
-    python bench/prior_reading.py --seeds 601:12 --duration 3600                 # 1200 against 3600 s (~20 min on 2 cores)
+    python bench/prior_reading.py --seeds 601:12 --duration 3600                 # 1200 against 3600 s (~15 min on 2 cores)
     python bench/prior_reading.py --seeds 301:12 --duration 3600 --weights 1200,1800,3600
 
 Each member of the family (`sim.family`) is run with hybrid given another draw of its traffic

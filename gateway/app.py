@@ -25,6 +25,7 @@ from backends.faas_pool import FaasPool
 from backends.mixed_pool import MixedPool
 from backends.oip import HEADER_LENGTH
 from backends.registered_pool import RegisteredPool
+from sim.counts import model_directory
 
 from . import admin, health, model_control, rollout_loop
 from .codec import check_outputs, decode_v1, encode_v1, error_response, validate_inputs
@@ -38,6 +39,7 @@ from .model_control import ModelControl
 from .shadow import Shadowing
 from .shared_drift import SharedDrift
 from .shared_traffic import SharedTraffic
+from .traffic_log import TrafficLog
 from .versions import VERSION_HEADER, ModelVersions
 
 log = logging.getLogger("sluice.gateway")
@@ -67,6 +69,7 @@ class Gateway:
         self._drains: asyncio.Future | None = None  # the runners' drains, once stopping
         self.cluster = self._make_cluster()
         self.lag = LoopLag()
+        self.traffic_log = TrafficLog()  # the models with `traffic_log` set: arrivals per second, a file per day
         self.metrics.loop_lag.set_function(lambda: self.lag.seconds)
         self.control = ModelControl(self)  # loads and unloads versions: the model repository
         self.shadowing = Shadowing(self)  # copies to shadow versions, and their comparisons
@@ -89,6 +92,7 @@ class Gateway:
 
     async def startup(self, app: web.Application) -> None:
         self.cluster.start()
+        self.traffic_log.start()
         self.shared.start()
         if self.config.state.url:
             self.shared_drift.start()
@@ -133,6 +137,8 @@ class Gateway:
         runner = model.runner
         self.cluster.watch(model.key, runner_arrivals=lambda: runner.arrivals, plan=model.plan, faas=faas,
                            fleet=runner.core.fleet)  # fmt: skip
+        if model.config.traffic_log is not None:
+            self.traffic_log.watch(model.key, model_directory(model.config.traffic_log, model.key), lambda: runner.arrivals)
 
     async def retire(self, model: ServedModel) -> None:
         """A version taken out of routing: answer everything it holds, then stop it."""
@@ -144,6 +150,7 @@ class Gateway:
         if model.capture is not None:  # after the last answers: writes what it holds, closes its file
             await model.capture.stop()
         self.cluster.forget(model.key)
+        await self.traffic_log.forget(model.key)
         self.metrics.forget(model.name, model.version)
 
     def served(self) -> Iterator[ServedModel]:
@@ -177,6 +184,7 @@ class Gateway:
 
     async def cleanup(self, app: web.Application) -> None:
         await self.lag.stop()
+        await self.traffic_log.stop()  # after the drain: every arrival counted
         await self.rollouts.stop()
         await self.shared.stop()
         await self.shared_drift.stop()

@@ -41,6 +41,7 @@ import os
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 from scheduler import Prices
@@ -139,6 +140,9 @@ class ModelConfig:
     # starts at): its first pool, and what comes next for its fixed count (`scheduler.prior`).
     prior_trace: str | None = None
     prior_weight_s: float = PRIOR_WEIGHT_S  # how many seconds of the record ahead of each plan weigh in its fixed count
+    # A directory where the gateway logs the model's arrivals per second, a file per UTC day
+    # (`gateway.traffic_log`); without a prior_trace, the hybrid planner reads it as its prior.
+    traffic_log: str | None = None
 
     def check(self) -> None:
         servers = bool(self.path) + bool(self.upstream) + self.registered
@@ -182,6 +186,8 @@ class ModelConfig:
                 raise ConfigError(f"model {self.name!r}: prior_trace: {exc}") from None
         if not self.prior_weight_s >= 0:
             raise ConfigError(f"model {self.name!r}: prior_weight_s must be 0 or more")
+        if self.traffic_log is not None and Path(self.traffic_log).exists() and not Path(self.traffic_log).is_dir():
+            raise ConfigError(f"model {self.name!r}: traffic_log {self.traffic_log!r} is a file, not a directory")
         for url in self.upstream:
             if not url.startswith(("http://", "https://")):
                 raise ConfigError(f"model {self.name!r}: upstream {url!r} is not an http(s) URL")

@@ -23,6 +23,7 @@ from batching.tuner import MAX_BATCH, Target
 
 from scheduler import Dispatcher, Fleet, FunctionSettings, HybridScheduler, Prices, Scheduler, load_scheduler
 from scheduler.keepwarm import KeepWarmPolicy
+from sim.counts import model_directory
 from sim.sources import read_prior
 
 from .config import FaasConfig, ModelConfig
@@ -212,14 +213,27 @@ def prices_of(config: ModelConfig) -> Prices:
 def make_scheduler(config: ModelConfig, start: datetime | None) -> Scheduler:
     """The model's scheduler. `start`: when its first plan comes (the wall clock live, the
     trace's first arrival in `sluice sim --config`; None if unknown), the time of day a
-    `prior_trace` with date-times is read from."""
+    `prior_trace` with date-times is read from. Without a `prior_trace`, the model's own
+    `traffic_log`, once it holds a day (`gateway.traffic_log`)."""
     if config.scheduler == "hybrid":
-        prior = read_prior(config.prior_trace, config.prior_weight_s, start) if config.prior_trace else None
+        record = config.prior_trace or own_log(config)
+        prior = read_prior(record, config.prior_weight_s, start) if record else None
         return HybridScheduler(
             plan_interval_s=config.plan_interval_s, step_s=config.plan_interval_s, scale_in_after_s=config.scale_in_after_s,
             prior=prior,
         )  # fmt: skip
     return load_scheduler(config.scheduler)
+
+
+def own_log(config: ModelConfig) -> str | None:
+    """The model's traffic log, if it has logged any day; None, saying so, if it has not."""
+    if config.traffic_log is None:
+        return None
+    directory = model_directory(config.traffic_log, config.key)
+    if not any(directory.glob("*.csv")):
+        log.info("no traffic log to plan from yet", extra={"model": config.name, "path": str(directory)})
+        return None
+    return str(directory)
 
 
 def make_core(config: ModelConfig, policy: BatchPolicy, fleet: Fleet, scheduler: Scheduler | None = None,

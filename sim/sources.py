@@ -21,6 +21,8 @@ import numpy as np
 from batching import arrivals as arrival_models
 from scheduler import Prior, same_time_of_day
 
+from .counts import arrival_times, is_counts, read_counts
+
 log = logging.getLogger("sluice.prior")
 
 # --------------------------------------------------------------------------- trace files
@@ -39,6 +41,12 @@ def read_trace(path: str | Path) -> np.ndarray:
 def read_stamped_trace(path: str | Path) -> tuple[np.ndarray, datetime | None]:
     """`read_trace`'s arrival times, and when the first of them came: its date-time (UTC; a
     date-time without a zone is read as UTC), None for a trace of plain seconds."""
+    if is_counts(path):
+        counts, first = read_counts(path)
+        times = arrival_times(counts)
+        if first is None or not len(times):
+            raise ValueError(f"{path}: no arrivals in the log")
+        return times - times[0], first + timedelta(seconds=float(times[0]))
     text = Path(path).read_text()
     lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     if not lines:
@@ -60,9 +68,18 @@ def read_prior(path: str | Path, weight_s: float, start: datetime | None) -> Pri
     """A recorded trace as the hybrid planner's prior (`scheduler.Prior`). When the run's start
     (wall clock, or the simulated trace's first arrival) and the record both carry a date-time,
     the record is read from the start's time of day; else from its first second. None, with a
-    warning, when the record holds no second at that time of day."""
-    times, first = read_stamped_trace(path)
-    span_s = math.floor(times[-1]) + 1.0
+    warning, when the record holds no second at that time of day. A traffic log (`sim.counts`)
+    is read up to the start: what came before it (yesterday, at that time of day)."""
+    if is_counts(path):
+        counts, first = read_counts(path, before=start)
+        span_s = float(len(counts))
+        if first is None:
+            log.warning("traffic log %s holds no second before the start: planning without it", path, extra={"path": str(path)})
+            return None
+    else:
+        times, first = read_stamped_trace(path)
+        span_s = math.floor(times[-1]) + 1.0
+        counts = None
     start_s = 0.0
     if first is not None and start is not None:
         second = same_time_of_day(first, start, span_s)
@@ -74,7 +91,7 @@ def read_prior(path: str | Path, weight_s: float, start: datetime | None) -> Pri
             return None
         start_s = second
     log.info("prior trace read", extra={"path": str(path), "from_second": start_s, "seconds": span_s})
-    return Prior.from_times(times, weight_s, start_s)
+    return Prior(counts, weight_s, start_s) if counts is not None else Prior.from_times(times, weight_s, start_s)
 
 
 def _is_number(field: str) -> bool:

@@ -174,3 +174,43 @@ async def test_a_prior_trace_with_date_times_is_read_from_the_time_of_day_the_ga
     assert 110.0 <= read[0]["from_second"] <= 180.0  # started a few seconds after the record's 120th
     away = [e for e in logs if e.get("level") == "warning" and e.get("path") == str(tmp_path / "away.csv")]
     assert len(away) == 1 and away[0]["msg"].endswith("planning without it")
+
+
+async def test_the_gateway_logs_its_traffic_and_plans_from_yesterdays_log(tmp_path, demo_path) -> None:
+    """A model with `traffic_log` and yesterday's day in it: its planner reads that day from
+    now's time of day (about its 120th second), and the requests it serves are logged into
+    today's file, second by second, every one of them by the time the gateway has stopped."""
+    from sim.counts import day_file, read_counts
+
+    emulator = start_emulator("--function", f"demo={demo_path}", "--max-concurrency", "4")
+    logs = tmp_path / "traffic"
+    (logs / "demo").mkdir(parents=True)
+    yesterday = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(days=1, minutes=2)
+    rows = "".join(f"{yesterday + timedelta(seconds=t):%Y-%m-%dT%H:%M:%S}Z,10\n" for t in range(600))
+    day_file(logs / "demo", yesterday.date()).write_text("time,count\n" + rows)  # 10 requests/s for 10 minutes
+    config = tmp_path / "sluice.toml"
+    config.write_text(textwrap.dedent(f"""
+        [models.demo]
+        path = "{demo_path}"
+        workers = 1
+        scheduler = "hybrid"
+        traffic_log = "{logs}"
+        [models.demo.faas]
+        function = "demo"
+        region = "us-east-1"
+        endpoint_url = "http://127.0.0.1:{emulator.port}"
+    """))
+    gw = None
+    try:
+        gw = start_gateway(tmp_path, "--config", str(config))
+        began = datetime.now(timezone.utc)
+        await send(gw.url, 20.0, 3.0, np.random.default_rng(3))
+    finally:
+        if gw is not None:
+            assert gw.stop() == 0
+        assert emulator.stop() == 0
+    read = [e for e in gw.logs() if e.get("msg") == "prior trace read"]
+    assert [e["path"] for e in read] == [str(logs / "demo")]
+    assert 110.0 <= read[0]["from_second"] <= 180.0
+    today = [day for day in sorted((logs / "demo").glob("*.csv")) if day.stem >= f"{began:%Y-%m-%d}"]
+    assert today and sum(read_counts(day)[0].sum() for day in today) == 60  # every request sent, each answered 200

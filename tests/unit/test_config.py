@@ -410,3 +410,28 @@ def test_a_prior_trace_feeds_the_hybrid_planner_and_a_bad_one_is_refused(tmp_pat
                          (f'prior_trace = "{trace}"\nprior_weight_s = -1', "prior_weight_s must be 0 or more")):  # fmt: skip
         with pytest.raises(ConfigError, match=match):
             load(write_toml(tmp_path, hybrid.replace("[models.m.faas]", f"{extra}\n[models.m.faas]")), None, no_demo)
+
+
+def test_a_traffic_log_is_the_hybrid_planners_prior_once_it_holds_a_day(tmp_path: Path, caplog) -> None:
+    from gateway.served import make_scheduler
+    from sim.counts import HEADER
+
+    logs = tmp_path / "traffic"
+    hybrid = f'[models.m]\npath = "/m.onnx"\ntraffic_log = "{logs}"\n[models.m.faas]\nfunction = "f"\n'
+    model = load(write_toml(tmp_path, hybrid), None, no_demo).models["m"]
+    start = datetime(2026, 12, 7, 10, 30, tzinfo=timezone.utc)
+    with caplog.at_level("INFO", logger="sluice.gateway"):
+        assert make_scheduler(model, start).prior is None  # nothing logged yet
+    assert any(r.getMessage() == "no traffic log to plan from yet" for r in caplog.records)
+    (logs / "m").mkdir(parents=True)
+    rows = (f"{datetime(2026, 12, 6, 9, tzinfo=timezone.utc) + timedelta(seconds=t):%Y-%m-%dT%H:%M:%S}Z,2\n" for t in range(7200))
+    (logs / "m" / "2026-12-06.csv").write_text(HEADER + "\n" + "".join(rows))
+    prior = make_scheduler(model, start).prior
+    assert prior is not None and prior.start_s == 5400.0 and prior.counts[5400] == 2.0  # yesterday, from 10:30
+    given = tmp_path / "given.txt"
+    given.write_text("\n".join(f"{t / 10:.2f}" for t in range(100)))
+    model = load(write_toml(tmp_path, hybrid.replace("[models.m.faas]", f'prior_trace = "{given}"\n[models.m.faas]')), None, no_demo).models["m"]
+    assert make_scheduler(model, start).prior.counts.tolist() == [10.0] * 10  # a prior_trace comes first
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match="is a file, not a directory"):
+        load(write_toml(tmp_path, hybrid.replace(str(logs), str(tmp_path / "file"))), None, no_demo)

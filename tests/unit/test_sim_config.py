@@ -137,3 +137,32 @@ def test_the_cli_says_which_model_when_the_config_has_several(tmp_path: Path, ca
 def test_billed_ms_rounds_float_noise_away_then_up() -> None:
     assert billed_ms(0.007) == 7.0 and billed_ms(0.0070001) == 8.0 and billed_ms(0.0) == 1.0
     assert billed_ms(np.array([0.007, 0.0000001])).tolist() == [7.0, 1.0]
+
+
+def test_a_logged_day_replays_under_the_config_its_prior_the_days_before_it(tmp_path: Path, capsys, caplog) -> None:
+    """`sluice sim --config --trace <traffic_log>/demo/<day>.csv`: the day is the trace, and the
+    model's log up to its first arrival is the prior (yesterday from the same time of day), as
+    the gateway would have read it had it started then; the first day logged has none before it."""
+    from datetime import datetime, timedelta, timezone
+
+    from sim.counts import HEADER, day_file
+
+    logs = tmp_path / "traffic"
+    (logs / "demo").mkdir(parents=True)
+    for day in (6, 7):
+        first = datetime(2026, 12, day, 10, tzinfo=timezone.utc)
+        rows = "".join(f"{first + timedelta(seconds=t):%Y-%m-%dT%H:%M:%S}Z,40\n" for t in range(120))
+        day_file(logs / "demo", first.date()).write_text(HEADER + "\n" + rows)
+    deploy = (REPO / "deploy" / "sluice-hybrid.toml").read_text()
+    config = config_file(tmp_path, deploy.replace("[models.demo.faas]", f'traffic_log = "{logs}"\n[models.demo.faas]'))
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    for day in ("2026-12-07", "2026-12-06"):
+        args = parser.parse_args(["--config", str(config), "--profile", str(REPO / "bench" / "profiles" / "demo_faas.json"),
+                                  "--trace", str(logs / "demo" / f"{day}.csv"), "--json"])  # fmt: skip
+        with caplog.at_level("INFO", logger="sluice.prior"):
+            assert run(args) == 0
+        assert json.loads(capsys.readouterr().out)["requests"] == 40 * 120
+    read = [r for r in caplog.records if r.getMessage() == "prior trace read"]
+    assert len(read) == 1 and read[0].path == str(logs / "demo") and read[0].from_second == 0.0  # the 6th, from 10:00
+    assert any("holds no second before the start" in r.getMessage() for r in caplog.records)  # the 6th: nothing before

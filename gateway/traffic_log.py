@@ -60,7 +60,7 @@ class TrafficLog(BackgroundLoop):
         self.tick(self.clock())
         rows = self.take(self.clock() + 1.0, only=key)
         del self.models[key]
-        await asyncio.to_thread(_append, rows, self.oldest())
+        await self._write(rows)
 
     def tick(self, wall: float) -> None:
         """Count what arrived since the last tick into the second `wall` falls in."""
@@ -99,16 +99,21 @@ class TrafficLog(BackgroundLoop):
             self.tick(now)
             if now - written >= self.flush_s:
                 written = now
-                try:
-                    await asyncio.to_thread(_append, self.take(now), self.oldest())
-                except OSError:
-                    log.exception("traffic log not written")
+                await self._write(self.take(now))
 
     async def stop(self) -> None:
         """Stop counting, and write every second counted, the current one too."""
         await super().stop()
         self.tick(self.clock())
-        await asyncio.to_thread(_append, self.take(self.clock() + 1.0), self.oldest())
+        await self._write(self.take(self.clock() + 1.0))
+
+    async def _write(self, rows: dict[Path, list[str]]) -> None:
+        """Append in a thread. A log that cannot be written (a full disk, a read-only directory)
+        is said and dropped: it must not stop the gateway, or its stop."""
+        try:
+            await asyncio.to_thread(_append, rows, self.oldest())
+        except OSError:
+            log.exception("traffic log not written", extra={"files": sorted(str(p) for p in rows)})
 
 
 def _append(rows: dict[Path, list[str]], oldest: date) -> None:

@@ -105,3 +105,14 @@ async def test_the_loop_counts_what_arrives_and_writes_it_at_stop(tmp_path: Path
     assert not stale.exists()
     counts, _ = read_counts(tmp_path / "m")
     assert counts.sum() == 60
+
+
+async def test_a_log_that_cannot_be_written_is_said_and_does_not_stop_the_stop(tmp_path: Path, caplog) -> None:
+    (tmp_path / "m").write_text("a file where the model's directory should be")
+    log = TrafficLog(poll_s=0.05)
+    log.watch("m", tmp_path / "m", lambda: 3)
+    log.start()
+    await asyncio.sleep(0.1)
+    with caplog.at_level("ERROR", logger="sluice.gateway"):
+        await log.stop()
+    assert any(r.getMessage() == "traffic log not written" for r in caplog.records)

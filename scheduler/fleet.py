@@ -265,3 +265,11 @@ def holding(entry: InstanceView, until: float, count: int) -> InstanceView:
     """An instance's entry in a view, held by `count` batches waiting for it until `until`."""
     busy, queued = max(entry.busy_until, until), entry.queued + count
     return InstanceView(entry.id, entry.state, busy, queued, entry.ready_at, entry.billed_since)
+
+
+def idle_past_minimum(live: Sequence[InstanceView], view: View, now: float) -> list[InstanceView]:
+    """The instances a plan may stop now: ready, idle, past their minimum bill; oldest first."""
+    return sorted(
+        (i for i in live if i.ready and i.busy_until <= now and now - i.billed_since >= view.prices.instance_min_billed_s),
+        key=lambda i: i.billed_since,
+    )  # fmt: skip

@@ -11,6 +11,10 @@ the one-step errors, requests/s), which the planner uses as a margin.
   slot of the period (Holt-Winters): diurnal traffic, the morning ramp seen coming.
 - `Trend`: a straight line through the last few minutes, fitted robustly
   (repeated medians): ramps, without being lifted or tilted by the bursts in the window.
+
+And the spread the hybrid planner adds to a forecast: all the recent variation
+(`steady_spread`), or only what bursts added (`burst_spread`), and the overflow they
+leave a pool (`expected_overflow`).
 """
 
 from __future__ import annotations
@@ -196,3 +200,26 @@ class Trend:
 
 
 FORECASTERS = {"ewma": Ewma, "holt": Holt, "seasonal": Seasonal, "trend": Trend}
+
+
+# -- the spread added to a forecast (the hybrid planner's two views, `scheduler.hybrid`)
+
+
+def expected_overflow(level: float, spread: Sequence[float], capacity: float) -> float:
+    """E[(X - capacity)+] for X the forecast level plus each of the recent steps' spread:
+    bursts count as often and as high as they came, not as a symmetric spread."""
+    if not spread:
+        return max(0.0, level - capacity)
+    return sum(max(0.0, level + e - capacity) for e in spread) / len(spread)
+
+
+def steady_spread(rates: Sequence[float]) -> list[float]:
+    """Each step's rate less the steps' mean: all the recent variation is spread."""
+    mean = sum(rates) / len(rates) if rates else 0.0
+    return [r - mean for r in rates]
+
+
+def burst_spread(rates: Sequence[float], half: int = 4) -> list[float]:
+    """Each step's rate less the median of the steps around it (`half` each side): what a
+    burst added to it. A ramp, or a change that lasts, leaves next to nothing."""
+    return [r - statistics.median(rates[max(0, i - half) : i + half + 1]) for i, r in enumerate(rates)]

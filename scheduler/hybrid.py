@@ -48,7 +48,6 @@ from __future__ import annotations
 import math
 import statistics
 from collections import deque
-from collections.abc import Sequence
 
 from batching import Batch
 
@@ -56,40 +55,13 @@ import numpy as np
 
 from .fill import function_price
 from .fleet import RATE_WINDOW_S
-from .forecast import Ewma, Holt, Trend
+from .fleet import idle_past_minimum
+from .forecast import Ewma, Holt, Trend, burst_spread, expected_overflow, steady_spread
 from .hindsight import PlanHistory, moving_cost
 from .lookback import PoolModel, SecondCounts, enough_instances, priced, replay_costs
 from .placement import cheapest_in_time, front
-from .prior import Prior
-from .types import InstanceView, Placement, PoolPlan, View, batch_deadline
-
-
-def _expected_overflow(level: float, spread: Sequence[float], capacity: float) -> float:
-    """E[(X - capacity)+] for X the forecast level plus each of the recent steps' spread:
-    bursts count as often and as high as they came, not as a symmetric spread."""
-    if not spread:
-        return max(0.0, level - capacity)
-    return sum(max(0.0, level + e - capacity) for e in spread) / len(spread)
-
-
-def steady_spread(rates: Sequence[float]) -> list[float]:
-    """Each step's rate less the steps' mean: all the recent variation is spread."""
-    mean = sum(rates) / len(rates) if rates else 0.0
-    return [r - mean for r in rates]
-
-
-def burst_spread(rates: Sequence[float], half: int = 4) -> list[float]:
-    """Each step's rate less the median of the steps around it (`half` each side): what a
-    burst added to it. A ramp, or a change that lasts, leaves next to nothing."""
-    return [r - statistics.median(rates[max(0, i - half) : i + half + 1]) for i, r in enumerate(rates)]
-
-
-def idle_past_minimum(live: Sequence[InstanceView], view: View, now: float) -> list[InstanceView]:
-    """The instances a plan may stop now: ready, idle, past their minimum bill; oldest first."""
-    return sorted(
-        (i for i in live if i.ready and i.busy_until <= now and now - i.billed_since >= view.prices.instance_min_billed_s),
-        key=lambda i: i.billed_since,
-    )  # fmt: skip
+from .prior import WEIGHT_S as PRIOR_WEIGHT_S, Prior
+from .types import Placement, PoolPlan, View, batch_deadline
 
 
 class HybridScheduler:
@@ -113,6 +85,7 @@ class HybridScheduler:
         hindsight_s: float = 1800.0,
         recency_s: float = 300.0,
         prior: Prior | None = None,
+        own_record_s: float | None = None,
     ) -> None:
         self.plan_interval_s = plan_interval_s
         self.utilization, self.scale_in_after_s, self.margin = utilization, scale_in_after_s, margin
@@ -132,7 +105,10 @@ class HybridScheduler:
         self._count = 0
         self._lower_since: float | None = None
         self.lookback = lookback  # plan on per-second counts replayed (`scheduler.lookback`), not on 10 s rates
-        self.seconds = SecondCounts(keep_s=max(int(burst_steps * self.forecaster.step_s), int(hindsight_s)))
+        # Its own traffic becomes its record once the one it was given has run out, or it had none
+        # (a gateway with a traffic log: yesterday at each time of day, not only the first day).
+        self.own_record_s = own_record_s
+        self.seconds = SecondCounts(keep_s=max(int(burst_steps * self.forecaster.step_s), int(hindsight_s), int(own_record_s or 0)))
         # How far back the plans and the fixed counts are priced (`scheduler.hindsight`). The fixed
         # count is the window's cheapest, so the window must hold enough bursts to say how often
         # they come: with 15 minutes, one 90 s burst at 9x the base priced 14 instances on
@@ -226,7 +202,7 @@ class HybridScheduler:
         highest = rate + max(spread, default=0.0)
         best, best_cost = 0, math.inf
         for n in range(view.max_instances + 1):
-            cost = n * view.prices.instance_per_s + _expected_overflow(rate, spread, n * capacity) * per_request
+            cost = n * view.prices.instance_per_s + expected_overflow(rate, spread, n * capacity) * per_request
             if cost < best_cost - 1e-15:
                 best, best_cost = n, cost
             if n * capacity > highest:
@@ -367,6 +343,22 @@ class HybridScheduler:
             return self.prior.agrees(float(seen.mean()), len(seen))
         return view.arrivals.rate <= 0 or self.prior.agrees(view.arrivals.rate, RATE_WINDOW_S)
 
+    def renew_prior(self, now: float) -> None:
+        """With `own_record_s` (a day): once the record ahead has run out, or there was none, and
+        that long of its own traffic has been seen, that traffic is the record, read in step
+        from its first second (`own_record_s` ago). A gateway that logs its traffic reads
+        yesterday from its log when it starts; this keeps reading yesterday after the first day."""
+        if self.own_record_s is None or len(self.seconds.counts) < self.own_record_s:
+            return
+        assert self._began is not None
+        if self.prior is not None:
+            begin, end = self.prior.ahead(now - self._began)
+            if end > begin:
+                return
+        weight_s = self.prior.weight_s if self.prior is not None else PRIOR_WEIGHT_S
+        self.prior = Prior(self.seconds.last(int(self.own_record_s)), weight_s)
+        self._began = now
+
     def watched_enough(self) -> bool:
         """Whether to start instances on what was seen. Before any traffic, the view's rate is
         all there is (provisioning at startup). After, not before both views have been
@@ -395,6 +387,7 @@ class HybridScheduler:
         first = not self.history.targets
         if self._began is None:
             self._began = now  # the prior's record is read in step from here
+        self.renew_prior(now)
         if first and self.prior is not None and self.prices_both(view) and self.prior_agrees_so_far(view):
             # The first plan (in the simulator, provisioning before any traffic): the count cheapest
             # over the recorded traffic, a fixed count's decision. The moving plan is recorded as it

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from scheduler import HybridScheduler, PoolModel, PoolPlan, View, enough_instances, function_price
-from scheduler.hybrid import idle_past_minimum
+from scheduler.fleet import idle_past_minimum
 
 from .family import Member
 

@@ -204,3 +204,39 @@ def test_sluice_sim_reads_a_stamped_record_from_the_trace_s_time_of_day(tmp_path
     assert served["cost_usd"] == pytest.approx(aligned["cost_usd"], rel=1e-12)
     assert from_first["cost_usd"] == pytest.approx(untold["cost_usd"], rel=1e-12)  # 600 against 200: set aside
     assert aligned["cost_usd"] < 0.9 * untold["cost_usd"]
+
+
+def periodic(periods: int, period_s: float = 600.0) -> np.ndarray:
+    """A cycle of `period_s`: 300 s at 50 requests/s, 200 s at 400, 100 s at 50."""
+    parts = []
+    for k in range(periods):
+        begins = k * period_s
+        parts += [poisson(50.0, 300.0, seed=20 + k, start=begins), poisson(400.0, 200.0, seed=10 + k, start=begins + 300.0),
+                  poisson(50.0, 100.0, seed=30 + k, start=begins + 500.0)]  # fmt: skip
+    return np.sort(np.concatenate(parts))
+
+
+def test_its_own_traffic_becomes_the_record_once_it_has_seen_that_much() -> None:
+    """`own_record_s`: with no record, none until that long has been seen, then the last
+    `own_record_s` seconds, read from their first (renewed each time it runs out); the planner
+    then plans on it (other counts than without)."""
+    traffic = periodic(2)
+    young = HybridScheduler(own_record_s=600.0)
+    simulate(traffic[traffic < 590.0], young)
+    assert young.prior is None
+    own, untold = HybridScheduler(own_record_s=600.0), HybridScheduler()
+    told, alone = simulate(traffic, own), simulate(traffic, untold)
+    assert own.prior is not None and len(own.prior.counts) == 600 and own.prior.start_s == 0.0
+    assert own.prior.counts.mean() == pytest.approx((50 * 400 + 400 * 200) / 600, rel=0.05)  # a whole cycle
+    assert untold.prior is None and told["instance_hours"] != alone["instance_hours"]
+    assert told["completed"] == told["requests"] and told["slo_attainment"] >= 0.99
+
+
+def test_a_given_record_is_kept_while_it_has_seconds_ahead_then_its_own_traffic_follows() -> None:
+    traffic = periodic(2)
+    given = Prior(np.full(900, 166.0))
+    scheduler = HybridScheduler(prior=given, own_record_s=600.0)
+    simulate(traffic[traffic < 880.0], scheduler)
+    assert scheduler.prior is given  # 600 s seen, but the record still has seconds ahead
+    simulate(traffic, scheduler := HybridScheduler(prior=given, own_record_s=600.0))
+    assert scheduler.prior is not given and len(scheduler.prior.counts) == 600

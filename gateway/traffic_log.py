@@ -10,13 +10,17 @@ than `keep_days` are removed. After a restart, its planner reads that log as its
 
 The counts are taken by polling the runner's arrival counter once a second, as the replicas'
 shared rate is (`gateway.replicas.cluster`): a request is logged in the second it was polled
-in, at most a second late. With several replicas, each logs what it received.
+in, at most a second late. Each replica logs what it received. Replicas that share one
+directory (a shared volume) write the cluster's arrivals: a second logged by several is read as
+their sum, which is what the planner of a pool they share plans for; replicas with pools of
+their own each want their own directory (their planner plans for their share).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -121,9 +125,15 @@ def _append(rows: dict[Path, list[str]], oldest: date) -> None:
     before `oldest` from those directories."""
     for path, lines in rows.items():
         path.parent.mkdir(parents=True, exist_ok=True)
-        new = not path.exists()
-        with path.open("a") as file:
-            file.write((HEADER + "\n" if new else "") + "".join(line + "\n" for line in lines))
+        data = ((HEADER + "\n" if not path.exists() else "") + "".join(line + "\n" for line in lines)).encode()
+        # One write to a file opened for appending: replicas that share the directory (a shared
+        # volume) append whole flushes, never each other's halves of a line.
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            while data:
+                data = data[os.write(fd, data) :]
+        finally:
+            os.close(fd)
     for directory in {path.parent for path in rows}:
         for old in directory.glob("*.csv"):
             try:

@@ -8,7 +8,8 @@ one CSV file per UTC day, `<traffic_log>/<model>/YYYY-MM-DD.csv`:
 
 A day at 100 requests/s is 86,400 short rows (about 2.5 MB), not 8.6 million arrival
 times. `sluice sim --trace` and `prior_trace` read such a file, or a model's directory of
-them (the days in order; a second no file holds counts as none: the gateway was down).
+them (the days in order; a second no file holds counts as none: the gateway was down; a
+second several rows hold, as the sum of theirs: replicas sharing a directory).
 Served, the hybrid planner of a model with a traffic log and no `prior_trace` reads its
 own log, from yesterday at the time of day it starts.
 """
@@ -52,7 +53,8 @@ def read_counts(path: str | Path, before: datetime | None = None) -> tuple[np.nd
         lines = file.read_text().splitlines()
         if not lines or lines[0].strip() != HEADER:
             raise ValueError(f"{file}: not a traffic log (its first line is not {HEADER!r})")
-        rows = [line.split(",") for line in lines[1:] if line.strip()]
+        rows = [line.split(",") for line in lines[1:] if line.strip() and line.strip() != HEADER]  # replicas
+        # sharing a directory may both begin a new day's file
         try:
             stamps.append(np.array([r[0].strip().removesuffix("Z") for r in rows], dtype="datetime64[s]"))
             counts.append(np.array([int(r[1]) for r in rows], dtype=np.int64))

@@ -116,3 +116,26 @@ async def test_a_log_that_cannot_be_written_is_said_and_does_not_stop_the_stop(t
     with caplog.at_level("ERROR", logger="sluice.gateway"):
         await log.stop()
     assert any(r.getMessage() == "traffic log not written" for r in caplog.records)
+
+
+def test_replicas_sharing_a_directory_log_the_clusters_arrivals(tmp_path: Path) -> None:
+    """Two logs (two replicas) writing one model's directory: each second read as their sum,
+    the header each may have begun the day's file with skipped."""
+    wall = [NIGHT.timestamp() + 10.0]
+    logs, counters = [], [[0], [0]]
+    for counter in counters:
+        log = TrafficLog(clock=lambda: wall[0])
+        log.watch("m", tmp_path / "m", lambda counter=counter: counter[0])
+        logs.append(log)
+    for k in range(3):
+        counters[0][0] += 2
+        counters[1][0] += 5
+        wall[0] += 1.0
+        for log in logs:
+            log.tick(wall[0])
+    for log in logs:
+        asyncio.run(log.forget("m"))
+    path = day_file(tmp_path / "m", (NIGHT + timedelta(seconds=10)).date())
+    path.write_text(path.read_text() + HEADER + "\n")  # as if the second replica found no file
+    counts, first = read_counts(tmp_path / "m")
+    assert first == NIGHT + timedelta(seconds=10) and counts.tolist() == [0, 7, 7, 7]

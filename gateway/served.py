@@ -23,7 +23,6 @@ from batching.tuner import MAX_BATCH, Target
 
 from scheduler import Dispatcher, Fleet, FunctionSettings, HybridScheduler, Prices, Scheduler, load_scheduler
 from scheduler.keepwarm import KeepWarmPolicy
-from scheduler.prior import DAY_S
 from sim.counts import model_directory
 from sim.sources import read_prior
 
@@ -215,14 +214,13 @@ def make_scheduler(config: ModelConfig, start: datetime | None) -> Scheduler:
     """The model's scheduler. `start`: when its first plan comes (the wall clock live, the
     trace's first arrival in `sluice sim --config`; None if unknown), the time of day a
     `prior_trace` with date-times is read from. Without a `prior_trace`, the model's own
-    `traffic_log`, once it holds a day (`gateway.traffic_log`); with a log, after a day of
-    serving, the planner's own last day (`HybridScheduler.renew_prior`)."""
+    `traffic_log`, once it holds a day (`gateway.traffic_log`)."""
     if config.scheduler == "hybrid":
         record = config.prior_trace or own_log(config)
         prior = read_prior(record, config.prior_weight_s, start) if record else None
         return HybridScheduler(
             plan_interval_s=config.plan_interval_s, step_s=config.plan_interval_s, scale_in_after_s=config.scale_in_after_s,
-            prior=prior, own_record_s=DAY_S if config.traffic_log else None,
+            prior=prior,
         )  # fmt: skip
     return load_scheduler(config.scheduler)
 

@@ -5,9 +5,8 @@ from the time of day the gateway starts); without one it learns the traffic's le
 shape from the run, and pays for the lesson (issue 15). A model with `traffic_log` set has
 its arrivals, admitted or refused, counted into wall-clock seconds and appended to
 `<traffic_log>/<model>/YYYY-MM-DD.csv` (`sim.counts`) every `flush_s` and at stop; days older
-than `keep_days` are removed. After a restart, its planner reads that log as its prior (and,
-once it has served a day, its own last day: `HybridScheduler.renew_prior`), and `sluice sim
---trace` replays any day of it.
+than `keep_days` are removed. After a restart, its planner reads that log as its prior, and
+`sluice sim --trace` replays any day of it.
 
 The counts are taken by polling the runner's arrival counter once a second, as the replicas'
 shared rate is (`gateway.replicas.cluster`): a request is logged in the second it was polled

@@ -106,7 +106,7 @@ class HybridScheduler:
         self._lower_since: float | None = None
         self.lookback = lookback  # plan on per-second counts replayed (`scheduler.lookback`), not on 10 s rates
         # Its own traffic becomes its record once the one it was given has run out, or it had none
-        # (a gateway with a traffic log: yesterday at each time of day, not only the first day).
+        # (`renew_prior`; off by default: on a run longer than its window it bought nothing).
         self.own_record_s = own_record_s
         self.seconds = SecondCounts(keep_s=max(int(burst_steps * self.forecaster.step_s), int(hindsight_s), int(own_record_s or 0)))
         # How far back the plans and the fixed counts are priced (`scheduler.hindsight`). The fixed
@@ -346,8 +346,10 @@ class HybridScheduler:
     def renew_prior(self, now: float) -> None:
         """With `own_record_s` (a day): once the record ahead has run out, or there was none, and
         that long of its own traffic has been seen, that traffic is the record, read in step
-        from its first second (`own_record_s` ago). A gateway that logs its traffic reads
-        yesterday from its log when it starts; this keeps reading yesterday after the first day."""
+        from its first second (`own_record_s` ago): yesterday at each time of day, on every
+        day, not only the first after a start. Not set by the gateway: once the window holds
+        the traffic, the record changed no bill on the family's hour-long members run as two
+        days, and cost 1.0% more on a cycle of an hour (`bench/own_record.py`, README)."""
         if self.own_record_s is None or len(self.seconds.counts) < self.own_record_s:
             return
         assert self._began is not None

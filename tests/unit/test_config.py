@@ -428,13 +428,10 @@ def test_a_traffic_log_is_the_hybrid_planners_prior_once_it_holds_a_day(tmp_path
     (logs / "m" / "2026-12-06.csv").write_text(HEADER + "\n" + "".join(rows))
     scheduler = make_scheduler(model, start)
     assert scheduler.prior is not None and scheduler.prior.start_s == 5400.0 and scheduler.prior.counts[5400] == 2.0  # yesterday, from 10:30
-    assert scheduler.own_record_s == 86400.0  # after a day served, its own last day
     given = tmp_path / "given.txt"
     given.write_text("\n".join(f"{t / 10:.2f}" for t in range(100)))
     model = load(write_toml(tmp_path, hybrid.replace("[models.m.faas]", f'prior_trace = "{given}"\n[models.m.faas]')), None, no_demo).models["m"]
     assert make_scheduler(model, start).prior.counts.tolist() == [10.0] * 10  # a prior_trace comes first
-    model = load(write_toml(tmp_path, hybrid.replace(f'traffic_log = "{logs}"\n', f'prior_trace = "{given}"\n')), None, no_demo).models["m"]
-    assert make_scheduler(model, start).own_record_s is None  # without a log, a record is only what it is given
     (tmp_path / "file").write_text("")
     with pytest.raises(ConfigError, match="is a file, not a directory"):
         load(write_toml(tmp_path, hybrid.replace(str(logs), str(tmp_path / "file"))), None, no_demo)

@@ -54,8 +54,7 @@ from batching import Batch
 import numpy as np
 
 from .fill import function_price
-from .fleet import RATE_WINDOW_S
-from .fleet import idle_past_minimum
+from .fleet import RATE_WINDOW_S, idle_past_minimum
 from .forecast import Ewma, Holt, Trend, burst_spread, expected_overflow, steady_spread
 from .hindsight import PlanHistory, moving_cost
 from .lookback import PoolModel, SecondCounts, enough_instances, priced, replay_costs

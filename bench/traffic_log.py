@@ -21,7 +21,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from sim.counts import HEADER, day_file  # noqa: E402
+from sim.counts import HEADER, day_file, row  # noqa: E402
 from sim.sources import read_prior  # noqa: E402
 
 
@@ -36,7 +36,7 @@ def main() -> None:
         logs = Path(directory)
         for day in range(args.days):
             begins = first + timedelta(days=day)
-            rows = "".join(f"{begins + timedelta(seconds=s):%Y-%m-%dT%H:%M:%S}Z,{c}\n" for s, c in enumerate(rng.poisson(args.rate, 86400)))
+            rows = "".join(row(begins + timedelta(seconds=s), c) + "\n" for s, c in enumerate(rng.poisson(args.rate, 86400)))
             day_file(logs, begins.date()).write_text(HEADER + "\n" + rows)
         size = day_file(logs, first.date()).stat().st_size
         start = first + timedelta(days=args.days, hours=14)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
-from sim.counts import HEADER, day_file
+from sim.counts import HEADER, day_file, row
 
 from .loop import BackgroundLoop
 
@@ -85,9 +85,7 @@ class TrafficLog(BackgroundLoop):
                 continue
             for second in range(logged.next_second, until):
                 stamp = datetime.fromtimestamp(second, timezone.utc)
-                rows.setdefault(day_file(logged.directory, stamp.date()), []).append(
-                    f"{stamp:%Y-%m-%dT%H:%M:%S}Z,{logged.seconds.pop(second, 0)}"
-                )
+                rows.setdefault(day_file(logged.directory, stamp.date()), []).append(row(stamp, logged.seconds.pop(second, 0)))
             logged.next_second = max(logged.next_second, until)
         return rows
 

@@ -33,6 +33,11 @@ def day_file(directory: Path, day: date) -> Path:
     return directory / f"{day:%Y-%m-%d}.csv"
 
 
+def row(second: datetime, count: int) -> str:
+    """One second's row (without its newline): its UTC date-time and its arrivals."""
+    return f"{second.astimezone(timezone.utc):%Y-%m-%dT%H:%M:%S}Z,{count}"
+
+
 def is_counts(path: str | Path) -> bool:
     """Whether `path` is a traffic log: a file whose first line is the header, or a directory."""
     path = Path(path)

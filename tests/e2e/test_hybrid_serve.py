@@ -180,13 +180,13 @@ async def test_the_gateway_logs_its_traffic_and_plans_from_yesterdays_log(tmp_pa
     """A model with `traffic_log` and yesterday's day in it: its planner reads that day from
     now's time of day (about its 120th second), and the requests it serves are logged into
     today's file, second by second, every one of them by the time the gateway has stopped."""
-    from sim.counts import day_file, read_counts
+    from sim.counts import day_file, read_counts, row
 
     emulator = start_emulator("--function", f"demo={demo_path}", "--max-concurrency", "4")
     logs = tmp_path / "traffic"
     (logs / "demo").mkdir(parents=True)
     yesterday = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(days=1, minutes=2)
-    rows = "".join(f"{yesterday + timedelta(seconds=t):%Y-%m-%dT%H:%M:%S}Z,10\n" for t in range(600))
+    rows = "".join(row(yesterday + timedelta(seconds=t), 10) + "\n" for t in range(600))
     day_file(logs / "demo", yesterday.date()).write_text("time,count\n" + rows)  # 10 requests/s for 10 minutes
     config = tmp_path / "sluice.toml"
     config.write_text(textwrap.dedent(f"""

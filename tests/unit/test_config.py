@@ -414,7 +414,7 @@ def test_a_prior_trace_feeds_the_hybrid_planner_and_a_bad_one_is_refused(tmp_pat
 
 def test_a_traffic_log_is_the_hybrid_planners_prior_once_it_holds_a_day(tmp_path: Path, caplog) -> None:
     from gateway.served import make_scheduler
-    from sim.counts import HEADER
+    from sim.counts import HEADER, row
 
     logs = tmp_path / "traffic"
     hybrid = f'[models.m]\npath = "/m.onnx"\ntraffic_log = "{logs}"\n[models.m.faas]\nfunction = "f"\n'
@@ -424,7 +424,7 @@ def test_a_traffic_log_is_the_hybrid_planners_prior_once_it_holds_a_day(tmp_path
         assert make_scheduler(model, start).prior is None  # nothing logged yet
     assert any(r.getMessage() == "no traffic log to plan from yet" for r in caplog.records)
     (logs / "m").mkdir(parents=True)
-    rows = (f"{datetime(2026, 12, 6, 9, tzinfo=timezone.utc) + timedelta(seconds=t):%Y-%m-%dT%H:%M:%S}Z,2\n" for t in range(7200))
+    rows = (row(datetime(2026, 12, 6, 9, tzinfo=timezone.utc) + timedelta(seconds=t), 2) + "\n" for t in range(7200))
     (logs / "m" / "2026-12-06.csv").write_text(HEADER + "\n" + "".join(rows))
     scheduler = make_scheduler(model, start)
     assert scheduler.prior is not None and scheduler.prior.start_s == 5400.0 and scheduler.prior.counts[5400] == 2.0  # yesterday, from 10:30

@@ -145,13 +145,13 @@ def test_a_logged_day_replays_under_the_config_its_prior_the_days_before_it(tmp_
     the gateway would have read it had it started then; the first day logged has none before it."""
     from datetime import datetime, timedelta, timezone
 
-    from sim.counts import HEADER, day_file
+    from sim.counts import HEADER, day_file, row
 
     logs = tmp_path / "traffic"
     (logs / "demo").mkdir(parents=True)
     for day in (6, 7):
         first = datetime(2026, 12, day, 10, tzinfo=timezone.utc)
-        rows = "".join(f"{first + timedelta(seconds=t):%Y-%m-%dT%H:%M:%S}Z,40\n" for t in range(120))
+        rows = "".join(row(first + timedelta(seconds=t), 40) + "\n" for t in range(120))
         day_file(logs / "demo", first.date()).write_text(HEADER + "\n" + rows)
     deploy = (REPO / "deploy" / "sluice-hybrid.toml").read_text()
     config = config_file(tmp_path, deploy.replace("[models.demo.faas]", f'traffic_log = "{logs}"\n[models.demo.faas]'))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from gateway.traffic_log import TrafficLog
-from sim.counts import HEADER, arrival_times, day_file, model_directory, read_counts
+from sim.counts import HEADER, arrival_times, day_file, model_directory, read_counts, row
 from sim.sources import read_prior, read_stamped_trace, read_trace
 
 NIGHT = datetime(2026, 12, 7, 23, 59, 55, tzinfo=timezone.utc)
@@ -25,7 +25,7 @@ def write_log(directory: Path, first: datetime, counts: list[int]) -> None:
         path = day_file(directory, stamp.date())
         new = not path.exists()
         with path.open("a") as file:
-            file.write((HEADER + "\n" if new else "") + f"{stamp:%Y-%m-%dT%H:%M:%S}Z,{count}\n")
+            file.write((HEADER + "\n" if new else "") + row(stamp, count) + "\n")
 
 
 def test_counts_are_written_per_second_into_each_days_file(tmp_path: Path) -> None:
